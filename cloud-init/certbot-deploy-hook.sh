@@ -1,0 +1,8 @@
+#!/bin/bash
+# certbot deploy hook: install the renewed certificate where Postfix reads it, then reload.
+set -euo pipefail
+. "${BACKUP_MX_ENV:-/etc/backup-mx/backup-mx.env}"
+live=/etc/letsencrypt/live/$RELAY_HOSTNAME
+install -m 0644 "$live/fullchain.pem" /etc/postfix/tls/fullchain.pem
+install -m 0600 "$live/privkey.pem" /etc/postfix/tls/privkey.pem
+postfix reload

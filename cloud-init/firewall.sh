@@ -1,0 +1,41 @@
+#!/bin/bash
+# Punch the relay's ports through the OCI Ubuntu image's OS firewall, which ends INPUT
+# with a REJECT regardless of the VCN security list. Idempotent; rules go before the REJECT.
+set -euo pipefail
+. "${BACKUP_MX_ENV:-/etc/backup-mx/backup-mx.env}"
+RULES_V4=${RULES_V4:-/etc/iptables/rules.v4}
+
+rules=(
+  "-p tcp -m tcp --dport 25 -j ACCEPT"
+  "-p tcp -m tcp --dport 80 -j ACCEPT"
+  "-s $HOMELAB_CIDR -p tcp -m tcp --dport 9100 -j ACCEPT"
+  "-s $HOMELAB_CIDR -p tcp -m tcp --dport 9154 -j ACCEPT"
+)
+if [ "${1:-}" = "--tailnet-ssh" ]; then
+  # Only once tailscale0 exists: SSH moves from the public interface to the tailnet.
+  rules=("-i tailscale0 -p tcp -m tcp --dport 22 -j ACCEPT")
+fi
+
+for rule in "${rules[@]}"; do
+  # shellcheck disable=SC2086
+  if iptables -C INPUT $rule 2>/dev/null; then continue; fi
+  reject=$(iptables -S INPUT | grep -v '^-P' | grep -n -- '-j REJECT' | head -n1 | cut -d: -f1 || true)
+  if [ -n "$reject" ]; then
+    # shellcheck disable=SC2086
+    iptables -I INPUT "$reject" $rule
+  else
+    # shellcheck disable=SC2086
+    iptables -A INPUT $rule
+  fi
+done
+
+if [ "${1:-}" = "--tailnet-ssh" ]; then
+  # The security list already blocks public 22; drop the image's ACCEPT too.
+  while iptables -C INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT 2>/dev/null; do
+    iptables -D INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT
+  done
+fi
+
+mkdir -p "$(dirname "$RULES_V4")"
+iptables-save > "$RULES_V4.tmp" && mv "$RULES_V4.tmp" "$RULES_V4"
+echo "backup-mx-firewall: INPUT now:"; iptables -S INPUT

@@ -1,0 +1,1 @@
+"""The backup-MX program's building blocks: settings, pure renderers, resource components."""

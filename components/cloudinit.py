@@ -1,0 +1,115 @@
+"""Settings in, the relay's cloud-init user-data out.
+
+The scripts and units are static assets in cloud-init/; the only rendered parts are the
+Postfix files, the environment file the scripts source, and the secret preauth key.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import shlex
+from pathlib import Path
+
+import yaml
+
+from . import postfix
+from .settings import Settings
+
+ASSETS = Path(__file__).resolve().parent.parent / "cloud-init"
+ENV_FILE = "/etc/backup-mx/backup-mx.env"
+PREAUTH_KEY_FILE = "/etc/backup-mx/headscale-preauth-key"
+APT_MIRROR_HOST = "archive.ubuntu.com"
+PACKAGE_DEBCONF = [
+    "postfix postfix/main_mailer_type select No configuration",
+    "postfix postfix/mailname string {relay}",
+]
+
+# (asset, path on the VM, permissions)
+_ASSET_FILES = [
+    ("bootstrap.sh", "/usr/local/sbin/backup-mx-bootstrap", "0755"),
+    ("firewall.sh", "/usr/local/sbin/backup-mx-firewall", "0755"),
+    ("drain.sh", "/usr/local/sbin/backup-mx-drain", "0755"),
+    ("certificate.sh", "/usr/local/sbin/backup-mx-certificate", "0755"),
+    ("certbot-deploy-hook.sh", "/etc/letsencrypt/renewal-hooks/deploy/backup-mx-postfix", "0755"),
+    ("backup-mx-drain.service", "/etc/systemd/system/backup-mx-drain.service", "0644"),
+    ("backup-mx-drain.timer", "/etc/systemd/system/backup-mx-drain.timer", "0644"),
+    ("backup-mx-certificate.service", "/etc/systemd/system/backup-mx-certificate.service", "0644"),
+    ("backup-mx-certificate.timer", "/etc/systemd/system/backup-mx-certificate.timer", "0644"),
+    ("20auto-upgrades", "/etc/apt/apt.conf.d/20auto-upgrades", "0644"),
+    ("52backup-mx-unattended-upgrades", "/etc/apt/apt.conf.d/52backup-mx-unattended-upgrades", "0644"),
+]
+
+
+def env_file(s: Settings) -> str:
+    """The one file of values the static scripts source."""
+    values = {
+        "RELAY_HOSTNAME": s.relay_hostname,
+        "DOMAINS": " ".join(s.domains),
+        "DRAIN_HOST": s.drain_host,
+        "DRAIN_PORT": str(s.drain_port),
+        "HOMELAB_CIDR": s.homelab_cidr,
+        "CERTBOT_EMAIL": s.certbot_email,
+        "HEADSCALE_LOGIN_SERVER": s.headscale_login_server,
+        "TAILNET_TAG": s.tailnet_tag,
+        "APT_MIRROR_HOST": APT_MIRROR_HOST,
+    }
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
+
+
+def staged_postfix_files(s: Settings) -> dict[str, str]:
+    """Postfix files as cloud-init writes them: staged, then installed after the package,
+    so neither the package's postinst nor a conffile prompt can clobber them."""
+    return {f"/etc/backup-mx/postfix/{Path(p).name}": text for p, text in postfix.files(s).items()}
+
+
+def cloud_config(s: Settings, preauth_key: str) -> dict:
+    files = [{"path": ENV_FILE, "permissions": "0644", "content": env_file(s)},
+             {"path": "/etc/backup-mx/debconf.txt", "permissions": "0644",
+              "content": "".join(line.format(relay=s.relay_hostname) + "\n" for line in PACKAGE_DEBCONF)},
+             {"path": PREAUTH_KEY_FILE, "permissions": "0600", "content": preauth_key}]
+    files += [{"path": path, "permissions": "0644", "content": text}
+              for path, text in staged_postfix_files(s).items()]
+    files += [{"path": path, "permissions": mode, "content": (ASSETS / asset).read_text()}
+              for asset, path, mode in _ASSET_FILES]
+    doc = {
+        "hostname": s.relay_hostname.split(".")[0],
+        "fqdn": s.relay_hostname,
+        "prefer_fqdn_over_hostname": True,
+        "ssh_pwauth": False,
+        "disable_root": True,
+        "write_files": files,
+        "runcmd": [["/usr/local/sbin/backup-mx-bootstrap"]],
+    }
+    if s.ssh_authorized_keys:
+        doc["ssh_authorized_keys"] = list(s.ssh_authorized_keys)
+    return doc
+
+
+class _Literal(str):
+    pass
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Literal, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|"))
+
+
+def user_data(s: Settings, preauth_key: str) -> str:
+    """The #cloud-config document; multi-line files as YAML literal blocks for readability."""
+    doc = cloud_config(s, preauth_key)
+    for f in doc["write_files"]:
+        f["content"] = _Literal(f["content"]) if "\n" in f["content"] else f["content"]
+    return "#cloud-config\n" + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000)
+
+
+def user_data_b64(s: Settings, preauth_key: str) -> str:
+    """OCI's metadata.user_data wants base64."""
+    return base64.b64encode(user_data(s, preauth_key).encode()).decode()
+
+
+def sha256(s: Settings, preauth_key: str) -> str:
+    """Digest of the user-data: shows drift between the stack and the running VM, which
+    ignores user_data changes until an explicit rebuild."""
+    return hashlib.sha256(user_data(s, preauth_key).encode()).hexdigest()

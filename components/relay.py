@@ -1,0 +1,81 @@
+"""The relay VM: Always-Free instance from the rendered cloud-init, with a reserved public IP."""
+from __future__ import annotations
+
+import pulumi
+import pulumi_oci as oci
+
+from . import cloudinit
+from .settings import Settings
+
+# A change to the rendered user_data or to the newest image must never replace the VM by
+# surprise: a replacement during an outage destroys the queue. Rebuild explicitly with
+# `pulumi up --replace <instance urn>` (README, Rebuild).
+IGNORED_ON_UPDATE = ["metadata", "sourceDetails"]
+
+
+class RelayVm(pulumi.ComponentResource):
+    instance_id: pulumi.Output[str]
+    availability_domain: pulumi.Output[str]
+    reserved_ip: pulumi.Output[str]
+    user_data_sha256: pulumi.Output[str]
+
+    def __init__(self, name: str, s: Settings, subnet_id: pulumi.Input[str], provider: pulumi.ProviderResource,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("backupmx:index:RelayVm", name, {"shape": s.shape}, opts)
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        invoke = pulumi.InvokeOptions(parent=self, provider=provider)
+        ads = oci.identity.get_availability_domains_output(compartment_id=s.oci_compartment_id, opts=invoke)
+        availability_domain = ads.availability_domains.apply(lambda found: _pick_ad(found, s.availability_domain_index))
+        images = oci.core.get_images_output(
+            compartment_id=s.oci_compartment_id, operating_system="Canonical Ubuntu",
+            operating_system_version="24.04", shape=s.shape, sort_by="TIMECREATED", sort_order="DESC",
+            opts=invoke)
+        image_id = images.images.apply(_newest_image)
+
+        key = pulumi.Output.secret(s.headscale_preauth_key)
+        user_data = key.apply(lambda k: cloudinit.user_data_b64(s, k))
+        self.user_data_sha256 = key.apply(lambda k: cloudinit.sha256(s, k))
+
+        instance = oci.core.Instance(
+            f"{name}-instance", compartment_id=s.oci_compartment_id, availability_domain=availability_domain,
+            shape=s.shape, display_name=s.relay_hostname, preserve_boot_volume=True,
+            create_vnic_details=oci.core.InstanceCreateVnicDetailsArgs(
+                subnet_id=subnet_id, assign_public_ip="false", private_ip=s.relay_private_ip,
+                hostname_label=s.relay_hostname.split(".")[0]),
+            source_details=oci.core.InstanceSourceDetailsArgs(
+                source_type="image", source_id=image_id, boot_volume_size_in_gbs=str(s.boot_volume_size_gb)),
+            metadata={"user_data": user_data},
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                ignore_changes=IGNORED_ON_UPDATE, additional_secret_outputs=["metadata"])))
+
+        vnics = oci.core.get_vnic_attachments_output(
+            compartment_id=s.oci_compartment_id, instance_id=instance.id, opts=invoke)
+        private_ips = oci.core.get_private_ips_output(
+            vnic_id=vnics.vnic_attachments.apply(lambda a: a[0].vnic_id), opts=invoke)
+        primary_private_ip_id = private_ips.private_ips.apply(lambda ips: next(ip.id for ip in ips if ip.is_primary))
+        # The reserved IP is the relay's identity: the A record and the primary's /32
+        # exemptions are keyed to it, so it outlives any rebuild of the instance.
+        public_ip = oci.core.PublicIp(
+            f"{name}-reserved-ip", compartment_id=s.oci_compartment_id, lifetime="RESERVED",
+            private_ip_id=primary_private_ip_id, display_name=f"{s.relay_hostname} reserved",
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=True)))
+
+        self.instance_id = instance.id
+        self.availability_domain = availability_domain
+        self.reserved_ip = public_ip.ip_address
+        self.register_outputs({"instanceId": instance.id, "reservedIp": public_ip.ip_address,
+                               "availabilityDomain": availability_domain})
+
+
+def _pick_ad(found: list, index: int) -> str:
+    names = sorted(ad.name for ad in found)
+    if index >= len(names):
+        raise ValueError(f"backup-mx:availabilityDomainIndex: {index} is out of range; "
+                         f"this region has {len(names)} availability domain(s): {names}")
+    return names[index]
+
+
+def _newest_image(images: list) -> str:
+    if not images:
+        raise ValueError("no Canonical Ubuntu 24.04 image is published for this shape in this region")
+    return images[0].id

@@ -1,0 +1,265 @@
+"""Run the real Pulumi program under the SDK's mock runtime against the fake cloud.
+
+Records every RegisterResource request the engine would receive (props in wire form with
+secrets and unknowns marked exactly as serialized, parent, provider and options) so the
+plan can be written out and fed to the policy analyzer.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import runpy
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+SECRET_MARK = "1b47061264138c4ac30d75fd1eb44270"
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+REDACTED = "[secret]"
+PLACEHOLDER_SECRET = "offline-preview-placeholder-key"
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+class StackFileError(ValueError):
+    pass
+
+
+def read_stack_file(path: Path, project: str) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """Stack file -> (plain config, secret config, notes), raw strings as the CLI passes them.
+
+    `secure:` values cannot be decrypted offline; they and unset secret keys become a
+    placeholder that still flows through the program as a Pulumi secret."""
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise StackFileError(f"cannot read stack file {path}: {exc}") from None
+    decls = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    plain, secret, notes = {}, {}, []
+    for full_key, value in (doc.get("config") or {}).items():
+        ns, _, key = full_key.partition(":")
+        if ns != project:
+            continue  # provider config (oci:, cloudflare:) is not the program's
+        if key not in decls:
+            raise StackFileError(f"{path}: {full_key} is not declared in Pulumi.yaml; "
+                                 f"known keys: {', '.join(sorted(decls))}")
+        if isinstance(value, dict) and "secure" in value:
+            secret[key] = PLACEHOLDER_SECRET
+            notes.append(f"{full_key} is encrypted; the offline preview uses a placeholder secret")
+        elif isinstance(value, (list, dict)):
+            plain[key] = json.dumps(value)
+        elif isinstance(value, bool):
+            plain[key] = "true" if value else "false"
+        else:
+            plain[key] = str(value)
+    for key, decl in decls.items():
+        if decl.get("secret") and key not in secret:
+            secret[key] = PLACEHOLDER_SECRET
+            notes.append(f"{project}:{key} is not set; the offline preview uses a placeholder secret")
+    return plain, secret, notes
+
+
+@dataclass
+class Registration:
+    type: str
+    name: str
+    urn: str
+    custom: bool
+    parent: str
+    provider: str
+    props: dict
+    outputs: dict
+    id: str
+    protect: bool
+    ignoreChanges: list[str]
+    deleteBeforeReplace: bool
+    dependencies: list[str]
+    additionalSecretOutputs: list[str]
+
+
+@dataclass
+class Run:
+    project: str
+    stack: str
+    first_preview: bool
+    resources: list[Registration]
+    outputs: dict[str, Any]
+    secrets: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+def _struct_to_dict(struct) -> dict:
+    from google.protobuf import json_format
+    return json_format.MessageToDict(struct, preserving_proto_field_name=True)
+
+
+def run(stack_file: Path, stack: str = "example", first_preview: bool = False, second_run: bool = False,
+        project: str = "backup-mx", overrides: dict[str, str] | None = None,
+        secret_overrides: dict[str, str] | None = None) -> Run:
+    """Run __main__.py once under mocks. `overrides` replace raw config values (tests)."""
+    plain, secret, notes = read_stack_file(stack_file, project)
+    plain.update(overrides or {})
+    secret.update(secret_overrides or {})
+    live_own: list[dict] = []
+    if second_run:
+        previous = _run_once(project, stack, plain, secret, first_preview=False, live_own=[])
+        if previous.error:
+            return previous
+        live_own = [r.outputs for r in previous.resources if r.type == "cloudflare:index/dnsRecord:DnsRecord"]
+    result = _run_once(project, stack, plain, secret, first_preview, live_own)
+    result.notes = notes + result.notes
+    return result
+
+
+def _run_once(project, stack, plain, secret, first_preview, live_own) -> Run:
+    import pulumi
+    from pulumi.runtime import mocks, settings as rt_settings
+
+    from offline.fakecloud import ZONE_SIZES, DEFAULT_ZONE_SIZE, FakeCloud, Zone
+
+    zones = []
+    for entry in json.loads(plain.get("cloudflareZoneIds", "[]")):
+        domain, _, zone_id = entry.partition("=")
+        extra = [_record(o) for o in live_own if o.get("zoneId") == zone_id.strip()]
+        zones.append(Zone(domain.strip(), zone_id.strip(), plain.get("primaryMxHost", f"mail.{domain}"),
+                          ZONE_SIZES.get(domain.strip(), DEFAULT_ZONE_SIZE) + len(extra), extra))
+    cloud = FakeCloud(plain.get("ociRegion", "eu-frankfurt-1"), zones, first_preview=first_preview)
+
+    class Monitor(mocks.MockMonitor):
+        def __init__(self, m):
+            super().__init__(m)
+            self.registrations: list[Registration] = []
+
+        def RegisterResource(self, request):
+            response = super().RegisterResource(request)
+            if request.type != "pulumi:pulumi:Stack":
+                self.registrations.append(Registration(
+                    type=request.type, name=request.name, urn=response.urn, custom=bool(request.custom),
+                    parent=request.parent, provider=request.provider, props=_struct_to_dict(request.object),
+                    outputs=_struct_to_dict(response.object), id=response.id, protect=bool(request.protect),
+                    ignoreChanges=list(request.ignoreChanges), deleteBeforeReplace=bool(request.deleteBeforeReplace),
+                    dependencies=list(request.dependencies),
+                    additionalSecretOutputs=list(request.additionalSecretOutputs)))
+            return response
+
+    monitor = Monitor(cloud)
+    rt_settings.reset_options()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    pulumi.runtime.set_all_config({f"{project}:{k}": v for k, v in {**plain, **secret}.items()},
+                                  secret_keys=[f"{project}:{k}" for k in secret])
+    mocks.set_mocks(cloud, project=project, stack=stack, preview=first_preview, monitor=monitor)
+    error = ""
+    outputs: dict[str, Any] = {}
+    sys.path.insert(0, str(ROOT))
+    try:
+        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+        loop.run_until_complete(pulumi.runtime.stack.wait_for_rpcs())
+        outputs = loop.run_until_complete(_resolve(pulumi.runtime.get_root_resource().outputs))
+    except pulumi.RunError as exc:
+        error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - the program's own failure is the result
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        sys.path.remove(str(ROOT))
+        loop.close()
+    return Run(project, stack, first_preview, monitor.registrations, outputs, secrets=list(secret.values()),
+               error=error)
+
+
+def _record(outputs: dict) -> dict:
+    record = {"type": outputs.get("type"), "name": outputs.get("name"), "content": outputs.get("content")}
+    if "priority" in outputs:
+        record["priority"] = outputs["priority"]
+    return record
+
+
+async def _resolve(exports: dict) -> dict:
+    import pulumi
+
+    async def one(value):
+        out = pulumi.Output.from_input(value)
+        if not await out.is_known():
+            return UNKNOWN
+        if await out.is_secret():
+            return {SECRET_SIG: SECRET_MARK, "value": await out.future()}
+        return await out.future()
+
+    return {k: await one(v) for k, v in exports.items()}
+
+
+# --- serialization --------------------------------------------------------------------
+
+def redact(value: Any, secrets: list[str]) -> Any:
+    """Replace secret values (also inside base64 blobs such as user_data) with [secret]."""
+    if isinstance(value, dict):
+        return {k: redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, secrets) for v in value]
+    if isinstance(value, str) and secrets:
+        decoded = _b64(value)
+        if decoded is not None and any(s in decoded for s in secrets):
+            return base64.b64encode(redact(decoded, secrets).encode()).decode()
+        for s in secrets:
+            value = value.replace(s, REDACTED)
+    return value
+
+
+def _b64(text: str) -> str | None:
+    if len(text) < 16 or len(text) % 4:
+        return None
+    try:
+        return base64.b64decode(text, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def public_outputs(outputs: dict) -> dict:
+    """Stack outputs as `pulumi stack output --json` shows them: secrets as [secret]."""
+    def show(v):
+        if isinstance(v, dict) and v.get(SECRET_SIG) == SECRET_MARK:
+            return REDACTED
+        if isinstance(v, dict):
+            return {k: show(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [show(x) for x in v]
+        return "[unknown]" if v == UNKNOWN else v
+    return {k: show(v) for k, v in outputs.items()}
+
+
+def plan(result: Run) -> dict:
+    """The plan: every registration as the engine sends it to an analyzer, secrets redacted."""
+    resources = []
+    for r in result.resources:
+        resources.append({
+            "type": r.type, "name": r.name, "urn": r.urn, "custom": r.custom, "parent": r.parent,
+            "provider": r.provider, "id": r.id,
+            "props": redact(r.props, result.secrets), "outputs": redact(_mark_secret_outputs(r), result.secrets),
+            "options": {"protect": r.protect, "ignoreChanges": r.ignoreChanges,
+                        "deleteBeforeReplace": r.deleteBeforeReplace,
+                        "additionalSecretOutputs": r.additionalSecretOutputs},
+            "dependencies": r.dependencies,
+        })
+    return {"project": result.project, "stack": result.stack, "firstPreview": result.first_preview,
+            "resources": resources}
+
+
+def _mark_secret_outputs(r: Registration) -> dict:
+    """State keeps the secretness of inputs and of additionalSecretOutputs, as the engine does."""
+    out = dict(r.outputs)
+    for key, value in r.props.items():
+        if isinstance(value, dict) and value.get(SECRET_SIG) == SECRET_MARK and key in out:
+            out[key] = value
+    for key in r.additionalSecretOutputs:
+        if key in out and not (isinstance(out[key], dict) and out[key].get(SECRET_SIG) == SECRET_MARK):
+            out[key] = {SECRET_SIG: SECRET_MARK, "value": out[key]}
+    return out
