@@ -40,4 +40,4 @@ class BackupMx(pulumi.ComponentResource):
                 f"--ssh-public-key-file ~/.ssh/id_ed25519.pub --region {s.oci_region}")),
             "userDataSha256": relay.user_data_sha256,
         }
-        self.register_outputs(self.outputs)
+        self.register_outputs({**settings.public_props(), **self.outputs})

@@ -48,4 +48,4 @@ class Dns(pulumi.ComponentResource):
                                          "primary": {"host": s.primary_mx_host, "preference": s.primary_mx_preference}}
         self.zone_record_counts = pulumi.Output.all(
             *[pulumi.Output.all(z["domain"], z["liveRecordCount"]) for z in zones]).apply(dict)
-        self.register_outputs({"zoneRecordCounts": self.zone_record_counts})
+        self.register_outputs({"zones": zones, "zoneRecordCounts": self.zone_record_counts})

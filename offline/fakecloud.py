@@ -20,6 +20,11 @@ DEFAULT_ZONE_SIZE = 24
 # Live record counts of zones the fake account holds; any other zone gets DEFAULT_ZONE_SIZE.
 ZONE_SIZES = {"viktorbarzin.me": 180}
 RESERVED_IP_POOL = ipaddress.ip_network("203.0.113.0/24")  # RFC 5737 documentation block
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # the engine's unknown-string sentinel
+# Outputs each provider computes; in a first preview they are unknown.
+COMPUTED = {"instance": ["state", "bootVolumeId", "privateIp", "publicIp", "timeCreated"],
+            "publicip": ["state", "ipAddress", "scope", "timeCreated"],
+            "vcn": ["state", "defaultRouteTableId"], "subnet": ["state", "virtualRouterIp"]}
 
 
 def _digest(*parts: str, n: int = 60) -> str:
@@ -65,8 +70,11 @@ class FakeCloud(pulumi.runtime.Mocks):
     # --- resources -------------------------------------------------------------------
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         inputs = dict(args.inputs)
-        if not args.custom or self.first_preview:
+        if not args.custom:
             return "", inputs
+        if self.first_preview:
+            kind = args.typ.split(":")[-1].lower()
+            return "", {**inputs, **{k: UNKNOWN for k in COMPUTED.get(kind, [])}}
         token, name = args.typ, args.name
         if token.startswith("pulumi:providers:"):
             return _digest("provider", name, n=36), inputs

@@ -24,6 +24,7 @@ SECRET_SIG = "4dabf18193072939515e22adb298388d"
 SECRET_MARK = "1b47061264138c4ac30d75fd1eb44270"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 REDACTED = "[secret]"
+REDACTED_IN_TEXT = "SECRET-REDACTED"  # inside documents (user_data YAML), where [secret] would change the syntax
 PLACEHOLDER_SECRET = "offline-preview-placeholder-key"
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -151,6 +152,13 @@ def _run_once(project, stack, plain, secret, first_preview, live_own) -> Run:
                     additionalSecretOutputs=list(request.additionalSecretOutputs)))
             return response
 
+        def RegisterResourceOutputs(self, request):
+            # A component's state becomes what it registers, as in the engine.
+            for r in self.registrations:
+                if r.urn == request.urn:
+                    r.outputs = _struct_to_dict(request.outputs)
+            return super().RegisterResourceOutputs(request)
+
     monitor = Monitor(cloud)
     rt_settings.reset_options()
     loop = asyncio.new_event_loop()
@@ -210,7 +218,7 @@ def redact(value: Any, secrets: list[str]) -> Any:
         if decoded is not None and any(s in decoded for s in secrets):
             return base64.b64encode(redact(decoded, secrets).encode()).decode()
         for s in secrets:
-            value = value.replace(s, REDACTED)
+            value = value.replace(s, REDACTED if value == s else REDACTED_IN_TEXT)
     return value
 
 
