@@ -112,7 +112,7 @@ def master_cf(s: Settings) -> str:  # noqa: ARG001 - same signature as every ren
              "# No chroot: one purpose-built VM, and the same file runs unchanged in the lab.",
              "# service type  private unpriv  chroot  wakeup  maxproc command + args"]
     for name, kind, private, unpriv, chroot, wakeup, maxproc, command, options in _SERVICES:
-        lines.append(f"{name:<10}{kind:<11}{private:<8}{unpriv:<8}{chroot:<8}{wakeup:<8}{maxproc:<8}{command}")
+        lines.append(f"{name:<10} {kind:<10} {private:<7} {unpriv:<7} {chroot:<7} {wakeup:<7} {maxproc:<7} {command}")
         lines += [f"  -o {o}" for o in options]
     return "\n".join(lines) + "\n"
 

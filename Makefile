@@ -1,0 +1,37 @@
+# Two commands on a fresh machine:  make preview   (offline preview, the main job)
+#                                   make test      (all tests, real Postfix included)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: preview preview-first test system-deps lab lab-down bench clean
+
+$(VENV)/.installed: requirements.txt policy/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+preview: $(VENV)/.installed  ## offline preview of Pulumi.example.yaml (ARGS="--config Pulumi.<stack>.yaml --first-preview")
+	$(PY) -m offline.preview $(ARGS)
+
+preview-first: $(VENV)/.installed
+	$(PY) -m offline.preview --first-preview $(ARGS)
+
+system-deps:  ## Debian packages the real-software tests need (root; no-op when present)
+	./.ci/system-deps
+
+test: system-deps $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+lab: system-deps $(VENV)/.installed  ## relay + fake primary on loopback
+	$(PY) -m lab up $(ARGS)
+
+lab-down:
+	$(PY) -m lab down
+
+bench: system-deps $(VENV)/.installed
+	$(PY) -m bench $(ARGS)
+
+clean:
+	rm -rf build lab/run bench/run .pytest_cache

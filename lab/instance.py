@@ -1,0 +1,223 @@
+"""Throwaway Postfix instances on loopback, from the exact rendered files.
+
+Used by `make lab` and by the tests. Only listen addresses, ports and paths are changed,
+and every change is listed in `overrides()`. Never touches the machine's default
+Postfix instance: everything lives under the instance's own directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+POSTFIX_BINARIES = ("postfix", "postconf", "postqueue", "postsuper", "smtp-sink", "smtp-source")
+RENDERED = ("main.cf", "master.cf", "relay_recipients", "transport")
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def require_postfix() -> None:
+    missing = [b for b in POSTFIX_BINARIES if shutil.which(b, path="/usr/sbin:/usr/bin:/sbin:/bin") is None]
+    if missing:
+        raise LabError(f"Postfix tools not found: {', '.join(missing)}. Install Debian's postfix package "
+                       "(apt-get install postfix swaks), or run .ci/run once.")
+    if os.geteuid() != 0:
+        raise LabError("the lab runs Postfix instances as root (postfix start needs it); run it as root")
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise LabError(f"nothing answers on {host}:{port} after {timeout}s")
+
+
+def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+@dataclass
+class Relay:
+    """A Postfix instance built from rendered files under `base`."""
+    base: Path
+    port: int
+    drain_port: int
+    drain_host: str = "127.0.0.1"
+    listen: str = "127.0.0.1"
+    tls_dir: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)  # tests only: stock-defaults comparisons
+
+    @property
+    def conf(self) -> Path:
+        return self.base / "etc"
+
+    @property
+    def log(self) -> Path:
+        return self.base / "maillog"
+
+    def overrides(self) -> dict[str, str]:
+        """Every main.cf change from the rendered file: paths and addresses only."""
+        o = {
+            "queue_directory": str(self.base / "spool"),
+            "data_directory": str(self.base / "data"),
+            "maillog_file": str(self.log),
+            "maillog_file_prefixes": str(self.base),
+            "inet_interfaces": self.listen,
+            "relay_recipient_maps": f"texthash:{self.conf / 'relay_recipients'}",
+            "transport_maps": f"texthash:{self.conf / 'transport'}",
+        }
+        if self.tls_dir is not None:
+            o["smtpd_tls_cert_file"] = str(self.tls_dir / "fullchain.pem")
+            o["smtpd_tls_key_file"] = str(self.tls_dir / "privkey.pem")
+        return {**o, **self.extra}
+
+    def create(self, files: dict[str, str]) -> "Relay":
+        """files: main.cf, master.cf, relay_recipients, transport as rendered."""
+        for name in RENDERED:
+            if name not in files:
+                raise LabError(f"rendered {name} missing")
+        if not port_free(self.port, self.listen):
+            raise LabError(f"port {self.listen}:{self.port} is taken; choose another with LAB_PORT")
+        self.conf.mkdir(parents=True, exist_ok=True)
+        for d in ("spool", "data"):
+            (self.base / d).mkdir(exist_ok=True)
+        shutil.chown(self.base / "data", "postfix", "postfix")
+        for name in RENDERED:
+            (self.conf / name).write_text(files[name])
+        # The drain goes to the fake primary: the transport map's next hop is the one value changed.
+        transport = "".join(f"{line.split()[0]} smtp:[{self.drain_host}]:{self.drain_port}\n"
+                            for line in files["transport"].splitlines() if line.strip())
+        (self.conf / "transport").write_text(transport)
+        run("postconf", "-c", str(self.conf), "-e", *[f"{k}={v}" for k, v in self.overrides().items()])
+        # The listener moves from port 25 to the lab port; its command and options stay as rendered.
+        entry = run("postconf", "-c", str(self.conf), "-M", "smtp/inet").stdout.split(None, 2)[2].strip()
+        run("postconf", "-c", str(self.conf), "-MX", "smtp/inet")
+        run("postconf", "-c", str(self.conf), "-M", f"{self.listen}:{self.port}/inet="
+            f"{self.listen}:{self.port} inet {entry}")
+        run("postfix", "-c", str(self.conf), "check")
+        return self
+
+    def start(self) -> "Relay":
+        run("postfix", "-c", str(self.conf), "start")
+        wait_port(self.port, self.listen)
+        return self
+
+    def stop(self) -> None:
+        run("postfix", "-c", str(self.conf), "stop", check=False)
+        self._wait_master_gone()
+
+    def master_pid(self) -> int | None:
+        try:
+            return int((self.base / "spool" / "pid" / "master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def kill9(self) -> None:
+        """kill -9 the master and every process of this instance (its process group)."""
+        pid = self.master_pid()
+        if pid is None:
+            raise LabError("relay master is not running")
+        pgid = os.getpgid(pid)
+        os.killpg(pgid, signal.SIGKILL)
+        self._wait_master_gone()
+
+    def _wait_master_gone(self, timeout: float = 15.0) -> None:
+        pid = self.master_pid()
+        deadline = time.monotonic() + timeout
+        while pid and time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+    def queue(self) -> list[dict]:
+        out = run("postqueue", "-c", str(self.conf), "-j", check=False).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def flush(self) -> None:
+        run("postqueue", "-c", str(self.conf), "-f")
+
+    def postconf(self, *names: str) -> dict[str, str]:
+        out = run("postconf", "-c", str(self.conf), "-h" if len(names) == 1 else "-n", *names).stdout
+        if len(names) == 1:
+            return {names[0]: out.strip()}
+        return dict(line.split(" = ", 1) if " = " in line else (line.rstrip(" ="), "")
+                    for line in out.splitlines())
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_queue_empty(self, timeout: float) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if not self.queue():
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise LabError(f"queue not empty after {timeout}s: {len(self.queue())} messages")
+
+
+@dataclass
+class Sink:
+    """The fake primary: Postfix's smtp-sink, writing one file per received message."""
+    base: Path
+    port: int
+    mode: list[str] = field(default_factory=list)  # e.g. ["-r", "RCPT"] (4xx) or ["-f", "RCPT"] (5xx)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def spool(self) -> Path:
+        return self.base / "received"
+
+    def start(self) -> "Sink":
+        if not port_free(self.port):
+            raise LabError(f"port 127.0.0.1:{self.port} is taken; choose another drain port")
+        self.spool.mkdir(parents=True, exist_ok=True)
+        shutil.chown(self.spool, "postfix", "postfix")
+        self.proc = subprocess.Popen(
+            ["smtp-sink", "-u", "postfix", "-c", "-d", f"{self.spool}/msg.", *self.mode,
+             f"127.0.0.1:{self.port}", "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        (self.base / "sink.pid").write_text(str(self.proc.pid))
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def messages(self) -> list[str]:
+        return [p.read_text(errors="replace") for p in sorted(self.spool.glob("msg.*")) if p.is_file()]
