@@ -176,6 +176,17 @@ class Relay:
         return dict(line.split(" = ", 1) if " = " in line else (line.rstrip(" ="), "")
                     for line in out.splitlines())
 
+    def wait_log(self, pattern: str, timeout: float = 15.0) -> str:
+        """postlogd writes asynchronously: wait for a line matching the regex."""
+        import re
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.log_text())
+            if match:
+                return match.group(0)
+            time.sleep(0.05)
+        raise LabError(f"no log line matching {pattern!r} in {self.log} after {timeout}s")
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 

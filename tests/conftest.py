@@ -1,0 +1,142 @@
+import base64
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+EXAMPLE = ROOT / "Pulumi.example.yaml"
+TWO_DOMAINS = DATA / "Pulumi.twodomain.yaml"
+sys.path.insert(0, str(ROOT))
+
+from offline import analyzer, program  # noqa: E402
+
+SECRET = "hskey-5d41402abc4b2a76b9719d911017c592"  # a recognisable preauth key for leak checks
+
+
+def run_stack(stack_file=EXAMPLE, **kw):
+    kw.setdefault("secret_overrides", {"headscalePreauthKey": SECRET})
+    result = program.run(stack_file, stack=stack_file.stem.split(".")[-1], **kw)
+    assert not result.error, result.error
+    return result
+
+
+@pytest.fixture(scope="session")
+def example_run():
+    return run_stack()
+
+
+@pytest.fixture(scope="session")
+def example_plan(example_run):
+    return program.plan(example_run)
+
+
+@pytest.fixture(scope="session")
+def two_domain_plan():
+    return program.plan(run_stack(TWO_DOMAINS))
+
+
+@pytest.fixture(scope="session")
+def first_preview_plan():
+    return program.plan(run_stack(first_preview=True))
+
+
+class PolicyBridge:
+    """One real analyzer server for the session, reconfigured per check."""
+
+    def __init__(self):
+        self.preview = analyzer.Analyzer("backup-mx", "example", dry_run=True)
+        self.info = self.preview.info()
+
+    def check(self, plan, config=None):
+        self.preview.configure(self.info, config or {})
+        return self.preview.analyze(plan)
+
+    def close(self):
+        self.preview.close()
+
+
+@pytest.fixture(scope="session")
+def policies():
+    bridge = PolicyBridge()
+    yield bridge
+    bridge.close()
+
+
+# --- plan editing helpers (tests edit the artifacts, not the renderers) ----------------
+
+def resource(plan, type_suffix, name_part=""):
+    found = [r for r in plan["resources"] if r["type"].endswith(type_suffix) and name_part in r["name"]]
+    assert found, f"no {type_suffix} {name_part}"
+    return found[0]
+
+
+def unwrap(value):
+    if isinstance(value, dict) and value.get(program.SECRET_SIG) == program.SECRET_MARK:
+        return value["value"]
+    return value
+
+
+def user_data_doc(r, where="props"):
+    return yaml.safe_load(base64.b64decode(unwrap(r[where]["metadata"]["user_data"])).decode())
+
+
+def set_user_data_doc(r, doc, where=("props", "outputs")):
+    text = "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False)
+    encoded = base64.b64encode(text.encode()).decode()
+    for w in where:
+        r[w]["metadata"]["user_data"] = {program.SECRET_SIG: program.SECRET_MARK, "value": encoded}
+
+
+def edit_file(plan, path_suffix, edit):
+    """Apply edit(text) -> text to a write_files entry of the instance's user_data."""
+    plan = copy.deepcopy(plan)
+    inst = resource(plan, "instance:Instance")
+    doc = user_data_doc(inst)
+    entry = next(f for f in doc["write_files"] if f["path"].endswith(path_suffix))
+    entry["content"] = edit(entry["content"])
+    set_user_data_doc(inst, doc)
+    return plan
+
+
+def set_main_cf(plan, name, value):
+    def edit(text):
+        lines = [ln for ln in text.splitlines() if not ln.startswith(f"{name} ") and not ln.startswith(f"{name}=")]
+        if value is not None:
+            lines.append(f"{name} = {value}")
+        return "\n".join(lines) + "\n"
+    return edit_file(plan, "/main.cf", edit)
+
+
+# --- real Postfix lab ------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def vm_files(example_run):
+    """The Postfix files exactly as the VM receives them (decoded from the real user_data)."""
+    from lab import files_from_user_data
+    inst = next(r for r in example_run.resources if r.type.endswith("Instance"))
+    return files_from_user_data(inst.props["metadata"]["user_data"]["value"])
+
+
+@pytest.fixture(scope="session")
+def tls_dir():
+    from lab import make_tls
+    return make_tls(lab_dir("tls"), "mx2.viktorbarzin.me")
+
+
+def lab_dir(name):
+    import tempfile
+    path = Path(tempfile.mkdtemp(prefix=f"backup-mx-{name}-", dir="/tmp"))
+    path.chmod(0o755)  # Postfix's unprivileged processes traverse it
+    return path
+
+
+@pytest.fixture
+def lab(vm_files, tls_dir):
+    from lab import Lab
+    bench = Lab(lab_dir("lab"), vm_files, tls_dir)
+    yield bench
+    bench.down()

@@ -1,0 +1,57 @@
+"""The exact rendered main.cf/master.cf run on real Postfix (Debian's package)."""
+import re
+import socket
+import subprocess
+
+from lab.instance import run
+
+INVARIANTS = {
+    "soft_bounce": "yes", "maximal_queue_lifetime": "30d", "bounce_queue_lifetime": "1d",
+    "delay_warning_time": "0", "message_size_limit": "209715200", "relay_domains": "viktorbarzin.me",
+    "mydestination": "", "mynetworks": "127.0.0.1/32", "inet_protocols": "ipv4",
+    "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+    "postscreen_greet_action": "enforce", "postscreen_dnsbl_action": "enforce",
+}
+
+
+def test_rendered_config_starts_clean_and_reads_back(lab):
+    primary = lab.sink()
+    relay = lab.relay(primary.port)
+    check = run("postconf", "-c", str(relay.conf), "-n")
+    assert "unused parameter" not in check.stderr, check.stderr
+    values = dict(line.split(" = ", 1) if " = " in line else (line.rstrip(" ="), "")
+                  for line in check.stdout.splitlines())
+    for name, value in INVARIANTS.items():
+        assert values.get(name, "") == value, name
+    assert values["transport_maps"].startswith("texthash:") and values["relay_recipient_maps"].startswith("texthash:")
+    # Only addresses, ports and paths differ from what the VM runs:
+    changed = {k for k, v in values.items() if k in relay.overrides() and v == relay.overrides()[k]}
+    assert changed == set(relay.overrides())
+    relay.wait_log(r"master\[\d+\]: daemon started")
+    log = relay.log_text()
+    assert not re.search(r"\b(fatal|panic|warning):", log), log
+
+
+def test_postscreen_answers_on_the_smtp_port(lab):
+    primary = lab.sink()
+    relay = lab.relay(primary.port)
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as s:
+        banner = s.recv(512).decode()
+        s.sendall(b"QUIT\r\n")
+    assert banner.startswith("220 mx2.viktorbarzin.me ESMTP")
+    listener = run("postconf", "-c", str(relay.conf), "-M", f"127.0.0.1:{relay.port}/inet").stdout.split()
+    assert listener[-1] == "postscreen"
+    relay.wait_log(r"postfix/postscreen\[\d+\]: CONNECT from \[127\.0\.0\.1\]")
+    assert not re.search(r"\b(fatal|panic|warning):", relay.log_text())
+
+
+def test_relayed_mail_reaches_the_primary_with_headers(lab):
+    primary = lab.sink()
+    relay = lab.relay(primary.port)
+    out = subprocess.run(["swaks", "--server", f"127.0.0.1:{relay.port}", "--to", "alice@viktorbarzin.me",
+                          "--from", "bob@example.com", "--header", "X-Lab-Id: hdr-1", "--header",
+                          "X-Custom: kept"], capture_output=True, text=True, timeout=60).stdout
+    assert "<-  250 2.0.0 Ok: queued" in out
+    relay.wait_queue_empty(30)
+    [message] = primary.messages()
+    assert "X-Lab-Id: hdr-1" in message and "X-Custom: kept" in message and "alice@viktorbarzin.me" in message

@@ -1,0 +1,153 @@
+"""The real program under the mock runtime against the fake cloud."""
+import base64
+import json
+
+from conftest import SECRET, TWO_DOMAINS, resource, run_stack, unwrap
+from offline import preview, program
+
+TYPES = {
+    "backupmx:index:BackupMx": 1, "backupmx:index:Network": 1, "backupmx:index:RelayVm": 1, "backupmx:index:Dns": 1,
+    "pulumi:providers:oci": 1, "oci:Core/vcn:Vcn": 1, "oci:Core/internetGateway:InternetGateway": 1,
+    "oci:Core/routeTable:RouteTable": 1, "oci:Core/securityList:SecurityList": 1, "oci:Core/subnet:Subnet": 1,
+    "oci:Core/instance:Instance": 1, "oci:Core/publicIp:PublicIp": 1, "cloudflare:index/dnsRecord:DnsRecord": 2,
+}
+
+
+def test_resource_graph_is_one_component_tree(example_plan):
+    counts = {}
+    for r in example_plan["resources"]:
+        counts[r["type"]] = counts.get(r["type"], 0) + 1
+    assert counts == TYPES
+    by_urn = {r["urn"]: r for r in example_plan["resources"]}
+    root = resource(example_plan, "BackupMx")
+    for r in example_plan["resources"]:
+        chain, node = [], r
+        while node["parent"] in by_urn:
+            node = by_urn[node["parent"]]
+            chain.append(node["type"])
+        assert r is root or chain[-1] == "backupmx:index:BackupMx", r["name"]
+
+
+def test_relay_vm_props(example_plan):
+    inst = resource(example_plan, "instance:Instance")
+    props = inst["props"]
+    assert props["shape"] == "VM.Standard.E2.1.Micro"
+    assert props["createVnicDetails"]["assignPublicIp"] == "false"
+    assert props["sourceDetails"]["bootVolumeSizeInGbs"] == "50"
+    assert props["preserveBootVolume"] is True
+    assert props["availabilityDomain"].endswith("AD-3")  # availabilityDomainIndex 2
+    assert inst["options"]["ignoreChanges"] == ["metadata", "sourceDetails"]
+    assert inst["provider"].startswith(resource(example_plan, "providers:oci")["urn"])
+    ip = resource(example_plan, "publicIp:PublicIp")
+    assert ip["props"]["lifetime"] == "RESERVED" and ip["options"]["protect"] is True
+    assert ip["props"]["privateIpId"].startswith("ocid1.privateip.")
+
+
+def test_security_list_opens_only_what_the_relay_needs(example_plan):
+    rules = resource(example_plan, "SecurityList")["props"]["ingressSecurityRules"]
+    tcp = {(r["source"], r["tcpOptions"]["min"]) for r in rules if r["protocol"] == "6"}
+    assert tcp == {("0.0.0.0/0", 25), ("0.0.0.0/0", 80), ("198.51.100.7/32", 9100), ("198.51.100.7/32", 9154)}
+
+
+def test_dns_records_backup_mx_and_unproxied_a(example_plan):
+    records = [r["props"] for r in example_plan["resources"] if r["type"].endswith("DnsRecord")]
+    a = next(r for r in records if r["type"] == "A")
+    mx = next(r for r in records if r["type"] == "MX")
+    assert a["name"] == "mx2.viktorbarzin.me" and a["proxied"] is False
+    assert a["content"] == resource(example_plan, "publicIp:PublicIp")["outputs"]["ipAddress"]
+    assert (mx["name"], mx["content"], mx["priority"]) == ("viktorbarzin.me", "mx2.viktorbarzin.me", 20)
+    assert not any(r["content"] == "mail.viktorbarzin.me" for r in records)  # the primary is never managed
+
+
+def test_zone_count_is_recorded_on_the_dns_component(example_plan, example_run):
+    zones = resource(example_plan, "index:Dns")["props"]["zones"]
+    assert zones[0]["liveRecordCount"] == 180 and len(zones[0]["liveRecordKeys"]) == 180
+    assert "MX viktorbarzin.me mail.viktorbarzin.me" in zones[0]["liveRecordKeys"]
+    assert example_run.outputs["zoneRecordCounts"] == {"viktorbarzin.me": 180}
+
+
+def test_outputs_for_the_runbook(example_run):
+    out = program.public_outputs(example_run.outputs)
+    assert set(out) >= {"relayHostname", "reservedIp", "instanceId", "region", "availabilityDomain", "drainTarget",
+                        "mxRecords", "zoneRecordCounts", "scrapeTargets", "consoleConnectionCommand"}
+    assert out["scrapeTargets"]["node"] == f"{out['reservedIp']}:9100"
+    assert out["drainTarget"] == {"host": "mail.viktorbarzin.me", "port": 2526,
+                                  "postfix": "smtp:[mail.viktorbarzin.me]:2526"}
+    assert out["instanceId"] in out["consoleConnectionCommand"]
+    assert out["userDataSha256"] == "[secret]"
+
+
+def test_no_secret_in_plaintext_in_plan_or_outputs(example_run, example_plan, tmp_path):
+    preview.write_build(tmp_path, example_plan, example_run.outputs)
+    inst = resource(example_plan, "instance:Instance")
+    wrapped = inst["props"]["metadata"]["user_data"]
+    assert wrapped[program.SECRET_SIG] == program.SECRET_MARK  # a Pulumi secret on the wire
+    assert inst["outputs"]["metadata"][program.SECRET_SIG] == program.SECRET_MARK  # and in state
+    for name in ("plan.json", "outputs.json", "user-data.yaml"):
+        text = (tmp_path / name).read_text()
+        assert SECRET not in text
+        assert base64.b64encode(SECRET.encode()).decode()[:20] not in text
+    decoded = base64.b64decode(unwrap(wrapped)).decode()
+    assert SECRET not in decoded and "SECRET-REDACTED" in decoded
+    # ...while the real run carried the real key into user_data.
+    raw = next(r for r in example_run.resources if r.type.endswith("Instance"))
+    assert SECRET in base64.b64decode(raw.props["metadata"]["user_data"]["value"]).decode()
+
+
+def test_two_domains_nothing_hard_wired(two_domain_plan):
+    records = [r["props"] for r in two_domain_plan["resources"] if r["type"].endswith("DnsRecord")]
+    mx = sorted((r["zoneId"][0], r["name"], r["priority"]) for r in records if r["type"] == "MX")
+    assert mx == [("a", "example.net", 20), ("b", "example.org", 20)]
+    assert [(r["zoneId"][0], r["name"]) for r in records if r["type"] == "A"] == [("a", "backup.example.net")]
+    inst = resource(two_domain_plan, "instance:Instance")
+    text = base64.b64decode(unwrap(inst["props"]["metadata"]["user_data"])).decode()
+    assert "relay_domains = example.net example.org" in text
+    assert "example.org smtp:[192.0.2.80]:2526" in text
+    assert "viktorbarzin" not in json.dumps(two_domain_plan)
+
+
+def test_first_preview_leaves_ids_and_ip_unknown(first_preview_plan):
+    ip = resource(first_preview_plan, "publicIp:PublicIp")
+    assert ip["id"] == "" and ip["outputs"]["ipAddress"] == program.UNKNOWN
+    a = next(r for r in first_preview_plan["resources"] if r["type"].endswith("DnsRecord") and r["props"]["type"] == "A")
+    assert a["props"]["content"] == program.UNKNOWN
+    inst = resource(first_preview_plan, "instance:Instance")
+    assert unwrap(inst["props"]["metadata"]["user_data"]) != program.UNKNOWN  # decidable before any up
+
+
+def test_second_run_sees_its_own_records_live():
+    plan = program.plan(run_stack(second_run=True))
+    zone = resource(plan, "index:Dns")["props"]["zones"][0]
+    assert zone["liveRecordCount"] == 182
+    assert "MX viktorbarzin.me mx2.viktorbarzin.me" in zone["liveRecordKeys"]
+
+
+def test_preview_cli_writes_build_and_passes(tmp_path, capsys):
+    assert preview.main(["--out", str(tmp_path)]) == 0
+    for name in ("plan.json", "outputs.json", "user-data.yaml", "main.cf", "master.cf", "relay_recipients",
+                 "transport"):
+        assert (tmp_path / name).is_file(), name
+    out = capsys.readouterr().out
+    assert "oci:Core/instance:Instance" in out and "no violations" in out
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    r = resource(plan, "instance:Instance")
+    assert set(r) >= {"type", "name", "urn", "parent", "provider", "props", "outputs", "options"}
+    assert set(r["options"]) >= {"protect", "ignoreChanges", "deleteBeforeReplace"}
+
+
+def test_preview_cli_fails_fast_on_bad_config(tmp_path, capsys):
+    stack = tmp_path / "Pulumi.bad.yaml"
+    text = (TWO_DOMAINS.read_text() + "  backup-mx:queueLifetime: 101d\n  backup-mx:drainPort: 25\n")
+    stack.write_text(text)
+    assert preview.main(["--config", str(stack), "--out", str(tmp_path / "b"), "--no-policy"]) == 2
+    err = capsys.readouterr().err
+    assert "backup-mx:queueLifetime: '101d' exceeds Postfix's 100d cap" in err
+    assert "backup-mx:drainPort: 25 is blocked" in err
+    assert not (tmp_path / "b").exists()
+
+
+def test_preview_cli_rejects_undeclared_keys(tmp_path, capsys):
+    stack = tmp_path / "Pulumi.typo.yaml"
+    stack.write_text(TWO_DOMAINS.read_text() + "  backup-mx:queueLifetme: 30d\n")
+    assert preview.main(["--config", str(stack), "--no-policy", "--out", str(tmp_path / "b")]) == 2
+    assert "backup-mx:queueLifetme is not declared in Pulumi.yaml" in capsys.readouterr().err

@@ -1,0 +1,105 @@
+"""Stack config -> Settings: defaults from Pulumi.yaml, and early, named errors."""
+import json
+
+import jsonschema
+import pytest
+import yaml
+
+from components import settings
+from conftest import DATA, EXAMPLE, ROOT
+
+REQUIRED = {
+    "domains": json.dumps(["example.net"]),
+    "cloudflareZoneIds": json.dumps(["example.net=" + "a" * 32]),
+    "primaryMxHost": "mail.example.net",
+    "ociCompartmentId": "ocid1.tenancy.oc1..aaaaaaaaabc",
+    "homelabCidr": "198.51.100.7/32",
+    "certbotEmail": "ops@example.net",
+    "headscaleLoginServer": "https://hs.example.net",
+}
+
+
+def load(**changes):
+    raw = {**REQUIRED, **{k: (json.dumps(v) if isinstance(v, list) else str(v)) for k, v in changes.items()}}
+    return settings.load("backup-mx", raw.get, preauth_key="k")
+
+
+def test_pulumi_yaml_matches_pulumis_own_project_schema():
+    schema = json.loads((DATA / "pulumi-project.schema.json").read_text())
+    jsonschema.validate(yaml.safe_load((ROOT / "Pulumi.yaml").read_text()), schema)
+
+
+def test_defaults_come_from_pulumi_yaml():
+    s = load()
+    assert s.relay_hostname == "mx2.example.net"
+    assert (s.mx_preference, s.primary_mx_preference, s.drain_port) == (20, 1, 2526)
+    assert s.drain_host == "mail.example.net"
+    assert (s.queue_lifetime, s.bounce_lifetime, s.message_size_limit) == ("30d", "1d", 209715200)
+    assert (s.shape, s.boot_volume_size_gb, s.tailnet_tag) == ("VM.Standard.E2.1.Micro", 50, "tag:backup-mx")
+    assert s.relay_private_ip == "10.42.0.10"
+
+
+def test_every_required_key_is_named_when_missing():
+    with pytest.raises(settings.ConfigError) as err:
+        settings.load("backup-mx", {}.get)
+    for key in REQUIRED:
+        assert f"backup-mx:{key}: is required" in str(err.value)
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("queueLifetime", "101d", "exceeds Postfix's 100d cap"),
+    ("queueLifetime", "15y", "not a Postfix time"),
+    ("bounceLifetime", "31d", "longer than queueLifetime"),
+    ("shape", "VM.Standard.E4.Flex", "allowed: VM.Standard.E2.1.Micro"),
+    ("vcnCidr", "10.0.0.0/33", "not a CIDR"),
+    ("vcnCidr", "8.8.8.0/24", "private IPv4 block"),
+    ("homelabCidr", "198.51.100.7/24", "not a CIDR"),
+    ("primaryMynetworks", ["10.0.0.0/8", "bogus"], "'bogus' is not a CIDR"),
+    ("drainPort", 25, "allowed: 1..65535 except 25"),
+    ("mxPreference", 1, "must be greater than primaryMxPreference"),
+    ("relayHostname", "mx2.elsewhere.com", "must lie inside one of domains"),
+    ("bootVolumeSizeGb", 20, "outside 50..200"),
+    ("availabilityDomainIndex", 3, "outside 0..2"),
+    ("dnsblSites", ["zen.spamhaus.org"], "needs a reply filter"),
+    ("messageSizeLimit", 1000, "below 10485760"),
+    ("cloudflareZoneIds", ["example.net=nothex"], "domain=<32 hex digit zone id>"),
+    ("headscaleLoginServer", "http://hs.example.net", "https:// URL"),
+    ("mxPreference", "twenty", "is not a valid integer"),
+])
+def test_bad_value_names_the_key_and_what_is_allowed(key, value, expected):
+    with pytest.raises(settings.ConfigError) as err:
+        load(**{key: value})
+    message = str(err.value)
+    assert f"backup-mx:{key}:" in message and expected in message, message
+
+
+def test_a_domain_without_a_zone_id_names_the_zone_key():
+    with pytest.raises(settings.ConfigError) as err:
+        load(domains=["example.net", "example.org"])
+    assert "backup-mx:cloudflareZoneIds: has no entry for 'example.org'" in str(err.value)
+
+
+def test_all_errors_are_reported_at_once():
+    with pytest.raises(settings.ConfigError) as err:
+        load(queueLifetime="200d", drainPort=25, shape="big")
+    assert all(f"backup-mx:{k}:" in str(err.value) for k in ("queueLifetime", "drainPort", "shape"))
+
+
+@pytest.mark.parametrize("text,seconds", [("30d", 2592000), ("30", 2592000), ("720h", 2592000), ("1w", 604800),
+                                          ("90s", 90), ("100d", 8640000)])
+def test_postfix_time_units_bare_number_is_days(text, seconds):
+    assert settings.postfix_seconds(text) == seconds
+
+
+def test_example_stack_declares_only_known_keys():
+    decls = settings.declarations()
+    for key in yaml.safe_load(EXAMPLE.read_text())["config"]:
+        assert key.split(":", 1)[1] in decls, key
+
+
+def test_second_domain_and_relay_zone():
+    s = load(domains=["example.net", "example.org"],
+             cloudflareZoneIds=["example.net=" + "a" * 32, "example.org=" + "b" * 32],
+             relayHostname="mx2.example.org")
+    assert s.domains == ("example.net", "example.org")
+    assert s.relay_zone.domain == "example.org" and s.relay_zone.zone_id == "b" * 32
