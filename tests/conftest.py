@@ -80,15 +80,20 @@ def unwrap(value):
     return value
 
 
+def metadata(r, where):
+    """The metadata map; in state the engine keeps it wholly secret (additionalSecretOutputs)."""
+    return unwrap(r[where]["metadata"])
+
+
 def user_data_doc(r, where="props"):
-    return yaml.safe_load(base64.b64decode(unwrap(r[where]["metadata"]["user_data"])).decode())
+    return yaml.safe_load(base64.b64decode(unwrap(metadata(r, where)["user_data"])).decode())
 
 
 def set_user_data_doc(r, doc, where=("props", "outputs")):
     text = "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False)
     encoded = base64.b64encode(text.encode()).decode()
     for w in where:
-        r[w]["metadata"]["user_data"] = {program.SECRET_SIG: program.SECRET_MARK, "value": encoded}
+        metadata(r, w)["user_data"] = {program.SECRET_SIG: program.SECRET_MARK, "value": encoded}
 
 
 def edit_file(plan, path_suffix, edit):

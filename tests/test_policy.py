@@ -1,0 +1,301 @@
+"""The policy pack through its real analyzer server, fed the plan the program produced.
+
+Happy-path plans must pass; each mutation changes one field and must be reported by the
+intended policy and by no other (pulumi-policy-aws style).
+"""
+import copy
+
+import pytest
+
+from conftest import edit_file, resource, set_main_cf
+from offline import program
+from offline.preview import DEFERRED
+
+
+def reported(violations, level=None):
+    return {v.policy for v in violations if not v.message.startswith(DEFERRED) and (level is None or v.level == level)}
+
+
+def set_prop(plan, type_suffix, path, value, name_part="", where=("props", "outputs")):
+    plan = copy.deepcopy(plan)
+    r = resource(plan, type_suffix, name_part)
+    for w in where:
+        node = r[w]
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        if value is DELETE:
+            node.pop(path[-1], None)
+        else:
+            node[path[-1]] = value
+    return plan
+
+
+def set_option(plan, type_suffix, option, value):
+    plan = copy.deepcopy(plan)
+    resource(plan, type_suffix)["options"][option] = value
+    return plan
+
+
+def drop_resource(plan, type_suffix, name_part=""):
+    plan = copy.deepcopy(plan)
+    plan["resources"].remove(resource(plan, type_suffix, name_part))
+    return plan
+
+
+def add_ingress(plan, rule):
+    plan = copy.deepcopy(plan)
+    r = resource(plan, "SecurityList")
+    for w in ("props", "outputs"):
+        r[w]["ingressSecurityRules"].append(rule)
+    return plan
+
+
+def edit_ingress(plan, port, **changes):
+    plan = copy.deepcopy(plan)
+    r = resource(plan, "SecurityList")
+    for w in ("props", "outputs"):
+        for rule in r[w]["ingressSecurityRules"]:
+            if rule.get("tcpOptions", {}).get("min") == port:
+                rule.update(changes)
+    return plan
+
+
+def set_zone(plan, field, value):
+    plan = copy.deepcopy(plan)
+    r = resource(plan, "index:Dns")
+    for w in ("props", "outputs"):
+        r[w]["zones"][0][field] = value(r[w]["zones"][0][field]) if callable(value) else value
+    return plan
+
+
+def mx_record(plan):
+    return next(r for r in plan["resources"] if r["type"].endswith("DnsRecord") and r["props"]["type"] == "MX")
+
+
+def set_mx(plan, field, value):
+    plan = copy.deepcopy(plan)
+    for w in ("props", "outputs"):
+        mx_record(plan)[w][field] = value
+    return plan
+
+
+def add_primary_mx(plan):
+    plan = copy.deepcopy(plan)
+    extra = copy.deepcopy(mx_record(plan))
+    extra["name"], extra["urn"] = "primary-mx", extra["urn"] + "-primary"
+    for w in ("props", "outputs"):
+        extra[w]["content"] = "mail.viktorbarzin.me"
+        extra[w]["priority"] = 1
+    plan["resources"].append(extra)
+    return plan
+
+
+def master_option(service, option):
+    def edit(text):
+        return "\n".join(ln + f"\n  -o {option}" if ln.startswith(f"{service} ") else ln
+                         for ln in text.splitlines()) + "\n"
+    return edit
+
+
+DELETE = object()
+TRANSPORT = "/transport"
+
+MUTATIONS = {
+    # never-5xx
+    "soft_bounce off": (lambda p: set_main_cf(p, "soft_bounce", "no"), "never-5xx"),
+    "soft_bounce unset (default no)": (lambda p: set_main_cf(p, "soft_bounce", None), "never-5xx"),
+    "postscreen action 'defer' does not exist": (lambda p: set_main_cf(p, "postscreen_dnsbl_action", "defer"),
+                                                 "never-5xx"),
+    "smaller size limit than the primary": (lambda p: set_main_cf(p, "message_size_limit", "10240000"),
+                                            "never-5xx"),
+    "DNSBL without a reply filter": (lambda p: set_main_cf(p, "postscreen_dnsbl_sites", "zen.spamhaus.org*3"),
+                                     "never-5xx"),
+    "soft_bounce=no on the postscreen service": (
+        lambda p: edit_file(p, "/master.cf", master_option("smtp ", "soft_bounce=no")), "never-5xx"),
+    "soft_bounce=no on the smtpd behind postscreen": (
+        lambda p: edit_file(p, "/master.cf", master_option("smtpd ", "soft_bounce=no")), "never-5xx"),
+    # bounce-lifetime
+    "bounce lifetime 5d": (lambda p: set_main_cf(p, "bounce_queue_lifetime", "5d"), "bounce-lifetime"),
+    "bounce lifetime unset (default 5d)": (lambda p: set_main_cf(p, "bounce_queue_lifetime", None),
+                                           "bounce-lifetime"),
+    "bounce lifetime 40d beyond the queue": (lambda p: set_main_cf(p, "bounce_queue_lifetime", "40d"),
+                                             "bounce-lifetime"),
+    "bounce lifetime bare 2 means 2 days": (lambda p: set_main_cf(p, "bounce_queue_lifetime", "2"),
+                                            "bounce-lifetime"),
+    # queue-lifetime
+    "queue 5d": (lambda p: set_main_cf(p, "maximal_queue_lifetime", "5d"), "queue-lifetime"),
+    "queue over the 100d cap": (lambda p: set_main_cf(p, "maximal_queue_lifetime", "101d"), "queue-lifetime"),
+    "queue 30h is not 30d": (lambda p: set_main_cf(p, "maximal_queue_lifetime", "30h"), "queue-lifetime"),
+    "queue unset (default 5d)": (lambda p: set_main_cf(p, "maximal_queue_lifetime", None), "queue-lifetime"),
+    # vm-not-in-mynetworks
+    "reserved IP inside the primary's mynetworks": (
+        lambda p: set_prop(p, "BackupMx", ["primaryMynetworks"], ["127.0.0.0/8", "203.0.113.0/24"]),
+        "vm-not-in-mynetworks"),
+    "private IP inside the primary's mynetworks": (
+        lambda p: set_prop(p, "BackupMx", ["primaryMynetworks"], ["10.42.0.0/24"]), "vm-not-in-mynetworks"),
+    "relay mynetworks open to the world": (lambda p: set_main_cf(p, "mynetworks", "0.0.0.0/0"),
+                                           "vm-not-in-mynetworks"),
+    "relay mynetworks a private LAN": (lambda p: set_main_cf(p, "mynetworks", "127.0.0.0/8 10.0.0.0/8"),
+                                       "vm-not-in-mynetworks"),
+    "relay mynetworks unset": (lambda p: set_main_cf(p, "mynetworks", None), "vm-not-in-mynetworks"),
+    # zone-record-budget
+    "zone at 199 live records": (lambda p: set_zone(p, "liveRecordCount", 199), "zone-record-budget"),
+    "zone already over quota": (lambda p: set_zone(p, "liveRecordCount", 230), "zone-record-budget"),
+    "zone at 198 live: 200 is the quota, 201 is over": (lambda p: set_zone(p, "liveRecordCount", 200),
+                                                       "zone-record-budget"),
+    # mx-preference
+    "backup MX at the primary's preference": (lambda p: set_mx(p, "priority", 1), "mx-preference"),
+    "backup MX missing": (lambda p: drop_resource(p, "DnsRecord", "mx-viktorbarzin.me"), "mx-preference"),
+    "primary MX gone from the live zone": (
+        lambda p: set_zone(p, "liveRecordKeys", lambda keys: [k for k in keys if not k.startswith("MX ")]),
+        "mx-preference"),
+    "stack manages the primary MX": (add_primary_mx, "mx-preference"),
+    "primary preference declared above backup": (
+        lambda p: set_prop(p, "BackupMx", ["primaryMxPreference"], 30), "mx-preference"),
+    # relay-a-unproxied
+    "relay A record proxied": (lambda p: set_prop(p, "DnsRecord", ["proxied"], True, "relay-a"),
+                               "relay-a-unproxied"),
+    "relay A record proxied as a string": (lambda p: set_prop(p, "DnsRecord", ["proxied"], "true", "relay-a"),
+                                           "relay-a-unproxied"),
+    "relay A record proxied in inputs only": (
+        lambda p: set_prop(p, "DnsRecord", ["proxied"], True, "relay-a", where=("props",)), "relay-a-unproxied"),
+    # reserved-public-ip
+    "ephemeral public IP": (lambda p: set_prop(p, "publicIp:PublicIp", ["lifetime"], "EPHEMERAL"),
+                            "reserved-public-ip"),
+    "instance assigns a public IP": (
+        lambda p: set_prop(p, "instance:Instance", ["createVnicDetails", "assignPublicIp"], "true"),
+        "reserved-public-ip"),
+    "assignPublicIp left to the subnet default": (
+        lambda p: set_prop(p, "instance:Instance", ["createVnicDetails", "assignPublicIp"], DELETE),
+        "reserved-public-ip"),
+    # always-free
+    "paid shape": (lambda p: set_prop(p, "instance:Instance", ["shape"], "VM.Standard.E4.Flex"), "always-free"),
+    "boot volume over the free 200 GB": (
+        lambda p: set_prop(p, "instance:Instance", ["sourceDetails", "bootVolumeSizeInGbs"], "250"), "always-free"),
+    "boot volume below OCI's minimum": (
+        lambda p: set_prop(p, "instance:Instance", ["sourceDetails", "bootVolumeSizeInGbs"], "30"), "always-free"),
+    # security-list
+    "world-open SSH": (lambda p: add_ingress(p, {"protocol": "6", "source": "0.0.0.0/0", "sourceType": "CIDR_BLOCK",
+                                                  "tcpOptions": {"min": 22, "max": 22}}), "security-list"),
+    "exporter open to the world": (lambda p: edit_ingress(p, 9100, source="0.0.0.0/0"), "security-list"),
+    "all protocols from the world": (lambda p: add_ingress(p, {"protocol": "all", "source": "0.0.0.0/0"}),
+                                     "security-list"),
+    "port 25 closed": (lambda p: edit_ingress(p, 25, source="198.51.100.7/32"), "security-list"),
+    # drain-port
+    "drain on port 25": (lambda p: edit_file(p, TRANSPORT, lambda t: t.replace(":2526", ":25")), "drain-port"),
+    "drain without a port": (lambda p: edit_file(p, TRANSPORT, lambda t: t.replace(":2526", "")), "drain-port"),
+    "no transport map": (lambda p: set_main_cf(p, "transport_maps", None), "drain-port"),
+    # relay-domains
+    "relay_domains misses the protected domain": (lambda p: set_main_cf(p, "relay_domains", ""), "relay-domains"),
+    "mydestination delivers locally": (lambda p: set_main_cf(p, "mydestination", "$myhostname"), "relay-domains"),
+    "open relay": (lambda p: set_main_cf(p, "smtpd_relay_restrictions", "permit"), "relay-domains"),
+    # no-silent-replace
+    "no ignoreChanges": (lambda p: set_option(p, "instance:Instance", "ignoreChanges", []), "no-silent-replace"),
+    "image drift replaces": (lambda p: set_option(p, "instance:Instance", "ignoreChanges", ["metadata"]),
+                             "no-silent-replace"),
+    "user_data drift replaces": (lambda p: set_option(p, "instance:Instance", "ignoreChanges", ["sourceDetails"]),
+                                 "no-silent-replace"),
+}
+
+
+def test_every_policy_has_at_least_three_mutations(policies):
+    names = {p.name for p in policies.info.policies}
+    counts = {n: sum(1 for _, policy in MUTATIONS.values() if policy == n) for n in names}
+    assert {n for n, c in counts.items() if c < 3} <= {"zone-record-headroom"}, counts
+    assert len(MUTATIONS) >= 30
+
+
+def test_example_stack_has_no_violations(policies, example_plan):
+    assert policies.check(example_plan) == []
+
+
+def test_two_domain_stack_has_no_violations(policies, two_domain_plan):
+    assert policies.check(two_domain_plan) == []
+
+
+@pytest.mark.parametrize("case", sorted(MUTATIONS))
+def test_mutation_is_reported_by_its_policy_only(policies, example_plan, case):
+    mutate, policy = MUTATIONS[case]
+    violations = policies.check(mutate(example_plan))
+    assert reported(violations) == {policy}, [v.message for v in violations]
+    assert all(v.level == "mandatory" for v in violations if v.policy == policy)
+    assert all(v.message for v in violations)
+
+
+@pytest.mark.parametrize("case", ["bare 30 is 30 days", "720h is 30 days", "soft_bounce covers a reject",
+                                  "protect instead of ignoreChanges", "second run counts nothing twice"])
+def test_equivalent_forms_are_not_violations(policies, example_plan, case):
+    plan = {
+        "bare 30 is 30 days": lambda p: set_main_cf(p, "maximal_queue_lifetime", "30"),
+        "720h is 30 days": lambda p: set_main_cf(p, "maximal_queue_lifetime", "720h"),
+        "soft_bounce covers a reject": lambda p: set_main_cf(p, "smtpd_recipient_restrictions",
+                                                             "reject_unknown_sender_domain"),
+        "protect instead of ignoreChanges": lambda p: set_option(set_option(p, "instance:Instance", "protect", True),
+                                                                 "instance:Instance", "ignoreChanges", []),
+        "second run counts nothing twice": lambda p: set_zone(
+            set_zone(p, "liveRecordCount", 182), "liveRecordKeys",
+            lambda keys: keys + ["MX viktorbarzin.me mx2.viktorbarzin.me", "A mx2.viktorbarzin.me 203.0.113.215"]),
+    }[case](example_plan)
+    tight = {"zone-record-budget": {"budget": 182}, "zone-record-headroom": {"budget": 182, "warnBelowSlots": 0}}
+    assert reported(policies.check(plan, tight if case.startswith("second") else None)) == set()
+
+
+def test_headroom_is_advisory(policies, example_plan):
+    violations = policies.check(set_zone(example_plan, "liveRecordCount", 192))
+    assert reported(violations) == {"zone-record-headroom"}
+    assert {v.level for v in violations} == {"advisory"}
+    assert "only 6 record slots left" in violations[0].message
+
+
+def test_policy_config_thresholds_apply(policies, example_plan):
+    assert reported(policies.check(example_plan, {"zone-record-budget": {"budget": 150}})) == {"zone-record-budget"}
+    assert reported(policies.check(example_plan, {"queue-lifetime": {"queueLifetime": "14d"}})) == {"queue-lifetime"}
+    assert reported(policies.check(example_plan, {"never-5xx": {"primaryMessageSizeLimit": 524288000}})) == {
+        "never-5xx"}
+    assert reported(policies.check(example_plan, {"vm-not-in-mynetworks": {
+        "primaryMynetworks": ["203.0.113.0/24"]}})) == {"vm-not-in-mynetworks"}
+
+
+def test_bad_policy_config_is_refused(policies):
+    from offline.analyzer import PolicyConfigError
+    with pytest.raises(PolicyConfigError, match="zone-record-budget"):
+        policies.preview.configure(policies.info, {"zone-record-budget": {"budget": "lots"}})
+    with pytest.raises(PolicyConfigError, match="unknown policies"):
+        policies.preview.configure(policies.info, {"never-5xxx": {}})
+
+
+def test_messages_name_the_resource_and_the_fix(policies, example_plan):
+    [v] = [v for v in policies.check(set_main_cf(example_plan, "maximal_queue_lifetime", "5d"))]
+    assert "instance 'backup-mx-relay-instance'" in v.message and "set it to 30d" in v.message
+    assert v.urn.endswith("backup-mx-relay-instance")
+
+
+# --- first preview: unknown ids and IPs -------------------------------------------------
+
+def test_first_preview_defers_only_what_is_unknown(policies, first_preview_plan):
+    violations = policies.check(first_preview_plan)
+    assert reported(violations) == set()
+    deferred = [v for v in violations if v.message.startswith(DEFERRED)]
+    assert [v.policy for v in deferred] == ["vm-not-in-mynetworks"]
+    assert "backup-mx-relay-reserved-ip.ipAddress" in deferred[0].message
+
+
+@pytest.mark.parametrize("case", ["queue 5d", "soft_bounce off", "relay mynetworks open to the world",
+                                  "private IP inside the primary's mynetworks", "zone at 199 live records",
+                                  "no ignoreChanges", "world-open SSH"])
+def test_first_preview_still_decides_known_invariants(policies, first_preview_plan, case):
+    mutate, policy = MUTATIONS[case]
+    violations = policies.check(mutate(first_preview_plan))
+    assert policy in reported(violations, "mandatory"), [v.message for v in violations]
+
+
+def test_stack_policy_rechecks_the_reserved_ip_at_up(policies, example_plan):
+    plan = set_prop(example_plan, "BackupMx", ["primaryMynetworks"], ["203.0.113.0/24"], where=("outputs",))
+    messages = [v.message for v in policies.check(plan) if v.policy == "vm-not-in-mynetworks"]
+    assert any("reserved IP of 'backup-mx-relay-reserved-ip' 203.0.113.215" in m for m in messages), messages
+    assert any("drain source address 203.0.113.215" in m for m in messages), messages
+
+
+def test_the_secret_wrapped_user_data_is_what_the_pack_reads(example_plan):
+    inst = resource(example_plan, "instance:Instance")
+    assert program.SECRET_SIG in inst["props"]["metadata"]["user_data"]
