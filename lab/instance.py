@@ -162,6 +162,26 @@ class Relay:
                 return
             time.sleep(0.05)
 
+    def watcher_env(self, files: dict[str, str]) -> Path:
+        """The rendered env file with the drain address pointed at the fake primary."""
+        lines = [ln for ln in files["backup-mx.env"].splitlines()
+                 if not ln.startswith(("DRAIN_HOST=", "DRAIN_PORT="))]
+        lines += [f"DRAIN_HOST={self.drain_host}", f"DRAIN_PORT={self.drain_port}",
+                  f"POSTFIX_CONFIG_DIR={self.conf}"]
+        path = self.base / "backup-mx.env"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def run_watcher(self, files: dict[str, str]) -> str:
+        """One run of the drain watcher exactly as rendered into cloud-init (drain.sh)."""
+        script = self.base / "backup-mx-drain"
+        script.write_text(files["backup-mx-drain"])
+        env = {**os.environ, "BACKUP_MX_ENV": str(self.watcher_env(files))}
+        proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=60)
+        if proc.returncode != 0:
+            raise LabError(f"drain watcher failed: {proc.stderr}")
+        return proc.stdout
+
     def queue(self) -> list[dict]:
         out = run("postqueue", "-c", str(self.conf), "-j", check=False).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
