@@ -1,0 +1,264 @@
+"""Store-and-forward on real Postfix: outage, drain, never-5xx, crash, primary refusals,
+disk full, null sender. Messages are counted at the fake primary by a unique X-Lab-Id."""
+import collections
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+from lab.client import deliver, message
+
+DOMAIN = "viktorbarzin.me"
+LIMIT = 209715200
+
+
+def ids_at(sink):
+    found = collections.Counter()
+    for text in sink.messages():
+        match = re.search(r"^X-Lab-Id: (\S+)", text, re.M)
+        if match:
+            found[match.group(1)] += 1
+    return found
+
+
+def send_many(port, count, size_of, prefix, threads=4, source="127.0.0.1"):
+    """count messages over `threads` connections in parallel; returns {id: Session}."""
+    sessions = {}
+    lock = threading.Lock()
+
+    def worker(start):
+        for i in range(start, count, threads):
+            lab_id = f"{prefix}-{i:04d}"
+            s = deliver(port, "sender@example.com", [f"user{i % 7}@{DOMAIN}"], message(lab_id, size_of(i)),
+                        source=source)
+            with lock:
+                sessions[lab_id] = s
+
+    pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=600)
+    return sessions
+
+
+def test_outage_queues_everything_and_the_watcher_drains_each_exactly_once(lab, vm_files):
+    primary = lab.sink()
+    primary.stop()  # outage: nothing listens on the drain port
+    relay = lab.relay(primary.port)
+    sizes = {0: 12 * 1024 * 1024, 1: LIMIT - 1024 * 1024}  # one over 10 MB, one at the limit
+
+    sessions = send_many(relay.port, 200, lambda i: sizes.get(i, 1024 + (i * 7919) % 200_000), "outage")
+    assert all(s.accepted for s in sessions.values()), [s.replies[-3:] for s in sessions.values() if not s.accepted]
+    assert all(r.code < 400 for s in sessions.values() for r in s.replies if r.command != "connection")
+    queued = relay.queue()
+    assert len(queued) == 200 and {q["queue_name"] for q in queued} <= {"deferred", "active", "incoming"}
+
+    assert "not ready" in relay.run_watcher(vm_files)  # primary still down: the watcher waits
+    primary.start()
+    assert "flushing: viktorbarzin.me" in relay.run_watcher(vm_files)
+    relay.wait_queue_empty(300)
+    assert ids_at(primary) == collections.Counter({lab_id: 1 for lab_id in sessions})
+
+
+NEVER_5XX = {
+    # name: (mail_from, rcpts, data kwargs, deliver kwargs)
+    "plain": ("a@example.com", [f"alice@{DOMAIN}"], {}, {}),
+    "null sender (DSN)": ("", [f"alice@{DOMAIN}"], {}, {}),
+    "60 recipients": ("a@example.com", [f"user{i}@{DOMAIN}" for i in range(60)], {}, {}),
+    "plus address": ("a@example.com", [f"first.last+tag@{DOMAIN}"], {}, {}),
+    "quoted local part": ("a@example.com", [f'"john smith"@{DOMAIN}'], {}, {}),
+    "apostrophe": ("a@example.com", [f"o'brien@{DOMAIN}"], {}, {}),
+    "special characters": ("a@example.com", [f"x=y#$&*{{}}~^`|/?@{DOMAIN}"], {}, {}),
+    # Sender-specified routing (%, !) is refused for strangers (allow_untrusted_routing=no): 454, not 5xx.
+    "source-routed local part": ("a@example.com", [f"user%example.org@{DOMAIN}"], {}, {}),
+    "upper-case domain": ("a@example.com", [f"Alice@{DOMAIN.upper()}"], {}, {}),
+    "nonexistent local part": ("a@example.com", [f"no-such-user-{time.time_ns()}@{DOMAIN}"], {}, {}),
+    "unresolvable sender domain": ("a@nonexistent.invalid", [f"alice@{DOMAIN}"], {}, {}),
+    "sender spoofing our domain": (f"ceo@{DOMAIN}", [f"alice@{DOMAIN}"], {}, {}),
+    "8BITMIME": ("a@example.com", [f"alice@{DOMAIN}"], {"body_line": "é"}, {"mail_params": " BODY=8BITMIME"}),
+    "SMTPUTF8": ("jörg@example.com", [f"jörg@{DOMAIN}"], {}, {"mail_params": " SMTPUTF8"}),
+    "998-octet lines": ("a@example.com", [f"alice@{DOMAIN}"], {"body_line": "y" * 998}, {}),
+    "4000-octet lines": ("a@example.com", [f"alice@{DOMAIN}"], {"body_line": "z" * 4000}, {}),
+    "pipelining": ("a@example.com", [f"alice@{DOMAIN}", f"bob@{DOMAIN}"], {}, {"pipelining": True}),
+    "HELO name with no DNS": ("a@example.com", [f"alice@{DOMAIN}"], {}, {"ehlo": "localhost"}),
+    "bare IP HELO": ("a@example.com", [f"alice@{DOMAIN}"], {}, {"ehlo": "[192.0.2.1]"}),
+    "40 Received headers": ("a@example.com", [f"alice@{DOMAIN}"],
+                            {"received": 40}, {}),
+    "dot-stuffed body": ("a@example.com", [f"alice@{DOMAIN}"], {"body_line": ".leading dot"}, {}),
+    "declared SIZE at the limit": ("a@example.com", [f"alice@{DOMAIN}"], {}, {"mail_params": f" SIZE={LIMIT}"}),
+    "declared SIZE over the limit": ("a@example.com", [f"alice@{DOMAIN}"], {}, {"mail_params": f" SIZE={LIMIT + 1}"}),
+    "pregreet talker": ("a@example.com", [f"alice@{DOMAIN}"], {}, {"pregreet": True}),
+}
+
+
+def test_never_5xx_for_protected_recipients(lab):
+    primary = lab.sink()
+    relay = lab.relay(primary.port)
+    results = {}
+    for n, (name, (mail_from, rcpts, data_kw, kw)) in enumerate(NEVER_5XX.items()):
+        # Strangers, not mynetworks; the pregreet talker from its own address (postscreen remembers passes).
+        source = "127.0.1.99" if kw.get("pregreet") else "127.0.1.1"
+        results[name] = deliver(relay.port, mail_from, rcpts, message(f"probe-{n}", **data_kw), source=source, **kw)
+    assert len(results) >= 20
+    for name, session in results.items():
+        codes = [r.code for r in session.replies if r.command != "connection"]
+        assert codes and all(c < 500 for c in codes), (name, session.replies)
+        assert not any(r.command == "connection" for r in session.replies), (name, session.replies)
+    # Oversize is refused temporarily (452: soft_bounce turns 552 into 452) and the sender keeps it.
+    assert results["declared SIZE over the limit"].codes("MAIL") == [452]
+    # A pregreet talker is deferred, never rejected.
+    assert results["pregreet talker"].codes("RCPT") == [450]
+    relay.wait_log(r"postscreen\[\d+\]: PREGREET \d+ after")
+    accepted = [name for name, s in results.items() if s.accepted]
+    assert results["source-routed local part"].codes("RCPT") == [454]
+    assert set(accepted) == set(NEVER_5XX) - {"declared SIZE over the limit", "pregreet talker",
+                                              "source-routed local part"}
+    # smtp-sink (the fake primary) does not announce SMTPUTF8, so that one message stays queued
+    # (soft-bounced, never bounced) until a primary that offers SMTPUTF8 answers, as Postfix does.
+    deadline = time.monotonic() + 120
+    while len(relay.queue()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [left] = relay.queue()
+    assert left["recipients"][0]["delay_reason"].startswith("SMTPUTF8 is required")
+    assert len(ids_at(primary)) == len(accepted) - 1
+
+
+def test_oversize_message_without_size_gets_452_after_data(lab):
+    primary = lab.sink()
+    relay = lab.relay(primary.port)
+    session = deliver(relay.port, "a@example.com", [f"alice@{DOMAIN}"], message("huge", LIMIT + 4096),
+                      source="127.0.2.1")
+    assert session.codes(".") == [452], session.replies
+    assert not session.accepted and all(c < 500 for c in session.codes())
+
+
+def test_foreign_recipient_is_refused_and_never_relayed(lab):
+    primary = lab.sink()
+    relay = lab.relay(primary.port)
+    session = deliver(relay.port, "a@example.com", ["victim@example.org"], message("foreign"), source="127.0.3.1")
+    assert session.codes("RCPT") == [454]  # relay access denied; 4xx under soft_bounce
+    assert not session.accepted
+    mixed = deliver(relay.port, "a@example.com", ["victim@example.org", f"alice@{DOMAIN}"], message("mixed"),
+                    source="127.0.3.2")
+    assert mixed.codes("RCPT") == [454, 250] and mixed.accepted
+    relay.wait_queue_empty(60)
+    [received] = primary.messages()
+    assert "X-Lab-Id: mixed" in received and "example.org" not in received.split("\n\n", 1)[0].split("X-Lab")[0]
+    assert "victim@example.org" not in relay.log_text().split("to=<")[-1]
+
+
+def test_kill_9_mid_load_loses_nothing_that_got_250(lab):
+    primary = lab.sink()
+    relay = lab.relay(primary.port)
+    results = {}
+    done = threading.Event()
+
+    def load():
+        results.update(send_many(relay.port, 500, lambda i: 2048, "crash", threads=10))
+        done.set()
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    deadline = time.monotonic() + 120
+    while len(relay.queue()) + len(primary.messages()) < 150 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    relay.kill9()
+    loader.join(timeout=600)
+    assert done.is_set()
+    acked = {lab_id for lab_id, s in results.items() if s.accepted}
+    assert 0 < len(acked) < 500  # the kill really landed mid-load
+    relay.start()
+    relay.flush()
+    relay.wait_queue_empty(180)
+    received = ids_at(primary)
+    lost = acked - set(received)
+    duplicates = {k: v for k, v in received.items() if v > 1}
+    print(f"\ncrash: {len(acked)} acked, {len(received)} delivered, lost {len(lost)}, duplicates {len(duplicates)}")
+    assert lost == set()
+
+
+def test_primary_4xx_then_5xx_keeps_mail_queued_and_sends_no_dsn(lab, vm_files):
+    primary = lab.sink(mode=["-r", "RCPT"])  # 4xx to every recipient
+    relay = lab.relay(primary.port)
+    for i in range(5):
+        assert deliver(relay.port, "sender@example.com", [f"u{i}@{DOMAIN}"], message(f"refused-{i}"),
+                       source="127.0.4.1").accepted
+    relay.wait_log(r"status=deferred \(host 127\.0\.0\.1\[127\.0\.0\.1\] said: 4\d\d")
+    primary.stop()
+    primary.mode = ["-f", "RCPT"]  # now 5xx, like a policyd-spf 550 on the primary
+    primary.start()
+    relay.run_watcher(vm_files)
+    relay.wait_log(r"status=SOFTBOUNCE \(host 127\.0\.0\.1\[127\.0\.0\.1\] said: 5\d\d", timeout=60)
+    time.sleep(1)
+    queue = relay.queue()
+    assert len(queue) == 5 and all(q["sender"] == "sender@example.com" for q in queue)  # no bounce created
+    assert "sender non-delivery notification" not in relay.log_text()
+    assert not re.search(r"status=bounced", relay.log_text())
+    assert not primary.messages()
+    primary.stop()
+    primary.mode = []
+    primary.start()
+    relay.run_watcher(vm_files)
+    relay.wait_queue_empty(60)
+    assert sorted(ids_at(primary)) == [f"refused-{i}" for i in range(5)]
+
+
+def test_null_sender_mail_expires_after_the_bounce_lifetime(lab):
+    """Residual risk, shown with lifetimes scaled down (bounce 15s, queue 10m): inbound mail with
+    an empty envelope sender (DSNs, auto-replies) dies after bounce_queue_lifetime during an outage."""
+    primary = lab.sink()
+    primary.stop()
+    relay = lab.relay(primary.port, extra={"bounce_queue_lifetime": "15s", "maximal_queue_lifetime": "10m",
+                                           "minimal_backoff_time": "5s", "maximal_backoff_time": "10s",
+                                           "queue_run_delay": "5s"})
+    assert deliver(relay.port, "", [f"alice@{DOMAIN}"], message("dsn"), source="127.0.5.1").accepted
+    assert deliver(relay.port, "a@example.com", [f"alice@{DOMAIN}"], message("normal"), source="127.0.5.2").accepted
+    relay.wait_log(r"from=<>, status=expired, returned to sender", timeout=90)
+    queue = relay.queue()
+    assert [q["sender"] for q in queue] == ["a@example.com"]
+    primary.start()
+    relay.flush()
+    relay.wait_queue_empty(60)
+    assert sorted(ids_at(primary)) == ["normal"]
+
+
+@pytest.fixture
+def small_spool():
+    from conftest import lab_dir
+    base = lab_dir("diskfull")
+    spool = base / "relay" / "spool"
+    spool.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=340m", "tmpfs", str(spool)], check=True)
+    yield base
+    subprocess.run(["umount", "-l", str(spool)], check=False)
+
+
+def test_disk_full_answers_4xx_loses_nothing_and_recovers(small_spool, vm_files, tls_dir):
+    from lab import Lab
+    lab = Lab(small_spool, vm_files, tls_dir)
+    try:
+        primary = lab.sink()
+        primary.stop()
+        relay = lab.relay(primary.port)
+        acked, refused = [], []
+        for i in range(40):
+            s = deliver(relay.port, "a@example.com", [f"alice@{DOMAIN}"], message(f"fill-{i}", 4 * 1024 * 1024),
+                        source="127.0.6.1")
+            assert all(c < 500 for c in s.codes()), s.replies
+            (acked if s.accepted else refused).append(f"fill-{i}")
+            if refused:
+                break
+        # smtpd wants 1.5 x message_size_limit free before it takes a message.
+        assert refused and acked, (acked, refused)
+        assert 452 in [r.code for r in s.replies]
+        primary.start()
+        relay.flush()
+        relay.wait_queue_empty(120)
+        assert sorted(ids_at(primary)) == sorted(acked)
+        assert deliver(relay.port, "a@example.com", [f"alice@{DOMAIN}"], message("after"),
+                       source="127.0.6.1").accepted
+    finally:
+        lab.down()
