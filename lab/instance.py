@@ -76,7 +76,8 @@ class Relay:
     drain_host: str = "127.0.0.1"
     listen: str = "127.0.0.1"
     tls_dir: Path | None = None
-    extra: dict[str, str] = field(default_factory=dict)  # tests only: stock-defaults comparisons
+    extra: dict[str, str] = field(default_factory=dict)  # tests only: scaled lifetimes, stock defaults
+    resolv_conf: Path | None = None  # run the instance with this resolv.conf (private mount namespace)
 
     @property
     def conf(self) -> Path:
@@ -128,11 +129,18 @@ class Relay:
         run("postconf", "-c", str(self.conf), "-MX", "smtp/inet")
         run("postconf", "-c", str(self.conf), "-M", f"{self.listen}:{self.port}/inet="
             f"{self.listen}:{self.port} inet {entry}")
+        # No chroot (ours renders none; stock's Debian master.cf would need a populated jail).
+        run("postconf", "-c", str(self.conf), "-F", "*/*/chroot = n")
         run("postfix", "-c", str(self.conf), "check")
         return self
 
     def start(self) -> "Relay":
-        run("postfix", "-c", str(self.conf), "start")
+        if self.resolv_conf is None:
+            run("postfix", "-c", str(self.conf), "start")
+        else:
+            # Postfix resolves through /etc/resolv.conf; give this instance (only) a lab resolver.
+            run("unshare", "--mount", "--propagation", "private", "sh", "-c",
+                f"mount --bind {self.resolv_conf} /etc/resolv.conf && exec postfix -c {self.conf} start")
         wait_port(self.port, self.listen)
         return self
 
