@@ -4,6 +4,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_oci as oci
 
+from . import primary
 from .dns import Dns
 from .network import Network
 from .relay import RelayVm
@@ -39,5 +40,7 @@ class BackupMx(pulumi.ComponentResource):
                 f"oci compute instance-console-connection create --instance-id {i} "
                 f"--ssh-public-key-file ~/.ssh/id_ed25519.pub --region {s.oci_region}")),
             "userDataSha256": relay.user_data_sha256,
+            # Ready-to-paste exemptions for the primary, keyed to the address it sees (never mynetworks).
+            "primaryEnablement": drain_source.apply(lambda ip: primary.enablement(s, ip)),
         }
         self.register_outputs({**settings.public_props(), **self.outputs})

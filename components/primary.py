@@ -1,0 +1,77 @@
+"""Primary-side drain enablement, keyed to the relay's address: ready-to-paste text plus data.
+
+The drained stream is exempted at each stage that would otherwise refuse or misjudge it:
+FCrDNS/spoof checks (check_client_access), anvil rate limits, policyd-spf, and rspamd
+(score the original sender's IP; never reject drained mail, which would force the relay to
+emit backscatter it cannot deliver). The relay is never added to the primary's mynetworks.
+"""
+from __future__ import annotations
+
+from .settings import Settings
+
+CIDR_MAP = "/etc/postfix/backup_mx_clients.cidr"
+RSPAMD_MAP = "/etc/rspamd/local.d/backup_mx_relays.map"
+
+
+def enablement(s: Settings, relay_ip: str) -> dict:
+    cidr = f"{relay_ip}/32"
+    restriction = f"check_client_access cidr:{CIDR_MAP}"
+    spf_skip = f"127.0.0.0/8,::ffff:127.0.0.0/104,::1,{cidr}"
+    external_relay = (
+        "# /etc/rspamd/local.d/external_relay.conf: score drained mail against the original sender's IP\n"
+        "rules {\n"
+        "  BACKUP_MX {\n"
+        '    strategy = "ip_map";\n'
+        f'    map = "{RSPAMD_MAP}";\n'
+        "  }\n"
+        "}\n")
+    force_actions = (
+        "# /etc/rspamd/local.d/force_actions.conf: drained spam is tagged and folded, never rejected\n"
+        "rules {\n"
+        "  BACKUP_MX_NO_REJECT {\n"
+        '    action = "add header";\n'
+        '    expression = "BACKUP_MX";\n'
+        '    require_action = ["reject", "soft reject"];\n'
+        '    message = "drained via the backup MX: tagged instead of rejected";\n'
+        "  }\n"
+        "}\n")
+    return {
+        "address": relay_ip,
+        "postfix": {
+            "checkClientAccess": {
+                "mapFile": CIDR_MAP,
+                "mapContent": f"{cidr} OK\n",
+                "restriction": restriction,
+                "placement": ("first element of smtpd_sender_restrictions, the stage where "
+                              "reject_unknown_client_hostname and the sender spoof check sit on the primary "
+                              "(and of smtpd_client_restrictions if they sit there)"),
+                "text": (f"# {CIDR_MAP}\n{cidr} OK\n\n# main.cf: prepend to the restriction list that holds "
+                         f"reject_unknown_client_hostname\nsmtpd_sender_restrictions = {restriction}, <existing list>\n"),
+            },
+            "anvil": {
+                "parameter": "smtpd_client_event_limit_exceptions",
+                "value": f"$mynetworks {cidr}",
+                "text": f"smtpd_client_event_limit_exceptions = $mynetworks {cidr}\n",
+            },
+        },
+        "policydSpf": {
+            "file": "/etc/postfix-policyd-spf-python/policyd-spf.conf",
+            "skipAddresses": spf_skip,
+            "text": f"skip_addresses = {spf_skip}\n",
+        },
+        "rspamd": {
+            "externalRelayConf": external_relay,
+            "forceActionsConf": force_actions,
+            "relayMap": {"file": RSPAMD_MAP, "content": f"{relay_ip}\n"},
+        },
+        "pfsense": {
+            "interface": "WAN",
+            "protocol": "tcp",
+            "source": cidr,
+            "destinationPort": s.drain_port,
+            "target": s.primary_mx_host,
+            "targetPort": 25,
+            "description": f"backup MX drain: {s.relay_hostname} -> primary SMTP",
+        },
+        "neverMynetworks": True,
+    }
