@@ -4,7 +4,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_oci as oci
 
-from . import primary
+from . import monitoring, primary
 from .dns import Dns
 from .network import Network
 from .relay import RelayVm
@@ -42,5 +42,6 @@ class BackupMx(pulumi.ComponentResource):
             "userDataSha256": relay.user_data_sha256,
             # Ready-to-paste exemptions for the primary, keyed to the address it sees (never mynetworks).
             "primaryEnablement": drain_source.apply(lambda ip: primary.enablement(s, ip)),
+            "monitoring": relay.reserved_ip.apply(lambda ip: monitoring.files(s, ip)),
         }
         self.register_outputs({**settings.public_props(), **self.outputs})

@@ -29,6 +29,12 @@ def write_build(out: Path, plan: dict, outputs: dict) -> dict[str, str]:
     (out / "plan.json").write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
     (out / "outputs.json").write_text(json.dumps(program.public_outputs(outputs), indent=2) + "\n")
     written = {}
+    monitoring = outputs.get("monitoring")
+    if isinstance(monitoring, dict):
+        (out / "monitoring").mkdir(exist_ok=True)
+        for name, text in monitoring.items():
+            (out / "monitoring" / name).write_text(text)
+            written[f"monitoring/{name}"] = name
     for r in plan["resources"]:
         user_data = (r["props"].get("metadata") or {}).get("user_data")
         if isinstance(user_data, dict):

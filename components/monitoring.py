@@ -1,0 +1,100 @@
+"""Settings (and the reserved IP) in, Prometheus artifacts out: scrape jobs, blackbox
+modules and alerting rules for the homelab Prometheus (the exporters allow only the homelab)."""
+from __future__ import annotations
+
+import yaml
+
+from .settings import Settings
+
+BLACKBOX = "blackbox-exporter:9115"  # the homelab's blackbox exporter, as Prometheus reaches it
+DELAYED = ("While this fires, a failing mail roundtrip probe may mean mail is delayed via {relay} "
+           "(queued there, drains when the primary answers), not lost.")
+
+
+def blackbox_modules(s: Settings) -> dict:
+    modules = {
+        "backup_mx_smtp_starttls": {"prober": "tcp", "timeout": "15s", "tcp": {
+            "query_response": [
+                {"expect": f"^220 {s.relay_hostname} "}, {"send": "EHLO prometheus.invalid"},
+                {"expect": "^250[ -]STARTTLS"}, {"send": "STARTTLS"}, {"expect": "^220"},
+                {"starttls": True}, {"send": "QUIT"}],
+            "tls_config": {"server_name": s.relay_hostname}}},
+        "backup_mx_primary_smtp": {"prober": "tcp", "timeout": "10s",
+                                   "tcp": {"query_response": [{"expect": "^220"}, {"send": "QUIT"}]}},
+    }
+    for z in s.zones:
+        for role, host, pref in (("backup", s.relay_hostname, s.mx_preference),
+                                 ("primary", s.primary_mx_host, s.primary_mx_preference)):
+            modules[f"backup_mx_mx_{role}_{z.domain.replace('.', '_')}"] = {
+                "prober": "dns", "timeout": "10s", "dns": {
+                    "query_name": z.domain, "query_type": "MX",
+                    "validate_answer_rrs": {"fail_if_none_matches_regexp": [
+                        rf".*\tIN\tMX\t{pref} {host.replace('.', '[.]')}[.]$"]}}}
+    return {"modules": modules}
+
+
+def _probe_job(name: str, module: str, target: str, labels: dict) -> dict:
+    return {"job_name": name, "metrics_path": "/probe", "params": {"module": [module]},
+            "static_configs": [{"targets": [target], "labels": labels}],
+            "relabel_configs": [
+                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {"source_labels": ["__param_target"], "target_label": "instance"},
+                {"target_label": "__address__", "replacement": BLACKBOX}]}
+
+
+def scrape_configs(s: Settings, ip: str) -> dict:
+    labels = {"relay": s.relay_hostname}
+    jobs = [
+        {"job_name": "backup-mx-node", "static_configs": [{"targets": [f"{ip}:9100"], "labels": labels}]},
+        {"job_name": "backup-mx-postfix", "static_configs": [{"targets": [f"{ip}:9154"], "labels": labels}]},
+        _probe_job("backup-mx-smtp", "backup_mx_smtp_starttls", f"{ip}:25", labels),
+        _probe_job("backup-mx-primary", "backup_mx_primary_smtp", f"{s.primary_mx_host}:25", labels),
+    ]
+    for z in s.zones:
+        for role in ("backup", "primary"):
+            jobs.append(_probe_job("backup-mx-mx-set", f"backup_mx_mx_{role}_{z.domain.replace('.', '_')}",
+                                   "1.1.1.1", {**labels, "domain": z.domain, "mx": role}))
+    return {"scrape_configs": jobs}
+
+
+def alert_rules(s: Settings) -> dict:
+    delayed = DELAYED.format(relay=s.relay_hostname)
+    queued = 'sum(postfix_showq_message_size_bytes_count{job="backup-mx-postfix",queue=~"active|deferred"})'
+    rules = [
+        {"alert": "BackupMxDown",
+         "expr": 'up{job="backup-mx-node"} == 0 or up{job="backup-mx-postfix"} == 0 '
+                 'or probe_success{job="backup-mx-smtp"} == 0',
+         "for": "10m", "labels": {"severity": "critical"},
+         "annotations": {"summary": f"backup MX {s.relay_hostname} is down or unreachable on 25",
+                         "description": "Mail relies on senders' retries until it is back. Check the OCI console "
+                                        "(reclaimed instance?), the security list, the OS iptables REJECT and "
+                                        f"Oracle's inbound-25 block (runbook: BackupMxDown). {delayed}"}},
+        {"alert": "BackupMxQueueStuck",
+         "expr": f'{queued} > 0 and on() min(probe_success{{job="backup-mx-primary"}}) == 1',
+         "for": "2h", "labels": {"severity": "warning"},
+         "annotations": {"summary": "mail has waited on the backup MX for 2h although the primary is healthy",
+                         "description": "The drain is failing: check the pfSense NAT rule for 2526, the primary's "
+                                        "exemptions for the relay address and the drain watcher log "
+                                        f"(runbook: BackupMxQueueStuck). {delayed}"}},
+        {"alert": "BackupMxMxSetDrift",
+         "expr": 'probe_success{job="backup-mx-mx-set"} == 0',
+         "for": "15m", "labels": {"severity": "warning"},
+         "annotations": {"summary": "MX record {{ $labels.mx }} for {{ $labels.domain }} is missing or has the wrong "
+                                    "preference",
+                         "description": f"Expected primary {s.primary_mx_host} at {s.primary_mx_preference} and backup "
+                                        f"{s.relay_hostname} at {s.mx_preference}. Run `pulumi up` or fix the zone "
+                                        f"(runbook: BackupMxMxSetDrift). {delayed}"}},
+        {"alert": "BackupMxCertExpiring",
+         "expr": 'probe_ssl_earliest_cert_expiry{job="backup-mx-smtp"} - time() < 14 * 86400',
+         "for": "1h", "labels": {"severity": "warning"},
+         "annotations": {"summary": f"the STARTTLS certificate of {s.relay_hostname} expires within 14 days",
+                         "description": "certbot renewal is failing: port 80 must be open for HTTP-01 "
+                                        f"(runbook: BackupMxCertExpiring). {delayed}"}},
+    ]
+    return {"groups": [{"name": "backup-mx", "rules": rules}]}
+
+
+def files(s: Settings, ip: str) -> dict[str, str]:
+    dump = lambda doc: yaml.safe_dump(doc, sort_keys=False, width=1000)  # noqa: E731
+    return {"prometheus-scrape.yml": dump(scrape_configs(s, ip)), "blackbox.yml": dump(blackbox_modules(s)),
+            "backup-mx-rules.yml": dump(alert_rules(s))}
