@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: preview preview-first test system-deps lab lab-down bench clean
+.PHONY: preview preview-first test system-deps lab lab-down bench verify clean
 
 $(VENV)/.installed: requirements.txt policy/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,6 @@ bench: system-deps $(VENV)/.installed
 
 clean:
 	rm -rf build lab/run bench/run .pytest_cache
+
+verify: $(VENV)/.installed  ## go-live gates against the deployed stack (ARGS="--ssh 'ssh ubuntu@mx2'")
+	$(PY) -m offline.verify $(ARGS)

@@ -63,6 +63,23 @@ def smtp_source(port: int, sessions: int, messages: int, size: int = 1024) -> fl
     return time.monotonic() - started
 
 
+def many_clients(port: int, sessions: int, per_session: int) -> None:
+    """`sessions` concurrent clients, each from its own loopback address (postscreen limits
+    connections per client, so one address cannot open 50)."""
+    from lab.client import deliver, message
+
+    def client(i: int) -> None:
+        for n in range(per_session):
+            deliver(port, "bench@example.com", ["user@viktorbarzin.me"], message(f"mem-{i}-{n}"),
+                    source=f"127.0.10.{i + 1}")
+
+    pool = [threading.Thread(target=client, args=(i,)) for i in range(sessions)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=900)
+
+
 def wait_empty(relay: Relay, patience: float) -> float | None:
     started = time.monotonic()
     while time.monotonic() - started < patience:
@@ -141,7 +158,7 @@ def measure(name: str, files: dict[str, str], tls: Path | None, args, base: Path
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        smtp_source(relay.port, 50, args.messages)
+        many_clients(relay.port, 50, max(1, args.messages // 50))
         done.set()
         sampler.join()
         result["peak_rss_mb"] = round(peak[0], 1)

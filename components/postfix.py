@@ -52,7 +52,7 @@ def main_cf(s: Settings) -> str:
          "Postmaster notices go to the protected domain and drain like any other mail."),
         ("error_notice_recipient", f"postmaster@{s.domains[0]}", ""),
         ("default_process_limit", str(PROCESS_LIMIT), "Sized for 1 GB of RAM."),
-        ("smtpd_client_connection_count_limit", "10", ""),
+        ("smtpd_client_connection_count_limit", "20", "Per client; beyond it a client gets 421 and retries."),
         ("smtpd_tls_security_level", "may", "TLS: certbot HTTP-01 certificate, copied by the deploy hook."),
         ("smtpd_tls_cert_file", f"{TLS_DIR}/fullchain.pem", ""),
         ("smtpd_tls_key_file", f"{TLS_DIR}/privkey.pem", ""),

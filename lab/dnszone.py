@@ -1,0 +1,43 @@
+"""A loopback DNS server answering from a fixed record set (dnspython), for the verifier tests."""
+from __future__ import annotations
+
+import socket
+import threading
+
+import dns.message
+import dns.rcode
+import dns.rrset
+
+
+class ZoneServer:
+    def __init__(self, host: str, port: int, records: dict[tuple[str, str], list[str]]):
+        self.records = {(name.lower().rstrip(".") + ".", kind): values for (name, kind), values in records.items()}
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, port))
+        self.sock.settimeout(0.5)
+        self.address = f"{host}:{self.sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wire, peer = self.sock.recvfrom(4096)
+            except OSError:
+                continue
+            query = dns.message.from_wire(wire)
+            response = dns.message.make_response(query)
+            question = query.question[0]
+            kind = dns.rdatatype.to_text(question.rdtype)
+            values = self.records.get((question.name.to_text().lower(), kind))
+            if values:
+                response.answer.append(dns.rrset.from_text_list(question.name, 300, "IN", kind, values))
+            else:
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            self.sock.sendto(response.to_wire(), peer)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=2)
+        self.sock.close()

@@ -1,0 +1,116 @@
+"""The deploy-gate verifier against the lab: a passing deployment and each failing gate."""
+import copy
+
+import pytest
+
+from lab import make_tls
+from lab.dnszone import ZoneServer
+from offline import program, verify
+
+RELAY = "mx2.viktorbarzin.me"
+
+
+@pytest.fixture
+def outputs(example_run):
+    out = copy.deepcopy(program.public_outputs(example_run.outputs))
+    out["reservedIp"] = "127.0.0.1"  # the lab relay's address stands in for the reserved IP
+    return out
+
+
+def zone(a="127.0.0.1", backup_pref=20, primary=True):
+    records = {(RELAY, "A"): [a]}
+    mx = [f"{backup_pref} {RELAY}."] + (["1 mail.viktorbarzin.me."] if primary else [])
+    records[("viktorbarzin.me", "MX")] = mx
+    return ZoneServer("127.0.0.1", 0, records)
+
+
+@pytest.fixture
+def deployment(lab, outputs):
+    primary = lab.sink()
+    relay = lab.relay(primary.port)
+    outputs["drainTarget"] = {"host": "127.0.0.1", "port": primary.port, "postfix": ""}
+    dns = zone()
+    yield {"relay": relay, "primary": primary, "outputs": outputs, "dns": dns, "lab": lab}
+    dns.close()
+
+
+def gates(d, **kw):
+    args = {"resolver": d["dns"].address, "smtp_port": d["relay"].port, "cafile": str(d["lab"].tls_dir / "fullchain.pem"),
+            "ssh": ""}
+    args.update(kw)
+    return {g.name: g for g in verify.run(d["outputs"], **args)}
+
+
+def test_a_healthy_deployment_passes_every_gate(deployment):
+    result = gates(deployment)
+    assert [(n, g.ok) for n, g in result.items()] == [
+        ("O2 SMTP reachable", True), ("O4 STARTTLS certificate", True), ("MX set", True), ("O3 drain", True)]
+    assert deployment["primary"].messages()  # the O3 probe really reached the primary
+
+
+def test_port_25_rejected_points_at_the_os_firewall(deployment):
+    from lab import free_port
+    g = gates(deployment, smtp_port=free_port())  # nothing listens: like the image's REJECT
+    assert not g["O2 SMTP reachable"].ok and "iptables" in g["O2 SMTP reachable"].detail
+
+
+def test_another_host_answering_is_caught(deployment):
+    g = gates(deployment, smtp_port=deployment["primary"].port)  # smtp-sink's banner names another host
+    assert not g["O2 SMTP reachable"].ok and "does not name mx2.viktorbarzin.me" in g["O2 SMTP reachable"].detail
+
+
+def test_untrusted_or_expiring_certificate_fails_o4(deployment, tmp_path):
+    other_ca = make_tls(tmp_path / "other", RELAY)
+    g = gates(deployment, cafile=str(other_ca / "fullchain.pem"))
+    assert not g["O4 STARTTLS certificate"].ok and "certbot" in g["O4 STARTTLS certificate"].detail
+    assert g["O2 SMTP reachable"].ok
+
+
+def test_expiring_certificate_fails_o4(lab, outputs, tmp_path):
+    short = make_tls(tmp_path / "short", RELAY, days=7)
+    lab.tls_dir = short
+    primary = lab.sink()
+    relay = lab.relay(primary.port)
+    dns = zone()
+    try:
+        g = {x.name: x for x in verify.run(outputs, dns.address, relay.port, str(short / "fullchain.pem"), None)}
+    finally:
+        dns.close()
+    assert not g["O4 STARTTLS certificate"].ok and "expires in" in g["O4 STARTTLS certificate"].detail
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    ({"a": "198.51.100.99"}, "expected [127.0.0.1]"),
+    ({"backup_pref": 10}, "backup mx2.viktorbarzin.me at 20 missing"),
+    ({"primary": False}, "primary mail.viktorbarzin.me at 1 missing"),
+])
+def test_mx_set_drift_fails(deployment, kwargs, expected):
+    deployment["dns"].close()
+    deployment["dns"] = zone(**kwargs)
+    g = gates(deployment, ssh=None)
+    assert not g["MX set"].ok and expected in g["MX set"].detail, g["MX set"].detail
+
+
+def test_missing_nat_rule_fails_o3(deployment):
+    deployment["primary"].stop()
+    g = gates(deployment)
+    assert not g["O3 drain"].ok and "NAT rule for 2526" in g["O3 drain"].detail
+
+
+def test_primary_refusing_drained_mail_fails_o3(deployment):
+    primary = deployment["primary"]
+    primary.stop()
+    primary.mode = ["-f", "RCPT"]
+    primary.start()
+    g = gates(deployment)
+    assert not g["O3 drain"].ok and "policyd-spf" in g["O3 drain"].detail
+
+
+def test_cli_reads_outputs_file_and_exits_nonzero_on_failure(deployment, tmp_path, capsys):
+    import json
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(deployment["outputs"]))
+    code = verify.main(["--outputs", str(path), "--resolver", deployment["dns"].address, "--smtp-port",
+                        str(deployment["relay"].port)])  # system CAs do not trust the lab certificate
+    out = capsys.readouterr().out
+    assert code == 1 and "PASS  O2 SMTP reachable" in out and "FAIL  O4 STARTTLS certificate" in out
