@@ -19,10 +19,12 @@ def enablement(s: Settings, relay_ip: str) -> dict:
     spf_skip = f"127.0.0.0/8,::ffff:127.0.0.0/104,::1,{cidr}"
     external_relay = (
         "# /etc/rspamd/local.d/external_relay.conf: score drained mail against the original sender's IP\n"
+        "# (the ip_map strategy is newer than rspamd 3.4; the module ships disabled)\n"
+        "enabled = true;\n"
         "rules {\n"
         "  BACKUP_MX {\n"
         '    strategy = "ip_map";\n'
-        f'    map = "{RSPAMD_MAP}";\n'
+        f'    ip_map = "{RSPAMD_MAP}";\n'
         "  }\n"
         "}\n")
     force_actions = (
