@@ -1,9 +1,11 @@
-"""A loopback DNS server answering from a fixed record set (dnspython), for the verifier tests."""
+"""A loopback DNS server answering from a fixed record set (dnspython): the verifier tests' zone and
+the lab's DNSBL and PTR resolver."""
 from __future__ import annotations
 
 import socket
 import threading
 
+import dns.exception
 import dns.message
 import dns.rcode
 import dns.rrset
@@ -16,6 +18,7 @@ class ZoneServer:
         self.sock.bind((host, port))
         self.sock.settimeout(0.5)
         self.address = f"{host}:{self.sock.getsockname()[1]}"
+        self.queries: list[str] = []
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -26,9 +29,13 @@ class ZoneServer:
                 wire, peer = self.sock.recvfrom(4096)
             except OSError:
                 continue
-            query = dns.message.from_wire(wire)
+            try:
+                query = dns.message.from_wire(wire)
+                question = query.question[0]
+            except (dns.exception.DNSException, IndexError):
+                continue
             response = dns.message.make_response(query)
-            question = query.question[0]
+            self.queries.append(question.name.to_text().rstrip("."))
             kind = dns.rdatatype.to_text(question.rdtype)
             values = self.records.get((question.name.to_text().lower(), kind))
             if values:

@@ -11,7 +11,7 @@ from components import settings
 from conftest import EXAMPLE
 from lab import Lab
 from lab.client import deliver, message
-from lab.dnsbl import DnsblServer
+from lab.dnsbl import dnsbl_server
 from lab.instance import run
 from offline import program
 
@@ -41,7 +41,7 @@ def drain(vm_files, tls_dir):
     base = lab_dir("primary")
     resolv = base / "resolv.conf"
     resolv.write_text("nameserver 127.0.0.153\noptions timeout:1 attempts:1\n")
-    dns = DnsblServer("127.0.0.153", [], {})  # answers NXDOMAIN: the relay has no PTR
+    dns = dnsbl_server("127.0.0.153", [], {})  # answers NXDOMAIN: the relay has no PTR
     stock_master = open("/usr/share/postfix/master.cf.dist").read()
     primary_files = {"main.cf": PRIMARY_MAIN, "master.cf": stock_master,
                      "relay_recipients": f"@{DOMAIN} OK\n", "transport": f"{DOMAIN} smtp:[127.0.0.1]:25\n"}
@@ -107,6 +107,7 @@ def test_with_the_snippets_applied_verbatim_all_300_pass(drain):
     apply_verbatim(primary, e)
     relay = drain_300(relay_lab, primary)
     relay.wait_queue_empty(180)
+    primary.wait_queue_empty(180)  # and on to the final hop
     received = collections.Counter(re.search(r"^X-Lab-Id: (\S+)", m, re.M).group(1) for m in final.messages())
     assert received == collections.Counter({f"drain-{i:03d}": 1 for i in range(300)})
     assert not re.search(r"status=(deferred|SOFTBOUNCE|bounced)", relay.log_text())

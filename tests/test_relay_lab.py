@@ -267,8 +267,8 @@ def test_disk_full_answers_4xx_loses_nothing_and_recovers(small_spool, vm_files,
 def test_dnsbl_listed_client_is_deferred_never_rejected(lab):
     """postscreen's DNSBL path against a lab DNS server: a listed client gets 450, a client the
     resolver-refusal answer (127.255.255.254) would mark is ignored thanks to the reply filter."""
-    from lab.dnsbl import DnsblServer
-    dns = DnsblServer("127.0.0.153", ["zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org"],
+    from lab.dnsbl import dnsbl_server
+    dns = dnsbl_server("127.0.0.153", ["zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org"],
                       {"127.0.8.2": "127.0.0.2", "127.0.8.4": "127.255.255.254"})
     resolv = lab.base / "resolv.conf"
     lab.base.mkdir(parents=True, exist_ok=True)
