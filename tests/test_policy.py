@@ -141,8 +141,8 @@ MUTATIONS = {
     # zone-record-budget
     "zone at 199 live records": (lambda p: set_zone(p, "liveRecordCount", 199), "zone-record-budget"),
     "zone already over quota": (lambda p: set_zone(p, "liveRecordCount", 230), "zone-record-budget"),
-    "zone at 198 live: 200 is the quota, 201 is over": (lambda p: set_zone(p, "liveRecordCount", 200),
-                                                       "zone-record-budget"),
+    "zone landing exactly at 200 is not under 200": (lambda p: set_zone(p, "liveRecordCount", 198),
+                                                     "zone-record-budget"),
     # mx-preference
     "backup MX at the primary's preference": (lambda p: set_mx(p, "priority", 1), "mx-preference"),
     "backup MX missing": (lambda p: drop_resource(p, "DnsRecord", "mx-viktorbarzin.me"), "mx-preference"),
@@ -236,7 +236,7 @@ def test_equivalent_forms_are_not_violations(policies, example_plan, case):
             set_zone(p, "liveRecordCount", 182), "liveRecordKeys",
             lambda keys: keys + ["MX viktorbarzin.me mx2.viktorbarzin.me", "A mx2.viktorbarzin.me 203.0.113.215"]),
     }[case](example_plan)
-    tight = {"zone-record-budget": {"budget": 182}, "zone-record-headroom": {"budget": 182, "warnBelowSlots": 0}}
+    tight = {"zone-record-budget": {"budget": 183}, "zone-record-headroom": {"budget": 183, "warnBelowSlots": 0}}
     assert reported(policies.check(plan, tight if case.startswith("second") else None)) == set()
 
 
@@ -249,6 +249,7 @@ def test_headroom_is_advisory(policies, example_plan):
 
 def test_policy_config_thresholds_apply(policies, example_plan):
     assert reported(policies.check(example_plan, {"zone-record-budget": {"budget": 150}})) == {"zone-record-budget"}
+    assert reported(policies.check(example_plan, {"zone-record-budget": {"budget": 183}})) == set()  # 182 < 183
     assert reported(policies.check(example_plan, {"queue-lifetime": {"queueLifetime": "14d"}})) == {"queue-lifetime"}
     assert reported(policies.check(example_plan, {"never-5xx": {"primaryMessageSizeLimit": 524288000}})) == {
         "never-5xx"}

@@ -59,24 +59,25 @@ BUDGET_SCHEMA = PolicyConfigSchema(properties={
 def _budget(args, report_violation):
     cfg = config(args, {"budget": DEFAULT_BUDGET})
     for zone, live, added, total in _usage(args):
-        if total > int(cfg["budget"]):
-            report_violation(f"zone {zone}: {live} live records + {added} from this stack = {total}, over the budget "
-                             f"of {cfg['budget']} (Cloudflare Free quota); delete {total - int(cfg['budget'])} "
-                             "unused records first or raise the budget if the plan allows more")
+        if total >= int(cfg["budget"]):
+            report_violation(f"zone {zone}: {live} live records + {added} from this stack = {total}, not under the "
+                             f"budget of {cfg['budget']} (Cloudflare Free quota); delete at least "
+                             f"{total - int(cfg['budget']) + 1} unused records first, or raise the budget if the plan "
+                             "allows more")
 
 
 def _headroom(args, report_violation):
     cfg = config(args, {"budget": DEFAULT_BUDGET, "warnBelowSlots": DEFAULT_SLACK})
     for zone, live, added, total in _usage(args):
         left = int(cfg["budget"]) - total
-        if 0 <= left < int(cfg["warnBelowSlots"]):
+        if 0 < left < int(cfg["warnBelowSlots"]):
             report_violation(f"zone {zone}: only {left} record slots left after this stack ({total}/{cfg['budget']}); "
                              "schedule a record purge before the next change needs them")
 
 
 zone_record_budget = StackValidationPolicy(
     name="zone-record-budget",
-    description="Each Cloudflare zone's live records plus this stack's new records stay within the record budget.",
+    description="Each Cloudflare zone's live records plus this stack's new records stay under the record budget.",
     validate=_budget, enforcement_level=EnforcementLevel.MANDATORY, config_schema=BUDGET_SCHEMA)
 zone_record_headroom = StackValidationPolicy(
     name="zone-record-headroom",
