@@ -135,10 +135,10 @@ def measure(name: str, files: dict[str, str], tls: Path | None, args, base: Path
                 f"(queue file mtimes; minimal_backoff_time {relay.postconf('minimal_backoff_time')['minimal_backoff_time']})")
             result["patience_s"] = args.patience
 
-        # Drain throughput: queue again with the primary down, then flush.
-        primary.stop()
+        # Drain throughput: empty the queue, queue again with the primary down, then flush.
         relay.flush()
-        relay.wait_queue_empty(600)
+        relay.wait_queue_empty(900)
+        primary.stop()
         smtp_source(relay.port, 10, args.messages)
         time.sleep(1)
         primary.start()
