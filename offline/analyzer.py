@@ -19,7 +19,7 @@ import grpc
 import jsonschema
 from google.protobuf import empty_pb2, json_format, struct_pb2
 
-from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc, plugin_pb2
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 PACK_DIR = ROOT / "policy"
@@ -176,4 +176,3 @@ def load_policy_config(path: Path | None) -> dict:
         raise PolicyConfigError(f"cannot read policy config {path}: {exc}") from None
 
 
-del plugin_pb2  # imported for its side effect of registering shared proto types
