@@ -300,3 +300,36 @@ def test_stack_policy_rechecks_the_reserved_ip_at_up(policies, example_plan):
 def test_the_secret_wrapped_user_data_is_what_the_pack_reads(example_plan):
     inst = resource(example_plan, "instance:Instance")
     assert program.SECRET_SIG in inst["props"]["metadata"]["user_data"]
+
+
+@pytest.mark.parametrize("case", ["user_data not base64", "live count not a number", "rules with text ports",
+                                  "write_files entry without a path"])
+def test_malformed_plans_fail_closed_never_crash(policies, example_plan, case):
+    plan = copy.deepcopy(example_plan)
+    if case == "user_data not base64":
+        inst = resource(plan, "instance:Instance")
+        for w in ("props", "outputs"):
+            node = inst[w]["metadata"]
+            node = node["value"] if program.SECRET_SIG in node else node
+            node["user_data"] = "%%% not base64 %%%"
+        expected = {"never-5xx", "queue-lifetime", "bounce-lifetime", "drain-port"}
+    elif case == "live count not a number":
+        plan = set_zone(plan, "liveRecordCount", "many")
+        expected = {"zone-record-budget"}
+    elif case == "rules with text ports":
+        plan = add_ingress(plan, {"protocol": "6", "source": "0.0.0.0/0", "tcpOptions": {"min": "x", "max": "y"}})
+        expected = {"security-list"}
+    else:
+        plan = edit_file(plan, "/transport", lambda t: t)
+        inst = resource(plan, "instance:Instance")
+        import base64, yaml
+        for w in ("props", "outputs"):
+            node = inst[w]["metadata"]
+            node = node["value"] if program.SECRET_SIG in node else node
+            doc = yaml.safe_load(base64.b64decode(node["user_data"]["value"]).decode())
+            doc["write_files"].append({"content": "x"})
+            node["user_data"]["value"] = base64.b64encode(
+                ("#cloud-config\n" + yaml.safe_dump(doc)).encode()).decode()
+        expected = {"never-5xx", "queue-lifetime", "bounce-lifetime", "drain-port"}
+    violations = policies.check(plan)
+    assert expected <= reported(violations, "mandatory"), [v.message for v in violations]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy,
                            StackValidationPolicy)
 
-from .view import BACKUP_MX, DNS_COMPONENT, DNS_RECORD, as_bool, as_int, config, known, plain
+from .view import BACKUP_MX, DNS_COMPONENT, DNS_RECORD, as_bool, as_int, config, guarded, known, plain
 
 DEFAULT_BUDGET, DEFAULT_SLACK = 200, 10
 
@@ -78,11 +78,13 @@ def _headroom(args, report_violation):
 zone_record_budget = StackValidationPolicy(
     name="zone-record-budget",
     description="Each Cloudflare zone's live records plus this stack's new records stay under the record budget.",
-    validate=_budget, enforcement_level=EnforcementLevel.MANDATORY, config_schema=BUDGET_SCHEMA)
+    validate=guarded("zone-record-budget", _budget), enforcement_level=EnforcementLevel.MANDATORY,
+    config_schema=BUDGET_SCHEMA)
 zone_record_headroom = StackValidationPolicy(
     name="zone-record-headroom",
     description="Warns when fewer than warnBelowSlots record slots would remain in a zone.",
-    validate=_headroom, enforcement_level=EnforcementLevel.ADVISORY, config_schema=BUDGET_SCHEMA)
+    validate=guarded("zone-record-headroom", _headroom), enforcement_level=EnforcementLevel.ADVISORY,
+    config_schema=BUDGET_SCHEMA)
 
 
 def _mx_preference(args, report_violation):
@@ -131,7 +133,7 @@ mx_preference = StackValidationPolicy(
     name="mx-preference",
     description="Every protected domain has the primary MX (live) and the backup MX (this stack) at a strictly "
                 "greater preference; the relay host has an A record; the primary's MX is never managed here.",
-    validate=_mx_preference, enforcement_level=EnforcementLevel.MANDATORY)
+    validate=guarded("mx-preference", _mx_preference), enforcement_level=EnforcementLevel.MANDATORY)
 
 
 def _unproxied(args, report_violation):
@@ -146,4 +148,4 @@ def _unproxied(args, report_violation):
 relay_a_unproxied = ResourceValidationPolicy(
     name="relay-a-unproxied",
     description="The relay's A record (every address record of this stack) is DNS-only, never proxied.",
-    validate=_unproxied, enforcement_level=EnforcementLevel.MANDATORY)
+    validate=guarded("relay-a-unproxied", _unproxied), enforcement_level=EnforcementLevel.MANDATORY)

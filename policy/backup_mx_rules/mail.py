@@ -9,7 +9,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from . import mailconf
 from .mailconf import POSTSCREEN_ACTIONS, MailConfig, Service, split_list
-from .view import BACKUP_MX, INSTANCE, config, dig, known, plain
+from .view import BACKUP_MX, INSTANCE, config, dig, guarded, known, plain
 
 DEFAULT_PRIMARY_SIZE = 209715200
 RESTRICTION_LISTS = ("smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions",
@@ -58,7 +58,7 @@ def _instance_policy(name: str, description: str, check, schema: PolicyConfigSch
         for problem in check(mc, config(args, defaults or {})):
             report_violation(f"instance '{args.name}': {problem}")
 
-    return ResourceValidationPolicy(name=name, description=description, validate=validate,
+    return ResourceValidationPolicy(name=name, description=description, validate=guarded(name, validate),
                                     enforcement_level=EnforcementLevel.MANDATORY, config_schema=schema)
 
 
@@ -266,4 +266,4 @@ relay_domains = StackValidationPolicy(
     name="relay-domains",
     description="relay_domains equals the protected domains, mydestination is empty, and relaying is limited "
                 "by reject_unauth_destination.",
-    validate=_relay_domains, enforcement_level=EnforcementLevel.MANDATORY)
+    validate=guarded("relay-domains", _relay_domains), enforcement_level=EnforcementLevel.MANDATORY)

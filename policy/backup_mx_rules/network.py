@@ -9,8 +9,8 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from .mail import mail_config
 from .mailconf import MailConfig, split_list
-from .view import (BACKUP_MX, INSTANCE, PUBLIC_IP, SECURITY_LIST, as_bool, as_int, config, dig, known, networks,
-                   plain)
+from .view import (BACKUP_MX, INSTANCE, PUBLIC_IP, SECURITY_LIST, as_bool, as_int, config, dig, guarded, known,
+                   networks, plain)
 
 ALWAYS_FREE = {"VM.Standard.E2.1.Micro": {"max_instances": 2}, "VM.Standard.A1.Flex": {"max_ocpus": 4, "max_gb": 24}}
 FREE_STORAGE_GB, MIN_BOOT_GB = 200, 50
@@ -88,7 +88,7 @@ vm_not_in_mynetworks = StackValidationPolicy(
     name="vm-not-in-mynetworks",
     description="No address of the relay (reserved IP, private IP, drain source) is in the primary's mynetworks, "
                 "and the relay's own mynetworks is loopback only.",
-    validate=_vm_not_in_mynetworks, enforcement_level=EnforcementLevel.MANDATORY,
+    validate=guarded("vm-not-in-mynetworks", _vm_not_in_mynetworks), enforcement_level=EnforcementLevel.MANDATORY,
     config_schema=PolicyConfigSchema(properties={
         "primaryMynetworks": {"type": "array", "items": {"type": "string"}, "default": []}}))
 
@@ -122,7 +122,7 @@ def _reserved_public_ip(args, report_violation):
 reserved_public_ip = StackValidationPolicy(
     name="reserved-public-ip",
     description="The relay's public IP is a RESERVED PublicIp and no ephemeral public IP is assigned.",
-    validate=_reserved_public_ip, enforcement_level=EnforcementLevel.MANDATORY)
+    validate=guarded("reserved-public-ip", _reserved_public_ip), enforcement_level=EnforcementLevel.MANDATORY)
 
 
 def _always_free(args, report_violation):
@@ -161,7 +161,7 @@ def _always_free(args, report_violation):
 always_free = StackValidationPolicy(
     name="always-free",
     description="The relay's shape and total boot volume size stay inside Oracle's Always-Free limits.",
-    validate=_always_free, enforcement_level=EnforcementLevel.MANDATORY)
+    validate=guarded("always-free", _always_free), enforcement_level=EnforcementLevel.MANDATORY)
 
 
 def _covers(rule: dict, port: int) -> bool:
@@ -212,7 +212,7 @@ security_list = StackValidationPolicy(
     name="security-list",
     description="The security list opens 25 and 80 to the world, the exporter ports to the homelab CIDR only, "
                 "and never opens 22 to a public source.",
-    validate=_security_list, enforcement_level=EnforcementLevel.MANDATORY,
+    validate=guarded("security-list", _security_list), enforcement_level=EnforcementLevel.MANDATORY,
     config_schema=PolicyConfigSchema(properties={"homelabCidr": {"type": "string", "default": ""}}))
 
 
@@ -235,4 +235,4 @@ def _no_silent_replace(args, report_violation):
 no_silent_replace = ResourceValidationPolicy(
     name="no-silent-replace",
     description="A changed user_data or image never replaces the relay VM by surprise (ignore_changes or protect).",
-    validate=_no_silent_replace, enforcement_level=EnforcementLevel.MANDATORY)
+    validate=guarded("no-silent-replace", _no_silent_replace), enforcement_level=EnforcementLevel.MANDATORY)

@@ -87,3 +87,19 @@ def config(args: Any, defaults: dict) -> dict:
     """Policy config with schema defaults filled in (the SDK leaves that to the engine)."""
     given = dict(args.get_config() or {})
     return {**defaults, **{k: v for k, v in given.items() if v is not None}}
+
+
+def guarded(name: str, validate):
+    """Fail closed: a plan the policy cannot read is a violation, never an analyzer crash."""
+    from pulumi_policy.proxy import UnknownValueError
+
+    def run(args, report_violation):
+        try:
+            return validate(args, report_violation)
+        except UnknownValueError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any malformed input must still be reported
+            report_violation(f"{name} could not evaluate this plan ({type(exc).__name__}: {exc}); "
+                             "the resource does not have the shape the backup MX program produces")
+
+    return run
