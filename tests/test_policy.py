@@ -150,6 +150,8 @@ MUTATIONS = {
         lambda p: set_zone(p, "liveRecordKeys", lambda keys: [k for k in keys if not k.startswith("MX ")]),
         "mx-preference"),
     "stack manages the primary MX": (add_primary_mx, "mx-preference"),
+    "relay A record points elsewhere": (
+        lambda p: set_prop(p, "DnsRecord", ["content"], "192.0.2.200", "relay-a"), "mx-preference"),
     "primary preference declared above backup": (
         lambda p: set_prop(p, "BackupMx", ["primaryMxPreference"], 30), "mx-preference"),
     # relay-a-unproxied

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy,
                            StackValidationPolicy)
 
-from .view import BACKUP_MX, DNS_COMPONENT, DNS_RECORD, as_bool, as_int, config, guarded, known, plain
+from .view import BACKUP_MX, DNS_COMPONENT, DNS_RECORD, PUBLIC_IP, as_bool, as_int, config, guarded, known, plain
 
 DEFAULT_BUDGET, DEFAULT_SLACK = 200, 10
 
@@ -124,15 +124,25 @@ def _mx_preference(args, report_violation):
         if domain in zones and not any(k.startswith(f"mx {domain} {primary}") for k in live):
             report_violation(f"domain {domain}: the primary MX {primary} is not in the live zone; the relay would "
                              "become the only MX. Restore the primary's MX record before deploying")
-    if relay and not any(str(p.get("type")).upper() == "A" and str(p.get("name", "")).lower().rstrip(".") == relay
-                         for _, p in records):
+    a_records = [(r, p) for r, p in records
+                 if str(p.get("type")).upper() == "A" and str(p.get("name", "")).lower().rstrip(".") == relay]
+    if relay and not a_records:
         report_violation(f"no A record for the relay host {relay}; add one pointing at the reserved IP")
+    reserved = {plain(r.props).get("ipAddress") for r in args.resources if r.resource_type == PUBLIC_IP}
+    reserved = {ip for ip in reserved if isinstance(ip, str) and known(ip)}
+    for r, p in a_records:
+        content = p.get("content")
+        if reserved and isinstance(content, str) and known(content) and content not in reserved:
+            report_violation(f"A record '{r.name}' points {relay} at {content}, not at the reserved IP "
+                             f"{sorted(reserved)[0]}; senders would hand mail to the wrong host. Point it at the "
+                             "reserved IP's ip_address output", r.urn)
 
 
 mx_preference = StackValidationPolicy(
     name="mx-preference",
     description="Every protected domain has the primary MX (live) and the backup MX (this stack) at a strictly "
-                "greater preference; the relay host has an A record; the primary's MX is never managed here.",
+                "greater preference; the relay host's A record points at the reserved IP; the primary's MX is never "
+                "managed here.",
     validate=guarded("mx-preference", _mx_preference), enforcement_level=EnforcementLevel.MANDATORY)
 
 
