@@ -56,6 +56,38 @@ def pss_mb(relay: Relay) -> float:
     return total / 1024
 
 
+class CpuCap:
+    """cgroup (v1 cpu or v2) limiting the relay's processes to a fraction of one CPU."""
+
+    def __init__(self, name: str, fraction: float):
+        v1 = Path("/sys/fs/cgroup/cpu")
+        self.path = (v1 if v1.is_dir() else Path("/sys/fs/cgroup")) / f"backup-mx-bench-{name}"
+        self.path.mkdir(exist_ok=True)
+        period = 100000
+        if (self.path / "cpu.cfs_quota_us").exists():
+            (self.path / "cpu.cfs_period_us").write_text(str(period))
+            (self.path / "cpu.cfs_quota_us").write_text(str(int(period * fraction)))
+        else:
+            (self.path / "cpu.max").write_text(f"{int(period * fraction)} {period}")
+
+    def adopt(self, relay: Relay) -> None:
+        sid = os.getsid(relay.master_pid())
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if os.getsid(int(pid)) == sid:
+                    (self.path / "cgroup.procs").write_text(pid)
+            except OSError:
+                continue
+
+    def remove(self) -> None:
+        for _ in range(50):
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.2)
+
+
 def smtp_source(port: int, sessions: int, messages: int, size: int = 1024) -> float:
     started = time.monotonic()
     subprocess.run(["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size),
@@ -98,13 +130,17 @@ def first_delivery(sink, started: float, patience: float) -> float | None:
     return None
 
 
-def measure(name: str, files: dict[str, str], tls: Path | None, args, base: Path, watcher: bool) -> dict:
+def measure(name: str, files: dict[str, str], tls: Path | None, args, base: Path, watcher: bool,
+            cap: float = 0.0) -> dict:
     lab = Lab(base / name, files, tls)
     result: dict = {}
+    cgroup = CpuCap(name, cap) if cap else None
     try:
         primary = lab.sink()
         primary.stop()
         relay = lab.relay(primary.port)
+        if cgroup:
+            cgroup.adopt(relay)  # the master's future children inherit the cap
 
         # Accept throughput: 10 sessions into a relay whose primary is down (queue only).
         # The last run's mail stays queued for the recovery measurement below.
@@ -177,6 +213,8 @@ def measure(name: str, files: dict[str, str], tls: Path | None, args, base: Path
         result["process_limit"] = relay.postconf("default_process_limit")["default_process_limit"]
     finally:
         lab.down()
+        if cgroup:
+            cgroup.remove()
     return result
 
 
@@ -191,6 +229,9 @@ def main(argv=None) -> int:
     parser.add_argument("--watch-interval", type=float, default=30.0, help="drain timer period (the VM's)")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds the outage lasts after the load")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each throughput figure (median reported)")
+    parser.add_argument("--cpu-cap", type=float, default=0.125,
+                        help="also measure with the relay capped to this share of one CPU (1/8 OCPU); 0 skips")
+    parser.add_argument("--capped-messages", type=int, default=400)
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -208,13 +249,21 @@ def main(argv=None) -> int:
         print(f"  measuring {name} ...", flush=True)
         results[name] = measure(name, files, tls_dir, args, base, watcher)
         print(f"  {name}: {json.dumps(results[name])}", flush=True)
+    capped = None
+    if args.cpu_cap:
+        small = argparse.Namespace(**{**vars(args), "messages": args.capped_messages, "repeats": 1})
+        capped = {"cpu": args.cpu_cap, "messages": args.capped_messages}
+        for name, files, tls_dir, watcher in (("ours", ours, tls, True), ("stock", stock_files(ours), None, False)):
+            print(f"  measuring {name} capped to {args.cpu_cap} CPU ...", flush=True)
+            capped[name] = measure(f"{name}-capped", files, tls_dir, small, base, watcher, cap=args.cpu_cap)
+            print(f"  {name} capped: {json.dumps(capped[name])}", flush=True)
     machine = (f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, "
                f"{subprocess.run(['postconf', '-d', '-h', 'mail_version'], capture_output=True, text=True).stdout.strip()} "
                f"Postfix, Python {platform.python_version()}")
     doc = {"machine": machine, "messages": args.messages, "watch_interval_s": args.watch_interval,
            "drain_ratio": round(results["ours"]["drain_msgs_per_s"] / results["stock"]["drain_msgs_per_s"], 2),
            "accept_ratio": round(results["ours"]["accept_msgs_per_s"] / results["stock"]["accept_msgs_per_s"], 2),
-           "cpu_cap": None, **results}
+           "cpu_cap": capped, **results}
     if "recovery_empty_note" in results["stock"]:
         doc["stock"]["recovery_empty_note"] = results["stock"]["recovery_empty_note"]
     OUT.mkdir(exist_ok=True)
@@ -250,7 +299,20 @@ def render_md(doc: dict) -> str:
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     if "recovery_empty_note" in s:
         lines += ["", f"Stock recovery: {s['recovery_empty_note']}."]
-    lines += ["", "CPU cap (1/8 OCPU cgroup emulation): not measured in this run.", ""]
+    cap = doc.get("cpu_cap")
+    if not cap:
+        lines += ["", "CPU cap (1/8 OCPU cgroup emulation): not measured in this run.", ""]
+        return "\n".join(lines)
+    co, cs = cap["ours"], cap["stock"]
+    lines += ["", f"## Relay capped to {cap['cpu']} CPU (cgroup; emulates the 1/8-OCPU VM), "
+                  f"{cap['messages']} × 1 KB messages, one run each", "",
+              "| measure | ours, capped | stock, capped |", "|---|---|---|",
+              f"| recovery: first delivery | {v(co['recovery_first_delivery_s'], ' s')} | "
+              f"{v(cs['recovery_first_delivery_s'], ' s')} |",
+              f"| recovery: queue empty | {v(co['recovery_empty_s'], ' s')} | {v(cs['recovery_empty_s'], ' s')} |",
+              f"| drain throughput | {co['drain_msgs_per_s']} msg/s | {cs['drain_msgs_per_s']} msg/s |",
+              f"| accept throughput, 10 sessions | {co['accept_msgs_per_s']} msg/s | {cs['accept_msgs_per_s']} msg/s |",
+              f"| peak memory, 50 sessions | {co['peak_rss_mb']} MB | {cs['peak_rss_mb']} MB |", ""]
     return "\n".join(lines)
 
 
