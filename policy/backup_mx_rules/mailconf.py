@@ -166,19 +166,10 @@ def parse_master_cf(text: str) -> list[Service]:
         fields = line.split()
         if len(fields) < 8:
             continue
-        options, args = {}, fields[8:]
-        i = 0
-        while i < len(args):
-            if args[i] == "-o" and i + 1 < len(args):
-                key, _, value = args[i + 1].partition("=")
-                options[key] = value
-                i += 2
-            elif args[i].startswith("-o") and "=" in args[i]:
-                key, _, value = args[i][2:].partition("=")
-                options[key] = value
-                i += 1
-            else:
-                i += 1
+        # -o name=value, and Postfix 3's -o { name = value } (values may then contain spaces)
+        rest = line.split(None, 8)[8] if len(fields) > 8 else ""
+        options = {k.strip(): v.strip() for k, v in re.findall(r"-o\s*\{\s*([^=}]+?)\s*=\s*([^}]*)\}", rest)}
+        options.update({k: v for k, v in re.findall(r"-o\s+([^\s={]+)=(\S*)", rest)})
         services.append(Service(fields[0], fields[1], fields[7], options, line))
     return services
 
