@@ -170,8 +170,8 @@ def measure(name: str, files: dict[str, str], tls: Path | None, args, base: Path
         stop_watcher.set()
         if empty is None:
             deferred = relay.queue()
-            retry = [Path(relay.base, "spool", "deferred").rglob("*")]
-            next_times = [p.stat().st_mtime for p in retry[0] if p.is_file()]
+            # Postfix stores a deferred message's next attempt time as its queue file's mtime.
+            next_times = [p.stat().st_mtime for p in Path(relay.base, "spool", "deferred").rglob("*") if p.is_file()]
             wait = max(0.0, min(next_times) - time.time()) if next_times else 0.0
             result["recovery_empty_note"] = (
                 f"{len(deferred)} of {args.messages} still queued after the {args.patience:.0f}s patience; "

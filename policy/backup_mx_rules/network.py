@@ -12,7 +12,8 @@ from .mailconf import MailConfig, split_list
 from .view import (BACKUP_MX, INSTANCE, PUBLIC_IP, SECURITY_LIST, as_bool, as_int, config, dig, guarded, known,
                    networks, plain)
 
-ALWAYS_FREE = {"VM.Standard.E2.1.Micro": {"max_instances": 2}, "VM.Standard.A1.Flex": {"max_ocpus": 4, "max_gb": 24}}
+ALWAYS_FREE = ("VM.Standard.E2.1.Micro", "VM.Standard.A1.Flex")
+MAX_MICRO, A1_MAX_OCPUS, A1_MAX_GB = 2, 4, 24
 FREE_STORAGE_GB, MIN_BOOT_GB = 200, 50
 EXPORTER_PORTS = (9100, 9154)
 LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
@@ -140,9 +141,10 @@ def _always_free(args, report_violation):
         if shape == "VM.Standard.A1.Flex":
             ocpus = as_int(dig(props, "shapeConfig", "ocpus"))
             memory = as_int(dig(props, "shapeConfig", "memoryInGbs"))
-            if not (isinstance(ocpus, int) and ocpus <= 4 and isinstance(memory, int) and memory <= 24):
-                report_violation(f"instance '{r.name}': A1.Flex needs shapeConfig within 4 OCPUs / 24 GB to stay "
-                                 "free", r.urn)
+            if not (isinstance(ocpus, int) and ocpus <= A1_MAX_OCPUS and isinstance(memory, int)
+                    and memory <= A1_MAX_GB):
+                report_violation(f"instance '{r.name}': A1.Flex needs shapeConfig within {A1_MAX_OCPUS} OCPUs / "
+                                 f"{A1_MAX_GB} GB to stay free", r.urn)
         size = as_int(dig(props, "sourceDetails", "bootVolumeSizeInGbs"))
         if size is None:
             size = MIN_BOOT_GB  # OCI's default boot volume
@@ -151,8 +153,8 @@ def _always_free(args, report_violation):
                 report_violation(f"instance '{r.name}': boot volume {size} GB is below OCI's {MIN_BOOT_GB} GB "
                                  "minimum; set boot_volume_size_in_gbs to 50", r.urn)
             total += size
-    if micro > 2:
-        report_violation(f"{micro} VM.Standard.E2.1.Micro instances; Always-Free allows 2 per tenancy")
+    if micro > MAX_MICRO:
+        report_violation(f"{micro} VM.Standard.E2.1.Micro instances; Always-Free allows {MAX_MICRO} per tenancy")
     if total > FREE_STORAGE_GB:
         report_violation(f"boot volumes total {total} GB; Always-Free block storage is {FREE_STORAGE_GB} GB in all "
                          "(boot volumes included); lower bootVolumeSizeGb")
