@@ -7,9 +7,11 @@ import pulumi_oci as oci
 from . import cloudinit
 from .settings import Settings
 
-# A change to the rendered user_data or to the newest image must never replace the VM by
-# surprise: a replacement during an outage destroys the queue. Rebuild explicitly with
-# `pulumi up --replace <instance urn>` (README, Rebuild).
+# The VM holds the queue, so nothing may replace it by surprise. protect=True makes `pulumi
+# preview` refuse any change that forces a replacement (availabilityDomainIndex, vcnCidr, ...).
+# user_data and the image are ignored outright: a new image would replace the boot volume in
+# place (pulumi-oci updates source_details that way), and user_data only runs at first boot.
+# Rebuild deliberately once the queue is empty (README, Rebuild).
 IGNORED_ON_UPDATE = ["metadata", "sourceDetails"]
 
 
@@ -46,7 +48,7 @@ class RelayVm(pulumi.ComponentResource):
                 source_type="image", source_id=image_id, boot_volume_size_in_gbs=str(s.boot_volume_size_gb)),
             metadata={"user_data": user_data},
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
-                ignore_changes=IGNORED_ON_UPDATE, additional_secret_outputs=["metadata"])))
+                protect=True, ignore_changes=IGNORED_ON_UPDATE, additional_secret_outputs=["metadata"])))
 
         vnics = oci.core.get_vnic_attachments_output(
             compartment_id=s.oci_compartment_id, instance_id=instance.id, opts=invoke)

@@ -53,9 +53,11 @@ def _struct(value: dict) -> struct_pb2.Struct:
 class Analyzer:
     """A running policy pack. Use as a context manager."""
 
-    def __init__(self, project: str, stack: str, dry_run: bool, pack_dir: Path = PACK_DIR):
-        env = {**os.environ, "PULUMI_CONFIG": "{}", "PULUMI_PROJECT": project, "PULUMI_STACK": stack,
-               "PULUMI_DRY_RUN": "true" if dry_run else "false"}
+    def __init__(self, project: str, stack: str, dry_run: bool, config: dict[str, str] | None = None,
+                 pack_dir: Path = PACK_DIR):
+        # The CLI's environment for a policy pack: the stack config (decrypted) as PULUMI_CONFIG.
+        env = {**os.environ, "PULUMI_CONFIG": json.dumps(config or {}), "PULUMI_PROJECT": project,
+               "PULUMI_STACK": stack, "PULUMI_DRY_RUN": "true" if dry_run else "false"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         # The engine address is only used for logging; nothing listens there in the offline preview.
         self.proc = subprocess.Popen([sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", str(pack_dir)],
@@ -130,8 +132,10 @@ class Analyzer:
                 type=r["type"], properties=_struct(r["props"]), urn=r["urn"], name=r["name"],
                 options=_options(r), provider=_provider(r, by_urn)))
             found += _violations(response, r["urn"])
+        # In a preview the engine's planned state is the planned inputs; after `up`, the outputs.
+        state = "props" if self.dry_run else "outputs"
         stack = analyzer_pb2.AnalyzeStackRequest(resources=[analyzer_pb2.AnalyzerResource(
-            type=r["type"], properties=_struct(r["outputs"]), urn=r["urn"], name=r["name"], options=_options(r),
+            type=r["type"], properties=_struct(r[state]), urn=r["urn"], name=r["name"], options=_options(r),
             provider=_provider(r, by_urn), parent=r["parent"], dependencies=r.get("dependencies", []))
             for r in plan["resources"]])
         found += _violations(self.stub.AnalyzeStack(stack), "")
@@ -162,7 +166,7 @@ def _violations(response, default_urn: str) -> list[Violation]:
 
 
 def run_policies(plan: dict, policy_config: dict | None = None, dry_run: bool = True) -> tuple[list[Violation], dict]:
-    with Analyzer(plan["project"], plan["stack"], dry_run) as analyzer:
+    with Analyzer(plan["project"], plan["stack"], dry_run, plan.get("config")) as analyzer:
         resolved = analyzer.configure(analyzer.info(), policy_config or {})
         return analyzer.analyze(plan), resolved
 

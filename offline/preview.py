@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     from offline import analyzer
     started = time.monotonic()
     try:
-        violations, _ = analyzer.run_policies(plan, analyzer.load_policy_config(args.policy_config),
+        violations, _ = analyzer.run_policies(program.plan(result, redacted=False),
+                                              analyzer.load_policy_config(args.policy_config),
                                               dry_run=True)
     except analyzer.PolicyConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

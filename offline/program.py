@@ -96,6 +96,8 @@ class Run:
     secrets: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str = ""
+    config: dict[str, str] = field(default_factory=dict)  # PULUMI_CONFIG as the engine builds it
+    secret_keys: list[str] = field(default_factory=list)
 
 
 def _struct_to_dict(struct) -> dict:
@@ -118,7 +120,25 @@ def run(stack_file: Path, stack: str = "example", first_preview: bool = False, s
         live_own = [r.outputs for r in previous.resources if r.type == "cloudflare:index/dnsRecord:DnsRecord"]
     result = _run_once(project, stack, plain, secret, first_preview, live_own)
     result.notes = notes + result.notes
+    result.config, result.secret_keys = engine_config(project, plain, secret)
     return result
+
+
+def engine_config(project: str, plain: dict[str, str], secret: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The stack config as the engine hands it to the program and the policy pack
+    (PULUMI_CONFIG): "project:key" -> string, Pulumi.yaml defaults applied, secrets decrypted."""
+    decls = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    config = {}
+    for key, decl in decls.items():
+        if key in secret:
+            config[f"{project}:{key}"] = secret[key]
+        elif key in plain:
+            config[f"{project}:{key}"] = plain[key]
+        elif "default" in decl:
+            default = decl["default"]
+            config[f"{project}:{key}"] = json.dumps(default) if isinstance(default, (list, dict)) else (
+                str(default).lower() if isinstance(default, bool) else str(default))
+    return config, [f"{project}:{k}" for k in secret]
 
 
 def _run_once(project, stack, plain, secret, first_preview, live_own) -> Run:
@@ -244,21 +264,26 @@ def public_outputs(outputs: dict) -> dict:
     return {k: show(v) for k, v in outputs.items()}
 
 
-def plan(result: Run) -> dict:
-    """The plan: every registration as the engine sends it to an analyzer, secrets redacted."""
+def plan(result: Run, redacted: bool = True) -> dict:
+    """The plan: every registration as the engine sends it to an analyzer. `redacted` (for
+    files and printing) replaces secret values; the analyzer gets them in their secret
+    envelope, as the engine sends them."""
+    def hide(value):
+        return redact(value, result.secrets) if redacted else value
     resources = []
     for r in result.resources:
         resources.append({
             "type": r.type, "name": r.name, "urn": r.urn, "custom": r.custom, "parent": r.parent,
             "provider": r.provider, "id": r.id,
-            "props": redact(r.props, result.secrets), "outputs": redact(_mark_secret_outputs(r), result.secrets),
+            "props": hide(r.props), "outputs": hide(_mark_secret_outputs(r)),
             "options": {"protect": r.protect, "ignoreChanges": r.ignoreChanges,
                         "deleteBeforeReplace": r.deleteBeforeReplace,
                         "additionalSecretOutputs": r.additionalSecretOutputs},
             "dependencies": r.dependencies,
         })
+    config = {k: (REDACTED if redacted and k in result.secret_keys else v) for k, v in result.config.items()}
     return {"project": result.project, "stack": result.stack, "firstPreview": result.first_preview,
-            "resources": resources}
+            "config": config, "resources": resources}
 
 
 def _mark_secret_outputs(r: Registration) -> dict:

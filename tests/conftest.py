@@ -31,32 +31,44 @@ def example_run():
 
 @pytest.fixture(scope="session")
 def example_plan(example_run):
-    return program.plan(example_run)
+    """What the engine feeds the pack: secrets in their envelope, in clear inside it."""
+    return program.plan(example_run, redacted=False)
 
 
 @pytest.fixture(scope="session")
 def two_domain_plan():
-    return program.plan(run_stack(TWO_DOMAINS))
+    return program.plan(run_stack(TWO_DOMAINS), redacted=False)
 
 
 @pytest.fixture(scope="session")
 def first_preview_plan():
-    return program.plan(run_stack(first_preview=True))
+    return program.plan(run_stack(first_preview=True), redacted=False)
 
 
 class PolicyBridge:
-    """One real analyzer server for the session, reconfigured per check."""
+    """Real analyzer servers, one per (stack config, preview or up), reconfigured per check.
+    The stack config reaches the pack as PULUMI_CONFIG, as the CLI passes it."""
 
     def __init__(self):
-        self.preview = analyzer.Analyzer("backup-mx", "example", dry_run=True)
+        self.analyzers: dict[tuple[str, bool], analyzer.Analyzer] = {}
+        self.preview = self.analyzer({}, True)
         self.info = self.preview.info()
 
-    def check(self, plan, config=None):
-        self.preview.configure(self.info, config or {})
-        return self.preview.analyze(plan)
+    def analyzer(self, config: dict, dry_run: bool) -> "analyzer.Analyzer":
+        import json
+        key = (json.dumps(config, sort_keys=True), dry_run)
+        if key not in self.analyzers:
+            self.analyzers[key] = analyzer.Analyzer("backup-mx", "example", dry_run=dry_run, config=config)
+        return self.analyzers[key]
+
+    def check(self, plan, config=None, dry_run=True):
+        a = self.analyzer(plan.get("config") or {}, dry_run)
+        a.configure(self.info, config or {})
+        return a.analyze(plan)
 
     def close(self):
-        self.preview.close()
+        for a in self.analyzers.values():
+            a.close()
 
 
 @pytest.fixture(scope="session")

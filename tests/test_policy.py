@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from conftest import edit_file, resource, set_main_cf
+from conftest import edit_file, resource, set_main_cf, set_user_data_doc, user_data_doc
 from offline import program
 from offline.preview import DEFERRED
 
@@ -27,6 +27,45 @@ def set_prop(plan, type_suffix, path, value, name_part="", where=("props", "outp
             node.pop(path[-1], None)
         else:
             node[path[-1]] = value
+    return plan
+
+
+def set_config(plan, key, value):
+    """Change one stack config value as the engine passes it to the pack (PULUMI_CONFIG)."""
+    import json
+    plan = copy.deepcopy(plan)
+    full = f"backup-mx:{key}"
+    if value is DELETE:
+        plan["config"].pop(full, None)
+    else:
+        plan["config"][full] = json.dumps(value) if isinstance(value, list) else str(value)
+    return plan
+
+
+def add_resource(plan, type_, name, props, options=None):
+    plan = copy.deepcopy(plan)
+    parent = resource(plan, "index:BackupMx")["urn"]
+    urn = f"urn:pulumi:example::backup-mx::{type_}::{name}"
+    plan["resources"].append({
+        "type": type_, "name": name, "urn": urn, "custom": True, "parent": parent, "provider": "", "id": name,
+        "props": copy.deepcopy(props), "outputs": copy.deepcopy(props), "dependencies": [],
+        "options": {"protect": False, "ignoreChanges": [], "deleteBeforeReplace": False,
+                    "additionalSecretOutputs": [], **(options or {})}})
+    return plan
+
+
+def add_relay_copy(plan, suffix, **props):
+    """A second relay instance with its own protected reserved IP (Always-Free totals)."""
+    plan = copy.deepcopy(plan)
+    inst, ip = resource(plan, "instance:Instance"), resource(plan, "publicIp:PublicIp")
+    for original in (inst, ip):
+        extra = copy.deepcopy(original)
+        extra["name"] += suffix
+        extra["urn"] += suffix
+        if original is inst:
+            for w in ("props", "outputs"):
+                extra[w].update(copy.deepcopy(props))
+        plan["resources"].append(extra)
     return plan
 
 
@@ -128,11 +167,12 @@ MUTATIONS = {
     "queue 30h is not 30d": (lambda p: set_main_cf(p, "maximal_queue_lifetime", "30h"), "queue-lifetime"),
     "queue unset (default 5d)": (lambda p: set_main_cf(p, "maximal_queue_lifetime", None), "queue-lifetime"),
     # vm-not-in-mynetworks
-    "reserved IP inside the primary's mynetworks": (
-        lambda p: set_prop(p, "BackupMx", ["primaryMynetworks"], ["127.0.0.0/8", "203.0.113.0/24"]),
-        "vm-not-in-mynetworks"),
     "private IP inside the primary's mynetworks": (
-        lambda p: set_prop(p, "BackupMx", ["primaryMynetworks"], ["10.42.0.0/24"]), "vm-not-in-mynetworks"),
+        lambda p: set_config(p, "primaryMynetworks", ["10.42.0.0/24"]), "vm-not-in-mynetworks"),
+    "drain source inside the primary's mynetworks": (
+        lambda p: set_config(p, "drainSourceAddress", "192.168.1.40"), "vm-not-in-mynetworks"),
+    "primary mynetworks entry with a stray space is not dropped": (
+        lambda p: set_config(p, "primaryMynetworks", ["127.0.0.0/8", "10.42.0.0 /24"]), "vm-not-in-mynetworks"),
     "relay mynetworks open to the world": (lambda p: set_main_cf(p, "mynetworks", "0.0.0.0/0"),
                                            "vm-not-in-mynetworks"),
     "relay mynetworks a private LAN": (lambda p: set_main_cf(p, "mynetworks", "127.0.0.0/8 10.0.0.0/8"),
@@ -150,10 +190,17 @@ MUTATIONS = {
         lambda p: set_zone(p, "liveRecordKeys", lambda keys: [k for k in keys if not k.startswith("MX ")]),
         "mx-preference"),
     "stack manages the primary MX": (add_primary_mx, "mx-preference"),
-    "relay A record points elsewhere": (
-        lambda p: set_prop(p, "DnsRecord", ["content"], "192.0.2.200", "relay-a"), "mx-preference"),
     "primary preference declared above backup": (
-        lambda p: set_prop(p, "BackupMx", ["primaryMxPreference"], 30), "mx-preference"),
+        lambda p: set_config(p, "primaryMxPreference", 30), "mx-preference"),
+    "a foreign MX in this stack": (lambda p: add_resource(p, "cloudflare:index/dnsRecord:DnsRecord", "foreign-mx", {
+        **resource(p, "DnsRecord", "mx-viktorbarzin.me")["props"], "content": "mx.attacker.example",
+        "priority": 50}), "mx-preference"),
+    "a foreign MX live in the zone": (
+        lambda p: set_zone(p, "liveRecordKeys", lambda keys: keys + ["MX viktorbarzin.me mx.elsewhere.example"]),
+        "mx-preference"),
+    "an AAAA record for the relay host": (lambda p: add_resource(p, "cloudflare:index/dnsRecord:DnsRecord", "relay-aaaa", {
+        **resource(p, "DnsRecord", "relay-a")["props"], "type": "AAAA", "content": "2001:db8::25"}),
+        "mx-preference"),
     # relay-a-unproxied
     "relay A record proxied": (lambda p: set_prop(p, "DnsRecord", ["proxied"], True, "relay-a"),
                                "relay-a-unproxied"),
@@ -161,9 +208,19 @@ MUTATIONS = {
                                            "relay-a-unproxied"),
     "relay A record proxied in inputs only": (
         lambda p: set_prop(p, "DnsRecord", ["proxied"], True, "relay-a", where=("props",)), "relay-a-unproxied"),
+    # zone-record-budget fails closed
+    "zone list missing": (lambda p: set_prop(p, "index:Dns", ["zones"], []), "zone-record-budget"),
+    "a record in a zone the Dns component does not list": (
+        lambda p: set_prop(p, "DnsRecord", ["zoneId"], "feedfacefeedfacefeedfacefeedface", "relay-a"),
+        "zone-record-budget"),
+    "live count not a number": (lambda p: set_zone(p, "liveRecordCount", "many"), "zone-record-budget"),
     # reserved-public-ip
     "ephemeral public IP": (lambda p: set_prop(p, "publicIp:PublicIp", ["lifetime"], "EPHEMERAL"),
                             "reserved-public-ip"),
+    "reserved IP attached to nothing": (lambda p: set_prop(p, "publicIp:PublicIp", ["privateIpId"], DELETE),
+                                        "reserved-public-ip"),
+    "reserved IP not protected": (lambda p: set_option(p, "publicIp:PublicIp", "protect", False),
+                                  "reserved-public-ip"),
     "instance assigns a public IP": (
         lambda p: set_prop(p, "instance:Instance", ["createVnicDetails", "assignPublicIp"], "true"),
         "reserved-public-ip"),
@@ -176,6 +233,15 @@ MUTATIONS = {
         lambda p: set_prop(p, "instance:Instance", ["sourceDetails", "bootVolumeSizeInGbs"], "250"), "always-free"),
     "boot volume below OCI's minimum": (
         lambda p: set_prop(p, "instance:Instance", ["sourceDetails", "bootVolumeSizeInGbs"], "30"), "always-free"),
+    "a block volume past the 200 GB total": (
+        lambda p: add_resource(p, "oci:Core/volume:Volume", "data", {"sizeInGbs": "160"}), "always-free"),
+    "a block volume of OCI's default size": (
+        lambda p: add_resource(p, "oci:Core/volume:Volume", "data", {}), "always-free"),
+    "three E2.1.Micro instances": (
+        lambda p: add_relay_copy(add_relay_copy(p, "-b"), "-c"), "always-free"),
+    "A1 totals past 4 OCPUs": (lambda p: add_relay_copy(add_relay_copy(
+        p, "-a1", shape="VM.Standard.A1.Flex", shapeConfig={"ocpus": "3", "memoryInGbs": "6"}), "-a2",
+        shape="VM.Standard.A1.Flex", shapeConfig={"ocpus": "3", "memoryInGbs": "6"}), "always-free"),
     # security-list
     "world-open SSH": (lambda p: add_ingress(p, {"protocol": "6", "source": "0.0.0.0/0", "sourceType": "CIDR_BLOCK",
                                                   "tcpOptions": {"min": 22, "max": 22}}), "security-list"),
@@ -183,6 +249,26 @@ MUTATIONS = {
     "all protocols from the world": (lambda p: add_ingress(p, {"protocol": "all", "source": "0.0.0.0/0"}),
                                      "security-list"),
     "port 25 closed": (lambda p: edit_ingress(p, 25, source="198.51.100.7/32"), "security-list"),
+    "SSH open through a network security group": (
+        lambda p: add_resource(p, "oci:Core/networkSecurityGroupSecurityRule:NetworkSecurityGroupSecurityRule", "ssh",
+                               {"direction": "INGRESS", "protocol": "6", "source": "0.0.0.0/0",
+                                "sourceType": "CIDR_BLOCK", "networkSecurityGroupId": "ocid1.nsg.oc1..x",
+                                "tcpOptions": {"destinationPortRange": {"min": 22, "max": 22}}}), "security-list"),
+    "exporter open through a network security group": (
+        lambda p: add_resource(p, "oci:Core/networkSecurityGroupSecurityRule:NetworkSecurityGroupSecurityRule", "exp",
+                               {"direction": "INGRESS", "protocol": "6", "source": "0.0.0.0/0",
+                                "networkSecurityGroupId": "ocid1.nsg.oc1..x",
+                                "tcpOptions": {"destinationPortRange": {"min": 9000, "max": 9200}}}), "security-list"),
+    "the VCN's default security list opens SSH": (
+        lambda p: add_resource(p, "oci:Core/defaultSecurityList:DefaultSecurityList", "default", {
+            "manageDefaultResourceId": "ocid1.securitylist.oc1..x", "ingressSecurityRules": [
+                {"protocol": "6", "source": "0.0.0.0/0", "tcpOptions": {"min": 22, "max": 22}}]}), "security-list"),
+    "subnet falls back to the default security list": (
+        lambda p: set_prop(p, "subnet:Subnet", ["securityListIds"], DELETE), "security-list"),
+    "exporters open to a homelab CIDR the stack does not have": (
+        lambda p: set_config(p, "homelabCidr", "192.0.2.0/24"), "security-list"),
+    "homelab CIDR with a stray space": (lambda p: set_config(p, "homelabCidr", "198.51.100.7 /32"),
+                                        "security-list"),
     # drain-port
     "drain on port 25": (lambda p: edit_file(p, TRANSPORT, lambda t: t.replace(":2526", ":25")), "drain-port"),
     "drain without a port": (lambda p: edit_file(p, TRANSPORT, lambda t: t.replace(":2526", "")), "drain-port"),
@@ -193,26 +279,36 @@ MUTATIONS = {
     "open relay": (lambda p: set_main_cf(p, "smtpd_relay_restrictions", "permit"), "relay-domains"),
     # no-silent-replace
     "no ignoreChanges": (lambda p: set_option(p, "instance:Instance", "ignoreChanges", []), "no-silent-replace"),
-    "image drift replaces": (lambda p: set_option(p, "instance:Instance", "ignoreChanges", ["metadata"]),
-                             "no-silent-replace"),
-    "user_data drift replaces": (lambda p: set_option(p, "instance:Instance", "ignoreChanges", ["sourceDetails"]),
-                                 "no-silent-replace"),
+    "image drift replaces the boot volume": (
+        lambda p: set_option(p, "instance:Instance", "ignoreChanges", ["metadata"]), "no-silent-replace"),
+    "user_data drift": (lambda p: set_option(p, "instance:Instance", "ignoreChanges", ["sourceDetails"]),
+                        "no-silent-replace"),
+    "unprotected: an AD or VCN change replaces the VM": (
+        lambda p: set_option(p, "instance:Instance", "protect", False), "no-silent-replace"),
 }
 
 
 def test_every_policy_has_at_least_three_mutations(policies):
     names = {p.name for p in policies.info.policies}
     counts = {n: sum(1 for _, policy in MUTATIONS.values() if policy == n) for n in names}
-    assert {n for n, c in counts.items() if c < 3} <= {"zone-record-headroom"}, counts
-    assert len(MUTATIONS) >= 30
+    mail = {"never-5xx", "queue-lifetime", "bounce-lifetime", "drain-port", "relay-domains"}
+    # The mail policies' mutations live in tests/test_policy_mail.py, decided by real Postfix.
+    assert {n for n, c in counts.items() if c < 3} <= {"zone-record-headroom"} | mail, counts
+    assert len(MUTATIONS) >= 50
 
 
 def test_example_stack_has_no_violations(policies, example_plan):
-    assert policies.check(example_plan) == []
+    preview = policies.check(example_plan)
+    assert reported(preview) == set(), [v.message for v in preview]
+    # In a preview the engine's state is the planned inputs: the reserved IP is not known yet.
+    assert sorted(v.policy for v in preview if v.message.startswith(DEFERRED)) == [
+        "mx-preference", "vm-not-in-mynetworks"]
+    assert policies.check(example_plan, dry_run=False) == []
 
 
 def test_two_domain_stack_has_no_violations(policies, two_domain_plan):
-    assert policies.check(two_domain_plan) == []
+    assert reported(policies.check(two_domain_plan)) == set()
+    assert policies.check(two_domain_plan, dry_run=False) == []
 
 
 @pytest.mark.parametrize("case", sorted(MUTATIONS))
@@ -220,20 +316,39 @@ def test_mutation_is_reported_by_its_policy_only(policies, example_plan, case):
     mutate, policy = MUTATIONS[case]
     violations = policies.check(mutate(example_plan))
     assert reported(violations) == {policy}, [v.message for v in violations]
-    assert all(v.level == "mandatory" for v in violations if v.policy == policy)
+    assert all(v.level == "mandatory" for v in violations if v.policy == policy and not v.message.startswith(DEFERRED))
     assert all(v.message for v in violations)
 
 
+@pytest.mark.parametrize("case", ["reserved IP inside the primary's mynetworks", "drain on port 25",
+                                  "exporter open to the world", "zone at 199 live records",
+                                  "relay A record points elsewhere"])
+def test_mutation_is_reported_after_up_too(policies, example_plan, case):
+    mutate, policy = {
+        "reserved IP inside the primary's mynetworks": (
+            lambda p: set_config(p, "primaryMynetworks", ["127.0.0.0/8", "203.0.113.0/24"]), "vm-not-in-mynetworks"),
+        **{k: MUTATIONS[k] for k in ("exporter open to the world", "zone at 199 live records")},
+        "relay A record points elsewhere": (
+            lambda p: set_prop(p, "DnsRecord", ["content"], "192.0.2.200", "relay-a"), "mx-preference"),
+        "drain on port 25": (lambda p: set_config(p, "drainPort", 25), "drain-port"),
+    }[case]
+    violations = policies.check(mutate(example_plan), dry_run=False)
+    assert reported(violations) == {policy}, [v.message for v in violations]
+
+
 @pytest.mark.parametrize("case", ["bare 30 is 30 days", "720h is 30 days", "soft_bounce covers a reject",
-                                  "protect instead of ignoreChanges", "second run counts nothing twice"])
+                                  "ignoring every replace-forcing input instead of protect",
+                                  "second run counts nothing twice", "a longer queue is tighter"])
 def test_equivalent_forms_are_not_violations(policies, example_plan, case):
     plan = {
         "bare 30 is 30 days": lambda p: set_main_cf(p, "maximal_queue_lifetime", "30"),
         "720h is 30 days": lambda p: set_main_cf(p, "maximal_queue_lifetime", "720h"),
+        "a longer queue is tighter": lambda p: set_main_cf(p, "maximal_queue_lifetime", "45d"),
         "soft_bounce covers a reject": lambda p: set_main_cf(p, "smtpd_recipient_restrictions",
                                                              "reject_unknown_sender_domain"),
-        "protect instead of ignoreChanges": lambda p: set_option(set_option(p, "instance:Instance", "protect", True),
-                                                                 "instance:Instance", "ignoreChanges", []),
+        "ignoring every replace-forcing input instead of protect": lambda p: set_option(
+            set_option(p, "instance:Instance", "protect", False), "instance:Instance", "ignoreChanges",
+            ["metadata", "sourceDetails", "availabilityDomain", "createVnicDetails"]),
         "second run counts nothing twice": lambda p: set_zone(
             set_zone(p, "liveRecordCount", 182), "liveRecordKeys",
             lambda keys: keys + ["MX viktorbarzin.me mx2.viktorbarzin.me", "A mx2.viktorbarzin.me 203.0.113.215"]),
@@ -245,18 +360,38 @@ def test_equivalent_forms_are_not_violations(policies, example_plan, case):
 def test_headroom_is_advisory(policies, example_plan):
     violations = policies.check(set_zone(example_plan, "liveRecordCount", 192))
     assert reported(violations) == {"zone-record-headroom"}
-    assert {v.level for v in violations} == {"advisory"}
-    assert "only 6 record slots left" in violations[0].message
+    assert {v.level for v in violations if not v.message.startswith(DEFERRED)} == {"advisory"}
+    assert any("only 6 record slots left" in v.message for v in violations)
 
 
-def test_policy_config_thresholds_apply(policies, example_plan):
+def test_policy_config_may_tighten_never_loosen(policies, example_plan):
     assert reported(policies.check(example_plan, {"zone-record-budget": {"budget": 150}})) == {"zone-record-budget"}
     assert reported(policies.check(example_plan, {"zone-record-budget": {"budget": 183}})) == set()  # 182 < 183
+    assert reported(policies.check(example_plan, {"zone-record-budget": {"budget": 500}})) == {"zone-record-budget"}
+    assert reported(policies.check(example_plan, {"queue-lifetime": {"queueLifetime": "45d"}})) == {"queue-lifetime"}
     assert reported(policies.check(example_plan, {"queue-lifetime": {"queueLifetime": "14d"}})) == {"queue-lifetime"}
+    assert reported(policies.check(example_plan, {"bounce-lifetime": {"bounceLifetime": "2d"}})) == {"bounce-lifetime"}
     assert reported(policies.check(example_plan, {"never-5xx": {"primaryMessageSizeLimit": 524288000}})) == {
         "never-5xx"}
     assert reported(policies.check(example_plan, {"vm-not-in-mynetworks": {
-        "primaryMynetworks": ["203.0.113.0/24"]}})) == {"vm-not-in-mynetworks"}
+        "primaryMynetworks": ["203.0.113.0/24"]}}, dry_run=False)) == {"vm-not-in-mynetworks"}
+
+
+def test_environment_facts_come_from_the_stack_config_only(policies, example_plan):
+    """The size floor, homelab CIDR and drain target follow PULUMI_CONFIG, never the rendered props."""
+    plan = set_config(example_plan, "messageSizeLimit", 524288000)
+    assert reported(policies.check(plan)) == {"never-5xx"}
+    plan = set_config(example_plan, "drainHost", "wan.example.net")
+    assert reported(policies.check(plan)) == {"drain-port"}
+    plan = set_prop(example_plan, "BackupMx", ["homelabCidr"], "192.0.2.0/24")  # the props are not a source
+    assert reported(policies.check(plan)) == set()
+
+
+def test_a_fact_missing_from_the_stack_config_fails_closed(policies, example_plan):
+    plan = set_config(example_plan, "homelabCidr", DELETE)
+    violations = policies.check(plan)
+    assert "security-list" in reported(violations)
+    assert any("backup-mx:homelabCidr is not set" in v.message for v in violations)
 
 
 def test_bad_policy_config_is_refused(policies):
@@ -268,7 +403,8 @@ def test_bad_policy_config_is_refused(policies):
 
 
 def test_messages_name_the_resource_and_the_fix(policies, example_plan):
-    [v] = [v for v in policies.check(set_main_cf(example_plan, "maximal_queue_lifetime", "5d"))]
+    [v] = [v for v in policies.check(set_main_cf(example_plan, "maximal_queue_lifetime", "5d"))
+           if not v.message.startswith(DEFERRED)]
     assert "instance 'backup-mx-relay-instance'" in v.message and "set it to 30d" in v.message
     assert v.urn.endswith("backup-mx-relay-instance")
 
@@ -278,9 +414,9 @@ def test_messages_name_the_resource_and_the_fix(policies, example_plan):
 def test_first_preview_defers_only_what_is_unknown(policies, first_preview_plan):
     violations = policies.check(first_preview_plan)
     assert reported(violations) == set()
-    deferred = [v for v in violations if v.message.startswith(DEFERRED)]
-    assert [v.policy for v in deferred] == ["vm-not-in-mynetworks"]
-    assert "backup-mx-relay-reserved-ip.ipAddress" in deferred[0].message
+    deferred = {v.policy: v.message for v in violations if v.message.startswith(DEFERRED)}
+    assert sorted(deferred) == ["mx-preference", "vm-not-in-mynetworks"]
+    assert all("backup-mx-relay-reserved-ip.ipAddress" in m for m in deferred.values())
 
 
 @pytest.mark.parametrize("case", ["queue 5d", "soft_bounce off", "relay mynetworks open to the world",
@@ -293,10 +429,9 @@ def test_first_preview_still_decides_known_invariants(policies, first_preview_pl
 
 
 def test_stack_policy_rechecks_the_reserved_ip_at_up(policies, example_plan):
-    plan = set_prop(example_plan, "BackupMx", ["primaryMynetworks"], ["203.0.113.0/24"], where=("outputs",))
-    messages = [v.message for v in policies.check(plan) if v.policy == "vm-not-in-mynetworks"]
+    plan = set_config(example_plan, "primaryMynetworks", ["203.0.113.0/24"])
+    messages = [v.message for v in policies.check(plan, dry_run=False) if v.policy == "vm-not-in-mynetworks"]
     assert any("reserved IP of 'backup-mx-relay-reserved-ip' 203.0.113.215" in m for m in messages), messages
-    assert any("drain source address 203.0.113.215" in m for m in messages), messages
 
 
 def test_the_secret_wrapped_user_data_is_what_the_pack_reads(example_plan):
@@ -304,34 +439,58 @@ def test_the_secret_wrapped_user_data_is_what_the_pack_reads(example_plan):
     assert program.SECRET_SIG in inst["props"]["metadata"]["user_data"]
 
 
-@pytest.mark.parametrize("case", ["user_data not base64", "live count not a number", "rules with text ports",
-                                  "write_files entry without a path"])
+def test_the_plan_a_config_change_replaces_is_stopped(example_run):
+    """availabilityDomainIndex and vcnCidr change only inputs that force a replacement, and the
+    instance is protected, so the engine refuses the replacement at preview."""
+    import sys
+    from conftest import ROOT, run_stack
+    sys.path.insert(0, str(ROOT / "policy"))
+    from backup_mx_rules.network import REPLACE_FORCING
+
+    def instance(run):
+        return next(r for r in run.resources if r.type == "oci:Core/instance:Instance")
+
+    def changed(a, b, prefix=""):
+        out = set()
+        for key in set(a) | set(b):
+            if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+                out |= changed(a[key], b[key], f"{prefix}{key}.")
+            elif a.get(key) != b.get(key):
+                out.add(prefix + key)
+        return out
+
+    base = instance(example_run)
+    assert base.protect
+    for override in ({"availabilityDomainIndex": "0"}, {"vcnCidr": "10.43.0.0/24"}):
+        other = instance(run_stack(overrides=override))
+        diff = changed(base.props, other.props) - {"metadata.user_data"}
+        assert diff, override
+        assert all(any(d == f or d.startswith(f + ".") for f in REPLACE_FORCING) for d in diff), (override, diff)
+
+
+@pytest.mark.parametrize("case", ["user_data not base64", "rules with text ports", "write_files entry without a path",
+                                  "no user_data at all"])
 def test_malformed_plans_fail_closed_never_crash(policies, example_plan, case):
     plan = copy.deepcopy(example_plan)
-    if case == "user_data not base64":
+    mail = {"never-5xx", "queue-lifetime", "bounce-lifetime", "drain-port", "relay-domains"}
+    if case in ("user_data not base64", "no user_data at all"):
         inst = resource(plan, "instance:Instance")
         for w in ("props", "outputs"):
             node = inst[w]["metadata"]
             node = node["value"] if program.SECRET_SIG in node else node
-            node["user_data"] = "%%% not base64 %%%"
-        expected = {"never-5xx", "queue-lifetime", "bounce-lifetime", "drain-port"}
-    elif case == "live count not a number":
-        plan = set_zone(plan, "liveRecordCount", "many")
-        expected = {"zone-record-budget"}
+            if case == "no user_data at all":
+                node.pop("user_data")
+            else:
+                node["user_data"] = "%%% not base64 %%%"
+        expected = mail
     elif case == "rules with text ports":
         plan = add_ingress(plan, {"protocol": "6", "source": "0.0.0.0/0", "tcpOptions": {"min": "x", "max": "y"}})
         expected = {"security-list"}
     else:
-        plan = edit_file(plan, "/transport", lambda t: t)
         inst = resource(plan, "instance:Instance")
-        import base64, yaml
-        for w in ("props", "outputs"):
-            node = inst[w]["metadata"]
-            node = node["value"] if program.SECRET_SIG in node else node
-            doc = yaml.safe_load(base64.b64decode(node["user_data"]["value"]).decode())
-            doc["write_files"].append({"content": "x"})
-            node["user_data"]["value"] = base64.b64encode(
-                ("#cloud-config\n" + yaml.safe_dump(doc)).encode()).decode()
-        expected = {"never-5xx", "queue-lifetime", "bounce-lifetime", "drain-port"}
+        doc = user_data_doc(inst)
+        doc["write_files"].append({"content": "x"})
+        set_user_data_doc(inst, doc)
+        expected = mail
     violations = policies.check(plan)
     assert expected <= reported(violations, "mandatory"), [v.message for v in violations]

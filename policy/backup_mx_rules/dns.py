@@ -4,7 +4,11 @@ from __future__ import annotations
 from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy,
                            StackValidationPolicy)
 
-from .view import BACKUP_MX, DNS_COMPONENT, DNS_RECORD, PUBLIC_IP, as_bool, as_int, config, guarded, known, plain
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
+
+from . import environment
+from .environment import FactError
+from .view import DNS_COMPONENT, DNS_RECORD, PUBLIC_IP, as_bool, as_int, config, guarded, known, plain
 
 DEFAULT_BUDGET, DEFAULT_SLACK = 200, 10
 
@@ -28,23 +32,49 @@ def _records(resources) -> list[tuple[object, dict]]:
     return [(r, plain(r.props)) for r in resources if r.resource_type == DNS_RECORD]
 
 
+class ZoneDataError(ValueError):
+    """The zone data the budget needs is missing or unreadable."""
+
+
 def _usage(args) -> list[tuple[str, int, int, int]]:
-    """(zone, live, added, total) per zone, never counting this stack's existing records twice."""
+    """(zone, live, added, total) per protected zone, never counting this stack's existing
+    records twice. Missing or unreadable zone data fails closed."""
     records = _records(args.resources)
+    zones = {z.get("zoneId"): z for z in _zones(args.resources)}
+    expected = environment.zone_ids()
+    problems = []
+    for domain, zone_id in expected.items():
+        if zone_id not in zones:
+            problems.append(f"zone {domain} ({zone_id}, stack config cloudflareZoneIds) has no live record count in "
+                            "the Dns component, so its record budget cannot be checked")
+    for r, p in records:
+        zone_id = p.get("zoneId")
+        if known(zone_id) and zone_id not in zones:
+            problems.append(f"DNS record '{r.name}' is in zone {zone_id!r}, which the Dns component does not list, "
+                            "so that zone's record budget cannot be checked")
+    if problems:
+        raise ZoneDataError("; ".join(problems))
     result = []
-    for zone in _zones(args.resources):
-        zone_id, live = zone.get("zoneId"), as_int(zone.get("liveRecordCount"))
-        live_keys = set(k.upper().split(" ", 1)[0] + " " + k.split(" ", 1)[1].lower()
-                        for k in zone.get("liveRecordKeys") or [] if isinstance(k, str) and " " in k)
-        if not isinstance(live, int):
+    for zone_id, zone in zones.items():
+        if not known(zone.get("liveRecordCount")):
             continue
-        mine = [p for _, p in records if p.get("zoneId") == zone_id]
+        try:
+            live = as_int(zone.get("liveRecordCount"))
+        except (TypeError, ValueError):
+            live = None
+        keys = zone.get("liveRecordKeys")
+        if not isinstance(live, int) or not isinstance(keys, list):
+            raise ZoneDataError(f"zone {zone.get('domain') or zone_id}: live record data is unreadable "
+                                f"(count {zone.get('liveRecordCount')!r})")
+        live_keys = set(k.upper().split(" ", 1)[0] + " " + k.split(" ", 1)[1].lower()
+                        for k in keys if isinstance(k, str) and " " in k)
         added = 0
-        for p in mine:
-            if all(known(p.get(f)) for f in ("type", "name", "content")):
-                k = key(p["type"], p["name"], p["content"])
-                if k in live_keys:
-                    continue  # already live: counted in liveRecordCount
+        for _, p in records:
+            if p.get("zoneId") != zone_id:
+                continue
+            if all(known(p.get(f)) for f in ("type", "name", "content")) \
+                    and key(p["type"], p["name"], p["content"]) in live_keys:
+                continue  # already live: counted in liveRecordCount
             added += 1
         result.append((zone.get("domain") or zone_id, live, added, live + added))
     return result
@@ -58,7 +88,15 @@ BUDGET_SCHEMA = PolicyConfigSchema(properties={
 
 def _budget(args, report_violation):
     cfg = config(args, {"budget": DEFAULT_BUDGET})
-    for zone, live, added, total in _usage(args):
+    if int(cfg["budget"]) > DEFAULT_BUDGET:
+        report_violation(f"policy config budget = {cfg['budget']} loosens the {DEFAULT_BUDGET}-record invariant; "
+                         "policy config may only tighten it")
+    try:
+        usage = _usage(args)
+    except (ZoneDataError, FactError) as exc:
+        report_violation(f"{exc}; the pack fails closed")
+        return
+    for zone, live, added, total in usage:
         if total >= int(cfg["budget"]):
             report_violation(f"zone {zone}: {live} live records + {added} from this stack = {total}, not under the "
                              f"budget of {cfg['budget']} (Cloudflare Free quota); delete at least "
@@ -68,7 +106,11 @@ def _budget(args, report_violation):
 
 def _headroom(args, report_violation):
     cfg = config(args, {"budget": DEFAULT_BUDGET, "warnBelowSlots": DEFAULT_SLACK})
-    for zone, live, added, total in _usage(args):
+    try:
+        usage = _usage(args)
+    except (ZoneDataError, FactError):
+        return  # zone-record-budget reports it
+    for zone, live, added, total in usage:
         left = int(cfg["budget"]) - total
         if 0 < left < int(cfg["warnBelowSlots"]):
             report_violation(f"zone {zone}: only {left} record slots left after this stack ({total}/{cfg['budget']}); "
@@ -87,49 +129,76 @@ zone_record_headroom = StackValidationPolicy(
     config_schema=BUDGET_SCHEMA)
 
 
+def _name(p: dict) -> str:
+    return str(p.get("name", "")).lower().rstrip(".")
+
+
 def _mx_preference(args, report_violation):
-    intent = next((plain(r.props) for r in args.resources if r.resource_type == BACKUP_MX), None)
-    if not intent:
-        report_violation("no BackupMx component in the stack: the MX intent cannot be checked; build the stack "
-                         "through components.backup_mx.BackupMx")
+    try:
+        domains = environment.domains()
+        relay, primary = environment.relay_hostname(), environment.primary_mx_host()
+        backup_pref, primary_pref = environment.fact("mxPreference"), environment.fact("primaryMxPreference")
+        zone_ids = environment.zone_ids()
+    except FactError as exc:
+        report_violation(str(exc))
         return
-    relay, primary = str(intent.get("relayHostname", "")).lower(), str(intent.get("primaryMxHost", "")).lower()
-    backup_pref, primary_pref = as_int(intent.get("mxPreference")), as_int(intent.get("primaryMxPreference"))
-    if isinstance(backup_pref, int) and isinstance(primary_pref, int) and backup_pref <= primary_pref:
-        report_violation(f"backup MX preference {backup_pref} is not greater than the primary's {primary_pref}: "
-                         "senders would prefer the relay; set mxPreference above primaryMxPreference")
+    if backup_pref <= primary_pref:
+        report_violation(f"backup MX preference {backup_pref} (stack config mxPreference) is not greater than the "
+                         f"primary's {primary_pref}: senders would prefer the relay; set mxPreference above "
+                         "primaryMxPreference")
     zones = {z.get("domain"): z for z in _zones(args.resources)}
     records = _records(args.resources)
-    for domain in intent.get("domains") or []:
-        mx = [(r, p) for r, p in records if str(p.get("type")).upper() == "MX"
-              and str(p.get("name", "")).lower().rstrip(".") in (domain, "@")
-              and p.get("zoneId") == (zones.get(domain) or {}).get("zoneId", p.get("zoneId"))]
+    for domain in domains:
+        mx = [(r, p) for r, p in records if str(p.get("type")).upper() == "MX" and _name(p) in (domain, "@")
+              and p.get("zoneId") == zone_ids.get(domain, p.get("zoneId"))]
         backup = [(r, p) for r, p in mx if str(p.get("content", "")).lower().rstrip(".") == relay]
         if not backup:
             report_violation(f"domain {domain}: no MX record for the relay {relay}; add one at the apex with "
                              f"priority {backup_pref}")
         for r, p in backup:
             priority = as_int(p.get("priority"))
-            if isinstance(priority, int) and isinstance(primary_pref, int) and priority <= primary_pref:
+            if isinstance(priority, int) and priority <= primary_pref:
                 report_violation(f"MX record '{r.name}': priority {priority} is not greater than the primary's "
                                  f"{primary_pref}; set it to {backup_pref}", r.urn)
             elif isinstance(priority, int) and priority != backup_pref:
                 report_violation(f"MX record '{r.name}': priority {priority} differs from mxPreference "
                                  f"{backup_pref}; set it to {backup_pref}", r.urn)
         for r, p in mx:
-            if str(p.get("content", "")).lower().rstrip(".") == primary:
+            content = str(p.get("content", "")).lower().rstrip(".")
+            if content == primary:
                 report_violation(f"MX record '{r.name}' manages the primary's MX; this stack must never create or "
                                  "change it, remove the record from the program", r.urn)
+            elif known(p.get("content")) and content != relay:
+                report_violation(f"MX record '{r.name}' sends {domain} mail to {content}, which is neither the "
+                                 f"primary {primary} nor the relay {relay}; remove it", r.urn)
         live = [k.lower() for k in (zones.get(domain) or {}).get("liveRecordKeys") or [] if isinstance(k, str)]
         if domain in zones and not any(k.startswith(f"mx {domain} {primary}") for k in live):
             report_violation(f"domain {domain}: the primary MX {primary} is not in the live zone; the relay would "
                              "become the only MX. Restore the primary's MX record before deploying")
-    a_records = [(r, p) for r, p in records
-                 if str(p.get("type")).upper() == "A" and str(p.get("name", "")).lower().rstrip(".") == relay]
+        for k in live:
+            kind, _, rest = k.partition(" ")
+            name, _, content = rest.partition(" ")
+            if kind == "mx" and name == domain and content not in (primary, relay):
+                report_violation(f"domain {domain}: the live zone has an MX for {content}, which is neither the "
+                                 f"primary nor the relay; senders may hand it mail. Delete that record")
+    for r, p in records:
+        if str(p.get("type")).upper() == "AAAA" and _name(p) == relay:
+            report_violation(f"AAAA record '{r.name}' for the relay host {relay}: the relay listens on IPv4 only, so "
+                             "IPv6 senders would fail to connect; remove it", r.urn)
+    for z in zones.values():
+        for k in z.get("liveRecordKeys") or []:
+            if isinstance(k, str) and k.lower().startswith(f"aaaa {relay} "):
+                report_violation(f"the live zone has an AAAA record for the relay host {relay}; the relay listens on "
+                                 "IPv4 only, delete it")
+    a_records = [(r, p) for r, p in records if str(p.get("type")).upper() == "A" and _name(p) == relay]
     if relay and not a_records:
         report_violation(f"no A record for the relay host {relay}; add one pointing at the reserved IP")
-    reserved = {plain(r.props).get("ipAddress") for r in args.resources if r.resource_type == PUBLIC_IP}
-    reserved = {ip for ip in reserved if isinstance(ip, str) and known(ip)}
+    addresses = [plain(r.props).get("ipAddress") for r in args.resources if r.resource_type == PUBLIC_IP]
+    reserved = {ip for ip in addresses if isinstance(ip, str) and known(ip) and ip}
+    if a_records and not reserved:
+        # Everything else was checked; the A record's target waits for the reserved IP (`pulumi up`).
+        public_ip = next(r.name for r in args.resources if r.resource_type == PUBLIC_IP) if addresses else "reserved IP"
+        raise UnknownValueError(UNKNOWN_STRING_VALUE, [public_ip, "ipAddress"])
     for r, p in a_records:
         content = p.get("content")
         if reserved and isinstance(content, str) and known(content) and content not in reserved:

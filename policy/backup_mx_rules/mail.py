@@ -1,269 +1,391 @@
-"""Policies on the Postfix configuration the relay VM boots with (decoded from user_data)."""
+"""Policies on the Postfix configuration the relay VM runs (decoded from user_data).
+
+Each policy judges a parameter in the daemon that uses it: soft_bounce in every smtpd,
+postscreen and delivery agent; the lifetimes in qmgr; the transport in trivial-rewrite
+and the delivery agent it names; mynetworks in smtpd and postscreen. A value Postfix
+would refuse is reported as "the relay would not start"; a config the pack cannot
+model is reported too (fail closed).
+"""
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Callable, Iterator
 
-from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy,
-                           StackValidationPolicy)
+from pulumi_policy import EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
-from . import mailconf
-from .mailconf import POSTSCREEN_ACTIONS, MailConfig, Service, split_list
-from .view import BACKUP_MX, INSTANCE, config, dig, guarded, known, plain
+from . import environment, mailconf
+from .environment import FactError
+from .mailconf import POSTSCREEN_ACTIONS, MailConfig, Service, Unmodeled, UserDataError, WouldNotStart
+from .postfix import LIFETIME_MAX, boolean, dnsbl_site, long_value, split_list, time_value
+from .view import INSTANCE, config, dig, guarded, known, plain
 
-DEFAULT_PRIMARY_SIZE = 209715200
-RESTRICTION_LISTS = ("smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions",
-                     "smtpd_recipient_restrictions", "smtpd_relay_restrictions", "smtpd_data_restrictions",
-                     "smtpd_end_of_data_restrictions")
-# Restriction elements that only ever permit, defer (4xx), warn or are the allowed exception.
-NON_REJECTING = re.compile(r"^(permit\w*|defer\w*|reject_unauth_destination|sleep|\d+)$")
-CONTENT_CHECKS = ("header_checks", "body_checks", "mime_header_checks", "nested_header_checks",
-                  "milter_header_checks")
+QUEUE_FLOOR, BOUNCE_LIFETIME = "30d", "1d"  # the owner's invariants (ADR-0019)
+DELIVERY_AGENTS = ("smtp", "lmtp", "local", "virtual", "pipe", "error")
 POSTSCREEN_TESTS = {  # action parameter -> the parameter that enables its test (None: always on)
     "postscreen_greet_action": None,
     "postscreen_dnsbl_action": "postscreen_dnsbl_sites",
-    "postscreen_blacklist_action": "postscreen_access_list",
     "postscreen_denylist_action": "postscreen_access_list",
     "postscreen_pipelining_action": "postscreen_pipelining_enable",
     "postscreen_non_smtp_command_action": "postscreen_non_smtp_command_enable",
     "postscreen_bare_newline_action": "postscreen_bare_newline_enable",
 }
+DIVERSIONS = ("content_filter", "header_checks", "body_checks", "mime_header_checks", "nested_header_checks",
+              "milter_header_checks", "smtpd_milters", "non_smtpd_milters", "smtpd_proxy_filter",
+              "always_bcc", "recipient_bcc_maps", "sender_bcc_maps",
+              "virtual_alias_maps", "recipient_canonical_maps", "canonical_maps",
+              "sender_dependent_default_transport_maps", "sender_dependent_relayhost_maps")
+STARTS = "the relay would not start"
 
 
-def mail_config(props: dict, where: str) -> MailConfig | None | str:
-    """The instance's Postfix config, None if it writes none, or an error text."""
+class Problem(Exception):
+    """A finding that ends a policy's evaluation of this config."""
+
+
+def load(props: dict, where: str) -> MailConfig:
     value = dig(props, "metadata", "user_data")
-    if value is None:
-        return None
-    if not known(value):
+    if value is not None and not known(value):
         raise UnknownValueError(UNKNOWN_STRING_VALUE, [where, "metadata", "user_data"])
-    try:
-        return mailconf.from_user_data(value)
-    except (mailconf.UserDataError, ValueError, KeyError) as exc:
-        return f"cannot read the relay's Postfix config from user_data ({exc})"
+    return mailconf.from_user_data(value)
 
 
-def _instance_policy(name: str, description: str, check, schema: PolicyConfigSchema | None = None,
-                     defaults: dict | None = None) -> ResourceValidationPolicy:
+def _instance_policy(name: str, description: str, check: Callable[[MailConfig, dict], Iterator[str]],
+                     schema: dict | None = None) -> ResourceValidationPolicy:
+    defaults = {k: v["default"] for k, v in (schema or {}).items() if "default" in v}
+
     def validate(args, report_violation):
         if args.resource_type != INSTANCE:
             return
-        mc = mail_config(plain(args.props), args.name)
-        if mc is None:
-            return
-        if isinstance(mc, str):
-            report_violation(f"instance '{args.name}': {mc}. Render user_data as a #cloud-config that "
-                             "writes main.cf and master.cf.")
-            return
-        for problem in check(mc, config(args, defaults or {})):
+        cfg = config(args, defaults)
+        try:
+            mc = load(plain(args.props), args.name)
+            problems = list(check(mc, cfg))
+        except UnknownValueError:
+            raise
+        except WouldNotStart as exc:
+            problems = [f"{STARTS}: {exc}. Fix the rendered Postfix config"]
+        except (UserDataError, Unmodeled) as exc:
+            problems = [f"cannot determine the relay's effective Postfix config ({exc}); the pack fails closed. "
+                        "Render user_data as a #cloud-config whose write_files stage main.cf, master.cf and "
+                        "the maps, and edit nothing after rendering"]
+        except FactError as exc:
+            problems = [str(exc)]
+        for problem in problems:
             report_violation(f"instance '{args.name}': {problem}")
 
     return ResourceValidationPolicy(name=name, description=description, validate=guarded(name, validate),
-                                    enforcement_level=EnforcementLevel.MANDATORY, config_schema=schema)
+                                    enforcement_level=EnforcementLevel.MANDATORY,
+                                    config_schema=PolicyConfigSchema(properties=schema) if schema else None)
 
 
-def _yes(value: str) -> bool:
-    return value.strip().lower() in ("yes", "true", "1")
+def _soft_bounce(mc: MailConfig, svc: Service | None) -> bool:
+    return boolean("soft_bounce", mc.param("soft_bounce", svc))
 
 
-def _soft(mc: MailConfig, service: Service | None) -> bool:
-    return _yes(mc.param("soft_bounce", service))
+def _where(svc: Service) -> str:
+    return f"service '{svc.key}' ({svc.command})"
 
 
-def never_5xx_problems(mc: MailConfig, cfg: dict) -> list[str]:
-    problems = []
-    fix = "set soft_bounce = yes in main.cf (or -o soft_bounce=yes on that service)"
-    listeners = [s for s in mc.services if s.kind == "inet" and s.command in ("smtpd", "postscreen")]
-    smtpds = [s for s in mc.services if s.command == "smtpd" and s.kind in ("inet", "pass")]
-    for svc in (s for s in listeners if s.command == "postscreen"):
+# --- never-5xx -------------------------------------------------------------------------
+
+def never_5xx_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:
+    fix = "set soft_bounce = yes in main.cf and drop any -o soft_bounce=no from master.cf"
+    _soft_bounce(mc, None)  # every daemon validates it at startup
+    listeners = mc.services_running("smtpd", "postscreen")
+    if not mc.services_running("smtpd", "postscreen", kind="inet"):
+        yield "master.cf has no inet service running postscreen or smtpd: the relay would not answer SMTP"
+    for svc in listeners:
+        if not _soft_bounce(mc, svc):
+            yield f"soft_bounce is off in {_where(svc)}, so it answers 5xx (rejects, size, protocol errors); {fix}"
+    for svc in mc.services_running("postscreen"):
         for action, enabler in POSTSCREEN_TESTS.items():
             value = mc.param(action, svc).strip().lower()
             if value not in POSTSCREEN_ACTIONS:
-                problems.append(f"{action} = {value!r} is not a postscreen action (allowed: "
-                                f"{', '.join(POSTSCREEN_ACTIONS)}; there is no 'defer'): postscreen would die at "
-                                "startup and the port would answer nothing")
-                continue
-            active = enabler is None or (_yes(mc.param(enabler, svc)) if enabler.endswith("_enable")
-                                         else bool(mc.param(enabler, svc).strip()))
-            if active and value in ("enforce", "drop") and not _soft(mc, svc):
-                code = "550" if value == "enforce" else "521"
-                problems.append(f"{action} = {value} answers {code} on service '{svc.name}'; {fix}")
+                yield (f"{STARTS}: {action} = {value!r} in {_where(svc)} is not a postscreen action (allowed: "
+                       f"{', '.join(POSTSCREEN_ACTIONS)}; there is no 'defer'), so postscreen exits at startup and "
+                       "port 25 answers nothing")
         for site in split_list(mc.param("postscreen_dnsbl_sites", svc)):
-            if "=" not in site.split("*")[0]:
-                problems.append(f"postscreen DNSBL site {site!r} has no reply filter: resolvers that are refused "
-                                "answer 127.255.255.254 and every client scores as listed; add one, e.g. "
-                                "zen.spamhaus.org=127.0.0.[2..11]*3")
-    for svc in smtpds:
-        if _soft(mc, svc):
-            continue
-        where = f"on smtpd service '{svc.name}'"
-        size = mc.param("message_size_limit", svc).strip()
-        if size != "0":
-            problems.append(f"an oversize message gets 552 {where}; {fix}")
-        for name in RESTRICTION_LISTS:
-            elements = split_list(mc.param(name, svc))
-            for i, element in enumerate(elements):
-                if element == "warn_if_reject" or (i and elements[i - 1] == "warn_if_reject"):
-                    continue  # the next element only logs
-                if not NON_REJECTING.match(element) and "." not in element and ":" not in element:
-                    problems.append(f"{name} element {element!r} can answer 5xx {where}; {fix}, "
-                                    "or use a defer_* / warn_if_reject form")
-        maps = mc.param("relay_recipient_maps", svc).strip()
-        if maps and _yes(mc.param("smtpd_reject_unlisted_recipient", svc)):
-            domains = split_list(mc.param("relay_domains"))
-            rows = {}
-            for spec in split_list(maps):
-                rows.update(mc.table(spec) or {})
-            missing = [d for d in domains if rows.get("@" + d.lower(), "").upper() != "OK"]
-            if missing:
-                problems.append(f"relay_recipient_maps does not accept every recipient of {missing} "
-                                f"(unlisted recipients get 550) {where}; add '@domain OK' or {fix}")
-        for name in ("smtpd_milters", "smtpd_proxy_filter"):
-            if mc.param(name, svc).strip():
-                problems.append(f"{name} can answer 5xx {where}; {fix}, or remove it")
-    if not _soft(mc, None):
-        for name in CONTENT_CHECKS:
-            if mc.param(name).strip():
-                problems.append(f"{name} can REJECT (5xx) accepted mail; {fix}")
-        if mc.param("non_smtpd_milters").strip() or mc.param("content_filter").strip():
-            problems.append(f"a milter or content_filter can reject mail after acceptance; {fix}")
-        drains = [s for s in mc.services if s.kind == "unix" and s.command == "smtp"]
-        if any(not _soft(mc, s) for s in drains):
-            problems.append("a 5xx from the primary would bounce drained mail, and this VM can never deliver "
-                            f"the bounce, so the message is lost; {fix}")
-    try:
-        size = int(mc.param("message_size_limit"))
-        primary = int(cfg["primaryMessageSizeLimit"])
+            _, pattern, _ = dnsbl_site(site)
+            if pattern is None:
+                yield (f"postscreen DNSBL site {site!r} has no reply filter: resolvers that are refused answer "
+                       "127.255.255.254 and every client scores as listed; add one, e.g. "
+                       "zen.spamhaus.org=127.0.0.[2..11]*3")
+    for svc in mc.services:
+        if svc.kind == "unix" and svc.command in DELIVERY_AGENTS and not _soft_bounce(mc, svc):
+            yield (f"soft_bounce is off in delivery {_where(svc)}: a 5xx from the primary would bounce drained "
+                   f"mail, and this VM can never deliver the bounce, so the message is lost; {fix}")
+    primary = int(cfg["primaryMessageSizeLimit"])
+    long_value("message_size_limit", mc.param("message_size_limit"))
+    for svc in mc.services_running("smtpd", "cleanup"):
+        size = long_value("message_size_limit", mc.param("message_size_limit", svc))
         if size != 0 and size < primary:
-            problems.append(f"message_size_limit = {size} is smaller than the primary's {primary}: mail the "
-                            f"primary would take is refused here; set message_size_limit = {primary}")
-    except ValueError:
-        problems.append(f"message_size_limit = {mc.param('message_size_limit')!r} is not a number")
-    return problems
+            yield (f"message_size_limit = {size} in {_where(svc)} is smaller than the primary's {primary}: mail the "
+                   f"primary would take is refused here; set message_size_limit = {primary}")
+    for svc in mc.services_running("smtpd"):
+        maps = mc.param("relay_recipient_maps", svc).strip()
+        if maps and boolean("smtpd_reject_unlisted_recipient", mc.param("smtpd_reject_unlisted_recipient", svc)):
+            missing = [d for d in environment.domains() if mc.lookup_first(maps, "@" + d) is None]
+            if missing:
+                yield (f"relay_recipient_maps in {_where(svc)} has no catch-all for {missing}: their recipients "
+                       "are refused forever; add '@<domain> OK' for each protected domain")
 
 
-def _lifetime(mc: MailConfig, name: str) -> tuple[int | None, str]:
-    raw = mc.param(name).strip()
-    try:
-        return mailconf.seconds(raw), raw
-    except ValueError:
-        return None, raw
+def _primary_size(cfg: dict) -> int:
+    stack = environment.fact("messageSizeLimit")
+    return max(int(cfg.get("primaryMessageSizeLimit") or 0), stack)
+
+
+never_5xx = _instance_policy(
+    "never-5xx",
+    "The relay never answers 5xx for a protected domain and never bounces drained mail: soft_bounce = yes in "
+    "every smtpd, postscreen and delivery agent; valid postscreen actions; DNSBL sites with valid reply "
+    "filters; message_size_limit at least the primary's (stack config messageSizeLimit); a catch-all "
+    "recipient map.",
+    lambda mc, cfg: never_5xx_problems(mc, {**cfg, "primaryMessageSizeLimit": _primary_size(cfg)}),
+    {"primaryMessageSizeLimit": {"type": "integer", "minimum": 0, "default": 0,
+                                 "description": "Raise the size floor above the stack's messageSizeLimit."}})
+
+
+# --- lifetimes -------------------------------------------------------------------------
+
+def _qmgr_seconds(mc: MailConfig, name: str) -> tuple[int, str]:
+    qmgr = mc.daemon("queue_service_name", ("qmgr", "oqmgr"))
+    raw = mc.param(name, qmgr)
+    return time_value(name, raw, "d", 0, LIFETIME_MAX), raw
 
 
 def _fmt(seconds: int) -> str:
     for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
+        if seconds and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
 
 
-def queue_lifetime_problems(mc: MailConfig, cfg: dict) -> list[str]:
-    have, raw = _lifetime(mc, "maximal_queue_lifetime")
-    want = mailconf.seconds(str(cfg["queueLifetime"]))
-    if have is None:
-        return [f"maximal_queue_lifetime = {raw!r} is not a Postfix time; set it to {cfg['queueLifetime']}"]
-    problems = []
-    if have > mailconf.LIFETIME_CAP_S:
-        problems.append(f"maximal_queue_lifetime = {raw} exceeds Postfix's 100d cap (qmgr will not start); "
-                        f"set it to {cfg['queueLifetime']}")
-    if have != want:
-        problems.append(f"maximal_queue_lifetime = {raw} ({_fmt(have)}) holds outage mail for the wrong time; "
-                        f"set it to {cfg['queueLifetime']}")
-    return problems
+def _config_seconds(value: str, key: str) -> int:
+    try:
+        return time_value(key, str(value), "d")
+    except WouldNotStart:
+        raise FactError(f"policy config {key} = {value!r} is not a Postfix time") from None
 
 
-def bounce_lifetime_problems(mc: MailConfig, cfg: dict) -> list[str]:
-    have, raw = _lifetime(mc, "bounce_queue_lifetime")
-    want = mailconf.seconds(str(cfg["bounceLifetime"]))
-    if have is None:
-        return [f"bounce_queue_lifetime = {raw!r} is not a Postfix time; set it to {cfg['bounceLifetime']}"]
-    problems = []
-    if have != want:
-        problems.append(f"bounce_queue_lifetime = {raw} ({_fmt(have)}); set it to {cfg['bounceLifetime']} "
-                        "(the VM can never deliver a bounce, so it must not hold them long)")
-    queue, _ = _lifetime(mc, "maximal_queue_lifetime")
-    if queue is not None and have > queue:
-        problems.append(f"bounce_queue_lifetime = {raw} exceeds maximal_queue_lifetime; "
-                        f"set it to {cfg['bounceLifetime']}")
-    return problems
+def queue_lifetime_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:
+    floor = _config_seconds(QUEUE_FLOOR, "queueLifetime")
+    want = _config_seconds(cfg["queueLifetime"], "queueLifetime")
+    if want < floor:
+        yield (f"policy config queueLifetime = {cfg['queueLifetime']} loosens the {QUEUE_FLOOR} invariant; "
+               "policy config may only tighten it")
+        want = floor
+    have, raw = _qmgr_seconds(mc, "maximal_queue_lifetime")
+    if have < want:
+        yield (f"maximal_queue_lifetime = {raw} ({_fmt(have)}) in qmgr is shorter than {_fmt(want)}: outage mail "
+               f"would expire and be lost; set it to {_fmt(want)}")
 
 
-def drain_port_problems(mc: MailConfig, cfg: dict) -> list[str]:  # noqa: ARG001
-    problems = []
-    rows: dict[str, str] = {}
-    for spec in split_list(mc.param("transport_maps")):
-        table = mc.table(spec)
-        if table is None:
-            problems.append(f"transport_maps {spec!r} cannot be read from user_data; write it as a file")
-            continue
-        rows.update(table)
-    relayhost = mc.param("relayhost").strip()
-    for domain in split_list(mc.param("relay_domains")):
-        nexthop = rows.get(domain.lower()) or (f"smtp:{relayhost}" if relayhost else "")
-        if not nexthop:
-            problems.append(f"no transport for {domain}: it would be delivered by MX lookup to port 25, which "
-                            "Oracle blocks; add '<domain> smtp:[drain host]:2526' to the transport map")
-            continue
-        match = re.fullmatch(r"(?:(\w[\w-]*):)?(\[[^\]]+\]|[^:\s]+)(?::(\d+))?", nexthop.strip())
-        port = int(match.group(3)) if match and match.group(3) else 25
-        if port == 25:
-            problems.append(f"transport for {domain} is {nexthop!r}, which drains on port 25 (blocked for egress "
-                            "by Oracle); use smtp:[drain host]:2526")
-    return problems
+def bounce_lifetime_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:
+    ceiling = _config_seconds(BOUNCE_LIFETIME, "bounceLifetime")
+    want = _config_seconds(cfg["bounceLifetime"], "bounceLifetime")
+    if want > ceiling:
+        yield (f"policy config bounceLifetime = {cfg['bounceLifetime']} loosens the {BOUNCE_LIFETIME} invariant; "
+               "policy config may only tighten it")
+        want = ceiling
+    have, raw = _qmgr_seconds(mc, "bounce_queue_lifetime")
+    try:
+        effective = min(have, _qmgr_seconds(mc, "maximal_queue_lifetime")[0])  # qmgr caps it there
+    except WouldNotStart:
+        effective = have  # queue-lifetime reports the broken queue lifetime
+    if effective != want:
+        yield (f"bounce_queue_lifetime = {raw} (in effect {_fmt(effective)}) in qmgr; set it to {_fmt(want)} (the "
+               "VM can never deliver a bounce, so it must not hold them long)")
 
 
-LIFETIME_SCHEMA = PolicyConfigSchema(properties={
-    "queueLifetime": {"type": "string", "default": "30d", "pattern": r"^\d+[smhdw]?$"},
-    "bounceLifetime": {"type": "string", "default": "1d", "pattern": r"^\d+[smhdw]?$"},
-})
-
-never_5xx = _instance_policy(
-    "never-5xx",
-    "The relay never answers 5xx for a protected domain: soft_bounce covers every path that could reject "
-    "(postscreen, restrictions, recipient validation, size, milters, filters); postscreen actions are valid; "
-    "DNSBL sites have reply filters; message_size_limit is at least the primary's.",
-    never_5xx_problems,
-    PolicyConfigSchema(properties={"primaryMessageSizeLimit": {"type": "integer", "minimum": 0,
-                                                               "default": DEFAULT_PRIMARY_SIZE}}),
-    {"primaryMessageSizeLimit": DEFAULT_PRIMARY_SIZE})
+LIFETIME_SCHEMA = {
+    "queueLifetime": {"type": "string", "default": QUEUE_FLOOR, "pattern": r"^\d+[smhdw]?$",
+                      "description": "Minimum maximal_queue_lifetime (may only be raised)."},
+    "bounceLifetime": {"type": "string", "default": BOUNCE_LIFETIME, "pattern": r"^\d+[smhdw]?$",
+                       "description": "Exact bounce_queue_lifetime (may only be lowered)."},
+}
 queue_lifetime = _instance_policy(
-    "queue-lifetime", "maximal_queue_lifetime equals the configured queue lifetime (default 30d) and is at most 100d.",
-    queue_lifetime_problems, LIFETIME_SCHEMA, {"queueLifetime": "30d", "bounceLifetime": "1d"})
+    "queue-lifetime", "qmgr's maximal_queue_lifetime is at least 30d (policy config may raise the floor) and is "
+    "a time Postfix accepts (at most 100d).", queue_lifetime_problems,
+    {"queueLifetime": LIFETIME_SCHEMA["queueLifetime"]})
 bounce_lifetime = _instance_policy(
-    "bounce-lifetime", "bounce_queue_lifetime equals the configured bounce lifetime (default 1d) and never exceeds "
-    "the queue lifetime.", bounce_lifetime_problems, LIFETIME_SCHEMA, {"queueLifetime": "30d", "bounceLifetime": "1d"})
+    "bounce-lifetime", "qmgr's bounce_queue_lifetime is 1d in effect (policy config may lower it).",
+    bounce_lifetime_problems, {"bounceLifetime": LIFETIME_SCHEMA["bounceLifetime"]})
+
+
+# --- drain-port: where mail for a protected domain actually goes --------------------------
+
+_NEXTHOP = re.compile(r"^(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>[^:]*))?$")
+
+
+def _split_transport(value: str) -> tuple[str, str]:
+    kind, sep, nexthop = value.partition(":")
+    return (kind.strip(), nexthop.strip()) if sep else (value.strip(), "")
+
+
+def drain_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:  # noqa: ARG001 - same signature as every check
+    host, port = environment.drain_host(), int(environment.fact("drainPort"))
+    want = f"smtp:[{host}]:{port}"
+    if port == 25:
+        yield "stack config drainPort is 25, which Oracle blocks for egress; the drain needs another port"
+    rewrite = mc.daemon("rewrite_service_name", ("trivial-rewrite",))
+    for name in DIVERSIONS:
+        for svc in [None, rewrite, *mc.services_running("smtpd", "cleanup", "pickup", "qmgr")]:
+            if mc.param(name, svc).strip():
+                where = f"in {_where(svc)}" if svc else "in main.cf"
+                yield (f"{name} = {mc.param(name, svc).strip()!r} {where} can divert, rewrite or discard mail before "
+                       f"it drains; the relay must forward mail unchanged to {want}, so remove it")
+                break
+    maps = mc.param("transport_maps", rewrite)
+    rows = _transport_rows(mc, maps)
+    parent = "transport_maps" in split_list(mc.param("parent_domain_matches_subdomains", rewrite))
+    for domain in environment.domains():
+        keys = [domain] + _parents(domain, parent) + ["*"]
+        found = next(((k, rows[k]) for k in keys if k in rows), None)
+        routes = [(f"transport_maps entry {k!r}", v) for k, v in rows.items() if k.endswith("@" + domain)]
+        if found:
+            routes.append((f"transport_maps entry {found[0]!r}", found[1]))
+        else:
+            routes.append((f"relay_transport (no transport_maps entry for {domain})", ""))
+        for what, value in routes:
+            problem = _route_problem(mc, rewrite, domain, what, value, host, port)
+            if problem:
+                yield problem + f"; route {domain} with '{domain} {want}' in the transport map"
+
+
+def _transport_rows(mc: MailConfig, maps: str) -> dict[str, str]:
+    rows: dict[str, str] = {}
+    for spec in mailconf.split_list_maps(maps):
+        for key, value in mc.table(spec):
+            rows.setdefault(key, value)  # first map wins; first duplicate within a table wins
+    return rows
+
+
+def _parents(domain: str, plain_parent: bool) -> list[str]:
+    labels = domain.split(".")
+    out = []
+    for n in range(1, len(labels)):
+        suffix = ".".join(labels[n:])
+        out += [suffix] if plain_parent else []
+        out.append("." + suffix)
+    return out
+
+
+def _route_problem(mc: MailConfig, rewrite: Service, domain: str, what: str, value: str, host: str,
+                   port: int) -> str:
+    kind, nexthop = _split_transport(value)
+    default_kind, default_hop = _split_transport(mc.param("relay_transport", rewrite))
+    kind, nexthop = kind or default_kind, nexthop or default_hop or mc.param("relayhost", rewrite).strip()
+    svc = mc.service(kind, "unix")
+    if svc is None:
+        return f"{what} names transport {kind!r}, which has no 'unix' service in master.cf: mail is deferred forever"
+    if svc.command != "smtp":
+        return (f"{what} sends {domain} to '{kind}' ({svc.command}), not to an smtp client: the mail never reaches "
+                "the primary")
+    fallback = mc.param("smtp_fallback_relay", svc).strip()
+    if fallback:
+        return f"{_where(svc)} has smtp_fallback_relay = {fallback!r}, which diverts mail when the primary is down"
+    m = _NEXTHOP.match(nexthop)
+    if not nexthop or not m:
+        return f"{what} gives no next hop for {domain}: it would be delivered by MX lookup to port 25 (blocked)"
+    got_host, got_port = m.group("host"), m.group("port")
+    if not got_host.startswith("["):
+        return (f"{what} next hop {nexthop!r} is not bracketed, so Postfix looks up MX records instead of "
+                f"connecting to [{host}]")
+    if got_host[1:-1].lower().rstrip(".") != host:
+        return f"{what} sends {domain} to {got_host}, not to the drain host [{host}] (stack config drainHost)"
+    if not got_port or not got_port.isdigit() or int(got_port) != port:
+        shown = got_port or "25 (no port given)"
+        return (f"{what} drains {domain} on port {shown}, not on the drain port {port} (Oracle blocks egress 25)")
+    return ""
+
+
 drain_port = _instance_policy(
-    "drain-port", "Every protected domain drains through an explicit transport on a port other than 25.",
-    drain_port_problems)
+    "drain-port", "Every recipient of a protected domain drains, unchanged, through an smtp client to "
+    "[drainHost]:drainPort from the stack config (never port 25): transport_maps as trivial-rewrite reads them "
+    "(first map and first duplicate win), no content filter, milter, header check or rewrite that could divert it.",
+    drain_problems)
 
 
-def _relay_domains(args, report_violation):
-    resources = [(r, plain(r.props)) for r in args.resources]
-    intent = next((p for r, p in resources if r.resource_type == BACKUP_MX), None)
-    if intent is None or not known(intent.get("domains", None)):
-        return
-    want = sorted(d.lower() for d in intent.get("domains") or [])
-    for r, props in resources:
-        if r.resource_type != INSTANCE:
+# --- relay-domains: what the relay accepts, and never an open relay ---------------------------
+
+OPEN_ELEMENTS = {"permit", "permit_tls_clientcerts", "permit_tls_all_clientcerts", "permit_mx_backup",
+                 "permit_inet_interfaces", "permit_rhsbl_client", "permit_dnswl_client"}
+STOP_ELEMENTS = {"reject_unauth_destination", "defer_unauth_destination", "reject", "defer", "defer_if_permit"}
+
+
+def relay_domains_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:  # noqa: ARG001
+    want = sorted(environment.domains())
+    rewrite = mc.daemon("rewrite_service_name", ("trivial-rewrite",))
+    have = sorted(d.lower().rstrip(".") for d in split_list(mc.param("relay_domains", rewrite)))
+    if any(":" in d or d.startswith("/") for d in have):
+        yield f"relay_domains = {mc.param('relay_domains', rewrite)!r} uses a table the pack cannot check; list the domains"
+    elif have != want:
+        yield f"relay_domains is {have} in trivial-rewrite but the protected domains are {want}; set relay_domains = {' '.join(want)}"
+    for name in ("mydestination", "virtual_alias_domains", "virtual_mailbox_domains"):
+        if mc.param(name, rewrite).strip():
+            yield (f"{name} = {mc.param(name, rewrite).strip()!r} makes the relay the final destination for those "
+                   f"domains (local delivery, which this relay has none of); set {name} to empty")
+    for svc in mc.services_running("smtpd"):
+        verdict = _relay_verdict(mc, svc)
+        if verdict:
+            yield f"{_where(svc)}: {verdict}; set smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination"
+
+
+def _relay_verdict(mc: MailConfig, svc: Service) -> str:
+    """Walk smtpd_relay_restrictions, then smtpd_recipient_restrictions, as a stranger sending
+    to a foreign domain: a stop element refuses it; an element that may permit it before
+    any stop element makes an open relay; two lists without a stop element make smtpd exit."""
+    sasl = boolean("smtpd_sasl_auth_enable", mc.param("smtpd_sasl_auth_enable", svc))
+    for name in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions"):
+        for element in split_list(mc.param(name, svc)):
+            if element in STOP_ELEMENTS:
+                return ""
+            if element in OPEN_ELEMENTS or (element == "permit_sasl_authenticated" and sasl) \
+                    or element.startswith("check_"):
+                return f"{name} element {element!r} can let a stranger relay before reject_unauth_destination"
+    return ("neither smtpd_relay_restrictions nor smtpd_recipient_restrictions refuses unauthorized "
+            "destinations (reject_unauth_destination), so smtpd exits at startup or relays for anyone")
+
+
+relay_domains = _instance_policy(
+    "relay-domains", "trivial-rewrite's relay_domains equals the protected domains (stack config domains), "
+    "nothing is a local destination, and every smtpd refuses strangers relaying elsewhere "
+    "(reject_unauth_destination before anything that could permit them).", relay_domains_problems)
+
+
+# --- the relay's own mynetworks (checked with vm-not-in-mynetworks) -------------------------
+
+LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+
+
+def relay_mynetworks_problems(mc: MailConfig) -> Iterator[str]:
+    for svc in mc.services_running("smtpd", "postscreen"):
+        if not mc.is_set("mynetworks", svc):
+            yield (f"mynetworks is not set for {_where(svc)}, so Postfix derives it from mynetworks_style = "
+                   f"{mc.param('mynetworks_style', svc)}; set mynetworks = 127.0.0.1/32")
             continue
-        mc = mail_config(props, r.name)
-        if not isinstance(mc, MailConfig):
-            continue
-        have = sorted(d.lower() for d in split_list(mc.param("relay_domains")))
-        if have != want:
-            report_violation(f"instance '{r.name}': relay_domains is {have} but the protected domains are "
-                             f"{want}; set relay_domains = {' '.join(want)}", r.urn)
-        if split_list(mc.param("mydestination")):
-            report_violation(f"instance '{r.name}': mydestination = {mc.param('mydestination')!r} makes the relay "
-                             "deliver locally (and reject unknown local users); set mydestination to empty", r.urn)
-        relay = split_list(mc.param("smtpd_relay_restrictions"))
-        if not any(e in ("reject_unauth_destination", "defer_unauth_destination") for e in relay):
-            report_violation(f"instance '{r.name}': smtpd_relay_restrictions lacks reject_unauth_destination, so "
-                             "the relay is open; set it to 'permit_mynetworks, reject_unauth_destination'", r.urn)
+        for entry in split_list(mc.param("mynetworks", svc)):
+            text = entry.replace("[", "").replace("]", "")
+            try:
+                net = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                yield (f"mynetworks entry {entry!r} in {_where(svc)} is not a literal address (a table, host name "
+                       "or negation cannot be checked); list loopback addresses only")
+                continue
+            if not any(net.version == lo.version and net.subnet_of(lo) for lo in LOOPBACK):
+                yield (f"mynetworks entry {entry} in {_where(svc)} is not loopback: clients there may relay "
+                       "anywhere through the backup MX; set mynetworks = 127.0.0.1/32")
 
 
-relay_domains = StackValidationPolicy(
-    name="relay-domains",
-    description="relay_domains equals the protected domains, mydestination is empty, and relaying is limited "
-                "by reject_unauth_destination.",
-    validate=guarded("relay-domains", _relay_domains), enforcement_level=EnforcementLevel.MANDATORY)
+def relay_mynetworks(props: dict, where: str) -> list[str]:
+    try:
+        return list(relay_mynetworks_problems(load(props, where)))
+    except WouldNotStart as exc:
+        return [f"{STARTS}: {exc}"]
+    except (UserDataError, Unmodeled) as exc:
+        return [f"cannot determine the relay's mynetworks ({exc}); the pack fails closed"]
+
+
+__all__ = ["never_5xx", "queue_lifetime", "bounce_lifetime", "drain_port", "relay_domains", "relay_mynetworks"]

@@ -1,206 +1,174 @@
-"""The pack's own reading of what the VM will run: user_data -> cloud-config -> Postfix files.
+"""The relay's Postfix configuration as each Postfix daemon will see it.
 
-Independent of the program's renderers on purpose, so a renderer bug cannot hide from
-the policies. Follows Postfix's documented syntax, not the renderer's formatting.
+user_data -> cloud-init's files (cloudinit.py) -> main.cf, master.cf and maps parsed the
+way Postfix parses them (postfix.py) -> the effective value of a parameter *in the daemon
+that uses it*: a `-o` in master.cf overrides main.cf for that one service, and an unset
+parameter takes Postfix's default (postconf -d of 3.7, checked against the real thing in
+tests/test_policy_differential.py).
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import gzip
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
-import yaml
+from . import cloudinit
+from .cloudinit import UserDataError
+from .postfix import Service, Unmodeled, WouldNotStart, expand, parse_main_cf, parse_master_cf, split_list
 
-MAIN_CF, MASTER_CF = "main.cf", "master.cf"
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-LIFETIME_CAP_S = 100 * 86400
+__all__ = ["MailConfig", "Service", "Unmodeled", "UserDataError", "WouldNotStart", "from_user_data", "split_list"]
 
-# Postfix defaults for the parameters the policies judge (3.7/3.8).
-DEFAULTS = {
-    "soft_bounce": "no",
-    "maximal_queue_lifetime": "5d",
-    "bounce_queue_lifetime": "5d",
-    "message_size_limit": "10240000",
-    "mynetworks_style": "host",  # compatibility_level >= 2
-    "postscreen_greet_action": "ignore",
-    "postscreen_dnsbl_action": "ignore",
-    "postscreen_blacklist_action": "ignore",
-    "postscreen_denylist_action": "ignore",
-    "postscreen_pipelining_action": "enforce",
-    "postscreen_non_smtp_command_action": "drop",
-    "postscreen_bare_newline_action": "ignore",
-    "postscreen_pipelining_enable": "no",
-    "postscreen_non_smtp_command_enable": "no",
-    "postscreen_bare_newline_enable": "no",
-    "postscreen_dnsbl_sites": "",
-    "postscreen_access_list": "permit_mynetworks",
-    "smtpd_reject_unlisted_recipient": "yes",
-    "smtpd_relay_restrictions": "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination",
-    "relay_domains": "",
-    "relay_recipient_maps": "",
-    "transport_maps": "",
-    "mydestination": "$myhostname, localhost.$mydomain, localhost",
-}
+_DEFAULTS = json.loads((Path(__file__).with_name("postfix_defaults.json")).read_text())["defaults"]
 POSTSCREEN_ACTIONS = ("ignore", "enforce", "drop")
-
-
-class UserDataError(ValueError):
-    pass
-
-
-@dataclass
-class Service:
-    name: str
-    kind: str
-    command: str
-    options: dict[str, str] = field(default_factory=dict)
-    line: str = ""
+TABLE_FILE_TYPES = ("texthash",)  # read from the rendered file at startup; no postmap step to model
 
 
 @dataclass
 class MailConfig:
-    files: dict[str, str]         # path on the VM -> text
-    main: dict[str, str]          # main.cf name -> raw value
+    files: dict[str, str]          # /etc/postfix/<name> -> text, as the relay runs them
+    main: dict[str, str]           # main.cf name -> raw value (last setting wins)
     services: list[Service]
 
-    def param(self, name: str, service: Service | None = None) -> str:
+    # --- values -------------------------------------------------------------------------
+    def raw(self, name: str, service: Service | None = None) -> str | None:
         if service is not None and name in service.options:
-            return expand(service.options[name], self.main)
-        return expand(self.main.get(name, DEFAULTS.get(name, "")), self.main)
+            return service.options[name]
+        if name in self.main:
+            return self.main[name]
+        if name == "mydomain" and "myhostname" in self.main:
+            return self.param("myhostname", service).partition(".")[2]
+        return _DEFAULTS.get(name)
 
-    def file_named(self, name: str) -> tuple[str, str] | None:
-        for path, text in self.files.items():
-            if path.rsplit("/", 1)[-1] == name:
-                return path, text
-        return None
+    def param(self, name: str, service: Service | None = None) -> str:
+        """The value `service` (None: main.cf) uses, $macros expanded as Postfix does."""
+        value = self.raw(name, service)
+        if value is None:
+            raise Unmodeled(f"{name} depends on the VM (unset here, and Postfix derives it at run time)")
 
-    def table(self, spec: str) -> dict[str, str] | None:
-        """Contents of an inline or file-based lookup table, when the files say; else None."""
-        spec = spec.strip()
-        if spec.startswith("inline:"):
-            body = spec[len("inline:"):].strip().strip("{}")
-            return dict(_pair(p) for p in re.split(r"[,\s]+(?=[^=,\s]+=)", body) if "=" in p)
-        kind, _, path = spec.partition(":")
-        # cloud-init may stage a map elsewhere and install it under the same file name.
-        found = path if path in self.files else (self.file_named(path.rsplit("/", 1)[-1]) or (None,))[0]
-        if kind in ("hash", "btree", "lmdb", "texthash", "cdb") and found:
-            rows = {}
-            for line in _logical_lines(self.files[found]):
-                key, _, value = line.partition(" ") if " " in line else line.partition("\t")
-                rows[key.strip().lower()] = value.strip()
+        def lookup(other: str) -> str | None:
+            found = self.raw(other, service)
+            if found is None and other in ("myhostname", "mynetworks"):
+                raise Unmodeled(f"{name} uses ${other}, which Postfix derives from the VM at run time")
+            return found
+        return expand(value, lookup)
+
+    def is_set(self, name: str, service: Service | None = None) -> bool:
+        return (service is not None and name in service.options) or name in self.main
+
+    # --- services -----------------------------------------------------------------------
+    def services_running(self, *commands: str, kind: str | None = None) -> list[Service]:
+        return [s for s in self.services if s.command in commands and (kind is None or s.kind == kind)]
+
+    def service(self, name: str, kind: str = "unix") -> Service | None:
+        return next((s for s in self.services if s.name == name and s.kind == kind), None)
+
+    def daemon(self, service_param: str, commands: tuple[str, ...]) -> Service:
+        """The service Postfix's clients reach by `<x>_service_name` (qmgr, rewrite, cleanup)."""
+        name = self.param(service_param)
+        svc = self.service(name)
+        if svc is None:
+            raise WouldNotStart(f"master.cf has no '{name} unix' service ({service_param} = {name})")
+        if svc.command not in commands:
+            raise Unmodeled(f"master.cf service '{name} unix' runs {svc.command!r}, not {' or '.join(commands)}")
+        return svc
+
+    # --- lookup tables ------------------------------------------------------------------
+    def table(self, spec: str) -> list[tuple[str, str]]:
+        """Rows of one lookup table, in file order, keys folded to lower case as Postfix's
+        indexed tables do. Only tables whose whole content the pack can see are modeled."""
+        kind, sep, rest = spec.strip().partition(":")
+        if not sep:
+            raise WouldNotStart(f"{spec!r} is not a lookup table (type:name)")
+        if kind == "inline":
+            body = rest.strip()
+            if not (body.startswith("{") and body.endswith("}")):
+                raise WouldNotStart(f"inline table {spec!r} needs {{ }} around its entries")
+            rows = []
+            for item in _inline_items(body[1:-1]):
+                key, _, value = item.partition("=")
+                rows.append((key.strip().lower(), value.strip()))
             return rows
+        if kind == "static":
+            return [("*", rest.strip().strip("{}").strip())]
+        if kind in TABLE_FILE_TYPES:
+            text = self.files.get(rest)
+            if text is None:
+                raise Unmodeled(f"table {spec!r} is not a file the relay's user_data writes")
+            rows = []
+            for line in _table_lines(text):
+                parts = line.split(None, 1)
+                rows.append((parts[0].lower(), parts[1].strip() if len(parts) > 1 else ""))
+            return rows
+        raise Unmodeled(f"lookup table type {kind!r} in {spec!r} is not modeled (use texthash: or inline:)")
+
+    def lookup_first(self, maps: str, key: str) -> str | None:
+        """Postfix's maps_find(): the first map that has the key wins, and within one table the
+        first of two duplicate keys wins (postmap warns and keeps it)."""
+        for spec in split_list_maps(maps):
+            for k, v in self.table(spec):
+                if k == key.lower():
+                    return v
         return None
 
 
-def _pair(text: str) -> tuple[str, str]:
-    k, _, v = text.partition("=")
-    return k.strip().lower(), v.strip()
-
-
-def decode_user_data(value: str) -> str:
-    """OCI user_data is base64 (optionally of gzip); accept plain text too."""
-    data: bytes
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        data = value.encode()
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    try:
-        return data.decode()
-    except UnicodeDecodeError as exc:
-        raise UserDataError(f"user_data is neither text nor base64 of text: {exc}") from None
-
-
-def cloud_config_files(user_data_text: str) -> dict[str, str]:
-    if not user_data_text.lstrip().startswith("#cloud-config"):
-        raise UserDataError("user_data is not a #cloud-config document")
-    try:
-        doc = yaml.safe_load(user_data_text) or {}
-    except yaml.YAMLError as exc:
-        raise UserDataError(f"user_data is not valid YAML: {exc}") from None
-    files = {}
-    for entry in doc.get("write_files") or []:
-        content = entry.get("content", "")
-        encoding = (entry.get("encoding") or "text/plain").lower()
-        if not isinstance(content, (str, bytes)):
-            raise UserDataError(f"write_files entry {entry.get('path')!r} has non-text content")
-        raw = content.encode() if isinstance(content, str) else content
-        if encoding in ("b64", "base64"):
-            raw = base64.b64decode(raw)
-        elif encoding in ("gz", "gzip"):
-            raw = gzip.decompress(raw)
-        elif encoding in ("gz+base64", "gzip+base64", "gz+b64", "gzip+b64"):
-            raw = gzip.decompress(base64.b64decode(raw))
-        files[entry["path"]] = raw.decode()
-    return files
-
-
-def _logical_lines(text: str) -> list[str]:
-    """Postfix syntax: '#' comments, and a line starting with whitespace continues the last."""
-    lines: list[str] = []
-    for raw in text.splitlines():
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        if raw[0].isspace() and lines:
-            lines[-1] += " " + raw.strip()
+def split_list_maps(value: str) -> list[str]:
+    """Map lists split on commas and whitespace, but never inside inline:{...}."""
+    out, depth, cur = [], 0, ""
+    for ch in value:
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        if depth == 0 and (ch in ", \t\n\r"):
+            if cur:
+                out.append(cur)
+            cur = ""
         else:
-            lines.append(raw.strip())
-    return lines
+            cur += ch
+    if cur:
+        out.append(cur)
+    return out
 
 
-def parse_main_cf(text: str) -> dict[str, str]:
-    params = {}
-    for line in _logical_lines(text):
-        name, sep, value = line.partition("=")
-        if sep:
-            params[name.strip()] = value.strip()
-    return params
+def _inline_items(body: str) -> list[str]:
+    items, depth, cur = [], 0, ""
+    for ch in body:
+        depth += (ch == "{") - (ch == "}")
+        if depth == 0 and ch in ", \t":
+            if cur.strip():
+                items.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        items.append(cur.strip())
+    return [i[1:-1].strip() if i.startswith("{") and i.endswith("}") else i for i in items]
 
 
-def parse_master_cf(text: str) -> list[Service]:
-    services = []
-    for line in _logical_lines(text):
-        fields = line.split()
-        if len(fields) < 8:
-            continue
-        # -o name=value, and Postfix 3's -o { name = value } (values may then contain spaces)
-        rest = line.split(None, 8)[8] if len(fields) > 8 else ""
-        options = {k.strip(): v.strip() for k, v in re.findall(r"-o\s*\{\s*([^=}]+?)\s*=\s*([^}]*)\}", rest)}
-        options.update({k: v for k, v in re.findall(r"-o\s+([^\s={]+)=(\S*)", rest)})
-        services.append(Service(fields[0], fields[1], fields[7], options, line))
-    return services
+def _table_lines(text: str) -> list[str]:
+    """postmap(1) input: '#' comments, whitespace lines, indented continuation lines."""
+    from .postfix import logical_lines
+    return logical_lines(text, "lookup table")
 
 
-def expand(value: str, main: dict[str, str], depth: int = 0) -> str:
-    """Expand $name and ${name} from main.cf (enough for the parameters judged here)."""
-    if depth > 5 or "$" not in value:
-        return value
-
-    def sub(match: re.Match) -> str:
-        name = match.group(1) or match.group(2)
-        return expand(main.get(name, DEFAULTS.get(name, "")), main, depth + 1)
-
-    return re.sub(r"\$\{?([a-z0-9_]+)\}?|\$\(([a-z0-9_]+)\)", sub, value)
-
-
-def split_list(value: str) -> list[str]:
-    return [v for v in re.split(r"[\s,]+", value.strip()) if v]
-
-
-def seconds(value: str, default_unit: str = "d") -> int:
-    match = re.fullmatch(r"(\d+)([smhdw]?)", value.strip())
-    if not match:
-        raise ValueError(f"{value!r} is not a Postfix time value")
-    return int(match.group(1)) * UNITS[match.group(2) or default_unit]
+def from_user_data(value: object) -> MailConfig:
+    doc = cloudinit.cloud_config(cloudinit.decode(value))
+    files = cloudinit.written_files(doc)
+    edits = cloudinit.post_render_edits(doc, files)
+    if edits:
+        raise UserDataError("the relay's Postfix config would be changed after rendering: " + "; ".join(edits[:3]))
+    postfix = cloudinit.postfix_files(files)
+    main_path, master_path = cloudinit.POSTFIX_DIR + "/main.cf", cloudinit.POSTFIX_DIR + "/master.cf"
+    if main_path not in postfix or master_path not in postfix:
+        raise UserDataError(f"user_data writes no main.cf and master.cf under {cloudinit.STAGING_DIR} "
+                            f"(or {cloudinit.POSTFIX_DIR})")
+    return MailConfig(postfix, parse_main_cf(postfix[main_path], "main.cf"),
+                      parse_master_cf(postfix[master_path], "master.cf"))
 
 
-def from_user_data(value: str) -> MailConfig:
-    files = cloud_config_files(decode_user_data(value))
-    main_path = next((p for p in files if p.endswith("/" + MAIN_CF)), None)
-    master_path = next((p for p in files if p.endswith("/" + MASTER_CF)), None)
-    if main_path is None or master_path is None:
-        raise UserDataError("user_data writes no main.cf/master.cf (write_files)")
-    return MailConfig(files, parse_main_cf(files[main_path]), parse_master_cf(files[master_path]))
+def compatibility_legacy(mc: MailConfig) -> bool:
+    level = mc.param("compatibility_level").strip()
+    if not re.fullmatch(r"\d+(\.\d+){0,2}", level):
+        raise WouldNotStart(f"compatibility_level = {level!r} is not a Postfix compatibility level")
+    return tuple(int(p) for p in level.split(".")) < (2,)

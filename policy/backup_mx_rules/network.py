@@ -1,4 +1,4 @@
-"""Policies on the relay's addresses, firewall, shape and lifecycle."""
+"""Policies on the relay's addresses, firewall, shape and lifecycle (OCI resources)."""
 from __future__ import annotations
 
 import ipaddress
@@ -7,79 +7,79 @@ from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ResourceValidat
                            StackValidationPolicy)
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
-from .mail import mail_config
-from .mailconf import MailConfig, split_list
-from .view import (BACKUP_MX, INSTANCE, PUBLIC_IP, SECURITY_LIST, as_bool, as_int, config, dig, guarded, known,
-                   networks, plain)
+from . import environment
+from .environment import FactError
+from .mail import relay_mynetworks
+from .view import (DEFAULT_SECURITY_LIST, INSTANCE, NSG_RULE, PUBLIC_IP, SECURITY_LIST, SUBNET, VOLUME, BOOT_VOLUME,
+                   as_bool, as_int, config, dig, guarded, known, plain)
 
 ALWAYS_FREE = ("VM.Standard.E2.1.Micro", "VM.Standard.A1.Flex")
 MAX_MICRO, A1_MAX_OCPUS, A1_MAX_GB = 2, 4, 24
-FREE_STORAGE_GB, MIN_BOOT_GB = 200, 50
+FREE_STORAGE_GB, MIN_BOOT_GB, OCI_DEFAULT_VOLUME_GB = 200, 50, 1024
+# The pack's own copy of the exporter ports (node_exporter, postfix_exporter).
 EXPORTER_PORTS = (9100, 9154)
-LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+# Instance inputs that force a replacement (and so destroy the queue), as pulumi-oci 5.x's
+# upstream marks them ForceNew: oracle/terraform-provider-oci v8.28.0,
+# internal/service/core/core_instance_resource.go. Wire names.
+REPLACE_FORCING = (
+    "availabilityDomain", "clusterPlacementGroupId", "computeClusterId", "hostnameLabel", "image",
+    "instanceConfigurationId", "ipxeScript", "isPvEncryptionInTransitEnabled", "subnetId",
+    "createVnicDetails.assignIpv6ip", "createVnicDetails.assignPrivateDnsRecord", "createVnicDetails.privateIp",
+    "createVnicDetails.privateIpId", "createVnicDetails.subnetCidr", "createVnicDetails.subnetId",
+    "createVnicDetails.vlanId", "createVnicDetails.securityAttributes",
+    "launchOptions", "placementConstraintDetails", "platformConfig", "preemptibleInstanceConfig",
+    "sourceDetails.bootVolumeVpusPerGb", "sourceDetails.instanceSourceImageFilterDetails",
+)
+# Inputs that change the VM in place but still destroy the queue or never reach it:
+# a new source_id replaces the boot volume (UpdateInstanceSourceDetails), and user_data only
+# runs at first boot.
+ALWAYS_IGNORED = ("metadata", "sourceDetails")
 
 
-def _intent(resources) -> dict:
-    return next((plain(r.props) for r in resources if r.resource_type == BACKUP_MX), {})
-
-
-def _mynetworks_problems(mc: MailConfig) -> list[str]:
-    if "mynetworks" not in mc.main:
-        return [f"mynetworks is not set, so Postfix derives it from mynetworks_style = "
-                f"{mc.param('mynetworks_style')}; set mynetworks = 127.0.0.1/32"]
-    problems = []
-    for entry in split_list(mc.param("mynetworks")):
-        try:
-            net = ipaddress.ip_network(entry.strip("[]").replace("]/", "/"), strict=False)
-        except ValueError:
-            problems.append(f"mynetworks entry {entry!r} is not a literal address (a table or host name cannot "
-                            "be checked); list loopback addresses only")
-            continue
-        if not any(net.subnet_of(lo) for lo in LOOPBACK if lo.version == net.version):
-            problems.append(f"mynetworks entry {entry} is not loopback: clients there may relay anywhere "
-                            "through the backup MX; set mynetworks = 127.0.0.1/32")
-    return problems
+def _addresses_problem(what: str, address: str, primary: list, urn: str = "") -> list[tuple[str, str]]:
+    out = []
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return [(f"{what} {address!r} is not an IP address, so it cannot be checked against the primary's "
+                 "mynetworks; fix the resource", urn)]
+    for net in primary:
+        if ip.version == net.version and ip in net:
+            out.append((f"{what} {ip} lies inside the primary's mynetworks {net}: a compromised relay could relay "
+                        "through the primary; remove it from mynetworks and use the per-stage exemptions "
+                        "(check_client_access, anvil, policyd-spf, rspamd) instead", urn))
+    return out
 
 
 def _vm_not_in_mynetworks(args, report_violation):
     cfg = config(args, {"primaryMynetworks": []})
-    intent = _intent(args.resources)
-    declared = intent.get("primaryMynetworks") if known(intent.get("primaryMynetworks", [])) else []
-    primary = networks(list(declared or []) + list(cfg["primaryMynetworks"]))
+    try:
+        primary = environment.networks("primaryMynetworks")
+        primary += [environment.network("policy config primaryMynetworks", n) for n in cfg["primaryMynetworks"]]
+        source = environment.fact("drainSourceAddress")
+    except FactError as exc:
+        report_violation(str(exc))
+        return
     unknown_paths = []
-    addresses: list[tuple[str, str, str]] = []  # (what, address, urn)
+    found: list[tuple[str, str]] = []
     for r in args.resources:
         props = plain(r.props)
         if r.resource_type == PUBLIC_IP:
             ip = props.get("ipAddress")
-            if ip is None:
-                continue
-            if known(ip):
-                addresses.append((f"reserved IP of '{r.name}'", ip, r.urn))
+            if isinstance(ip, str) and known(ip) and ip:
+                found += _addresses_problem(f"reserved IP of '{r.name}'", ip, primary, r.urn)
             else:
                 unknown_paths.append([r.name, "ipAddress"])
         elif r.resource_type == INSTANCE:
-            for ip in (dig(props, "createVnicDetails", "privateIp"), props.get("privateIp"),
-                       props.get("publicIp")):
-                if isinstance(ip, str) and ip:
-                    addresses.append((f"address of instance '{r.name}'", ip, r.urn))
-            mc = mail_config(props, r.name)
-            if isinstance(mc, MailConfig):
-                for problem in _mynetworks_problems(mc):
-                    report_violation(f"instance '{r.name}': {problem}", r.urn)
-    source = intent.get("drainSourceAddress")
-    if isinstance(source, str) and known(source) and source:
-        addresses.append(("drain source address", source, ""))
-    for what, address, urn in dict.fromkeys(addresses):
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            continue
-        for net in primary:
-            if ip.version == net.version and ip in net:
-                report_violation(f"{what} {ip} lies inside the primary's mynetworks {net}: a compromised relay could "
-                                 "relay through the primary; remove it from mynetworks and use the per-stage "
-                                 "exemptions (check_client_access, anvil, policyd-spf, rspamd) instead", urn)
+            for ip in (dig(props, "createVnicDetails", "privateIp"), props.get("privateIp"), props.get("publicIp")):
+                if isinstance(ip, str) and known(ip) and ip:
+                    found += _addresses_problem(f"address of instance '{r.name}'", ip, primary, r.urn)
+            for problem in relay_mynetworks(props, r.name):
+                found.append((f"instance '{r.name}': {problem}", r.urn))
+    if source:
+        found += _addresses_problem("drain source address (stack config drainSourceAddress)", source, primary)
+    for message, urn in dict.fromkeys(found):
+        report_violation(message, urn or None)
     if unknown_paths:
         # Everything known was checked; say precisely what waits for `pulumi up`.
         raise UnknownValueError(UNKNOWN_STRING_VALUE, unknown_paths[0])
@@ -87,20 +87,21 @@ def _vm_not_in_mynetworks(args, report_violation):
 
 vm_not_in_mynetworks = StackValidationPolicy(
     name="vm-not-in-mynetworks",
-    description="No address of the relay (reserved IP, private IP, drain source) is in the primary's mynetworks, "
-                "and the relay's own mynetworks is loopback only.",
+    description="No address of the relay (reserved IP, private IP, drain source) is in the primary's mynetworks "
+                "(stack config primaryMynetworks, plus any policy config entries), and the relay's own mynetworks "
+                "is loopback only in every smtpd and postscreen.",
     validate=guarded("vm-not-in-mynetworks", _vm_not_in_mynetworks), enforcement_level=EnforcementLevel.MANDATORY,
     config_schema=PolicyConfigSchema(properties={
-        "primaryMynetworks": {"type": "array", "items": {"type": "string"}, "default": []}}))
+        "primaryMynetworks": {"type": "array", "items": {"type": "string"}, "default": [],
+                              "description": "Extra networks to treat as the primary's mynetworks."}}))
 
 
 def _reserved_public_ip(args, report_violation):
-    reserved = 0
-    instances = 0
+    instances, reserved = [], []
     for r in args.resources:
         props = plain(r.props)
         if r.resource_type == INSTANCE:
-            instances += 1
+            instances.append(r)
             assign = dig(props, "createVnicDetails", "assignPublicIp")
             if not known(assign):
                 continue
@@ -113,128 +114,224 @@ def _reserved_public_ip(args, report_violation):
             if known(lifetime) and str(lifetime).upper() != "RESERVED":
                 report_violation(f"public IP '{r.name}': lifetime is {lifetime!r}; set lifetime=\"RESERVED\" so the "
                                  "address survives rebuilds", r.urn)
-            elif known(lifetime):
-                reserved += 1
-    if instances and not reserved:
-        report_violation("the stack has a relay instance but no RESERVED oci.core.PublicIp; add one attached to the "
-                         "instance's primary private IP")
+                continue
+            reserved.append(r)
+            target = props.get("privateIpId")
+            if target is None or (known(target) and not str(target).strip()):
+                report_violation(f"public IP '{r.name}' is not attached to a private IP: the relay would have no "
+                                 "public address; set private_ip_id to the instance's primary private IP", r.urn)
+            if not r.opts.protect:
+                report_violation(f"public IP '{r.name}' is not protected: deleting it loses the address the A record "
+                                 "and the primary's exemptions are keyed to; set protect=True", r.urn)
+    if len(reserved) < len(instances):
+        report_violation(f"{len(instances)} relay instance(s) but {len(reserved)} RESERVED oci.core.PublicIp; attach "
+                         "one to each instance's primary private IP")
 
 
 reserved_public_ip = StackValidationPolicy(
     name="reserved-public-ip",
-    description="The relay's public IP is a RESERVED PublicIp and no ephemeral public IP is assigned.",
+    description="Each relay has a protected RESERVED PublicIp attached to a private IP, and no ephemeral public IP.",
     validate=guarded("reserved-public-ip", _reserved_public_ip), enforcement_level=EnforcementLevel.MANDATORY)
 
 
+def _size(value, default: int):
+    size = as_int(value)
+    if size is None:
+        return default
+    if not known(size):
+        return size
+    return size
+
+
 def _always_free(args, report_violation):
-    total, micro = 0, 0
+    total, micro, ocpus_total, memory_total = 0, 0, 0, 0
+    unknown = None
     for r in args.resources:
-        if r.resource_type != INSTANCE:
-            continue
         props = plain(r.props)
-        shape = props.get("shape")
-        if known(shape) and shape not in ALWAYS_FREE:
-            report_violation(f"instance '{r.name}': shape {shape!r} is not Always-Free; use VM.Standard.E2.1.Micro",
-                             r.urn)
-        if shape == "VM.Standard.E2.1.Micro":
-            micro += 1
-        if shape == "VM.Standard.A1.Flex":
-            ocpus = as_int(dig(props, "shapeConfig", "ocpus"))
-            memory = as_int(dig(props, "shapeConfig", "memoryInGbs"))
-            if not (isinstance(ocpus, int) and ocpus <= A1_MAX_OCPUS and isinstance(memory, int)
-                    and memory <= A1_MAX_GB):
-                report_violation(f"instance '{r.name}': A1.Flex needs shapeConfig within {A1_MAX_OCPUS} OCPUs / "
-                                 f"{A1_MAX_GB} GB to stay free", r.urn)
-        size = as_int(dig(props, "sourceDetails", "bootVolumeSizeInGbs"))
-        if size is None:
-            size = MIN_BOOT_GB  # OCI's default boot volume
-        if isinstance(size, int):
+        if r.resource_type == INSTANCE:
+            shape = props.get("shape")
+            if not known(shape):
+                unknown = [r.name, "shape"]
+                continue
+            if shape not in ALWAYS_FREE:
+                report_violation(f"instance '{r.name}': shape {shape!r} is not Always-Free; use "
+                                 "VM.Standard.E2.1.Micro", r.urn)
+            if shape == "VM.Standard.E2.1.Micro":
+                micro += 1
+            if shape == "VM.Standard.A1.Flex":
+                ocpus, memory = as_int(dig(props, "shapeConfig", "ocpus")), as_int(dig(props, "shapeConfig", "memoryInGbs"))
+                if not (isinstance(ocpus, int) and isinstance(memory, int)):
+                    report_violation(f"instance '{r.name}': A1.Flex needs explicit shapeConfig ocpus and memoryInGbs "
+                                     "to be judged against the free tier", r.urn)
+                else:
+                    ocpus_total, memory_total = ocpus_total + ocpus, memory_total + memory
+            if dig(props, "sourceDetails", "sourceType") in ("bootVolume", "BOOT_VOLUME"):
+                continue  # an existing boot volume: counted by its own resource
+            size = _size(dig(props, "sourceDetails", "bootVolumeSizeInGbs"), MIN_BOOT_GB)
+            if not known(size):
+                unknown = [r.name, "sourceDetails", "bootVolumeSizeInGbs"]
+                continue
             if size < MIN_BOOT_GB:
                 report_violation(f"instance '{r.name}': boot volume {size} GB is below OCI's {MIN_BOOT_GB} GB "
                                  "minimum; set boot_volume_size_in_gbs to 50", r.urn)
             total += size
+        elif r.resource_type in (VOLUME, BOOT_VOLUME):
+            size = _size(props.get("sizeInGbs"), OCI_DEFAULT_VOLUME_GB if r.resource_type == VOLUME else MIN_BOOT_GB)
+            if not known(size):
+                unknown = [r.name, "sizeInGbs"]
+                continue
+            total += size
     if micro > MAX_MICRO:
         report_violation(f"{micro} VM.Standard.E2.1.Micro instances; Always-Free allows {MAX_MICRO} per tenancy")
+    if ocpus_total > A1_MAX_OCPUS or memory_total > A1_MAX_GB:
+        report_violation(f"A1.Flex instances total {ocpus_total} OCPUs / {memory_total} GB; Always-Free allows "
+                         f"{A1_MAX_OCPUS} OCPUs and {A1_MAX_GB} GB in all")
     if total > FREE_STORAGE_GB:
-        report_violation(f"boot volumes total {total} GB; Always-Free block storage is {FREE_STORAGE_GB} GB in all "
-                         "(boot volumes included); lower bootVolumeSizeGb")
+        report_violation(f"boot and block volumes total {total} GB; Always-Free block storage is {FREE_STORAGE_GB} GB "
+                         "in all (boot volumes included); lower bootVolumeSizeGb or remove volumes")
+    if unknown:
+        raise UnknownValueError(UNKNOWN_STRING_VALUE, unknown)
 
 
 always_free = StackValidationPolicy(
     name="always-free",
-    description="The relay's shape and total boot volume size stay inside Oracle's Always-Free limits.",
+    description="Every instance is an Always-Free shape, and the stack's totals stay inside the free tier: at "
+                "most 2 E2.1.Micro, A1 within 4 OCPUs / 24 GB, boot and block volumes within 200 GB.",
     validate=guarded("always-free", _always_free), enforcement_level=EnforcementLevel.MANDATORY)
 
 
-def _covers(rule: dict, port: int) -> bool:
-    protocol = str(rule.get("protocol", "")).lower()
-    if protocol == "all":
+def _port_range(options) -> tuple[int, int] | None:
+    """None: every port. Raises ValueError on text the pack cannot read."""
+    if not isinstance(options, dict) or not options:
+        return None
+    rng = options.get("destinationPortRange", options)
+    if not isinstance(rng, dict) or not rng:
+        return None
+    low, high = rng.get("min", 1), rng.get("max", 65535)
+    low, high = int(float(low)), int(float(high))
+    return low, high
+
+
+def _covers(rule: dict, port: int, protocol: str = "6") -> bool:
+    proto = str(rule.get("protocol", "")).lower()
+    if proto == "all":
         return True
-    if protocol != "6":
+    if proto != protocol:
         return False
-    tcp = rule.get("tcpOptions")
-    if not isinstance(tcp, dict) or not tcp:
-        return True
-    low, high = as_int(tcp.get("min", 1)), as_int(tcp.get("max", 65535))
-    return isinstance(low, int) and isinstance(high, int) and low <= port <= high
+    rng = _port_range(rule.get("tcpOptions") if protocol == "6" else rule.get("udpOptions"))
+    return rng is None or rng[0] <= port <= rng[1]
+
+
+def _ingress_rules(args) -> list[tuple[str, object, dict]]:
+    """(what, resource, rule) for every ingress rule of every security list and NSG rule."""
+    rules = []
+    for r in args.resources:
+        props = plain(r.props)
+        if r.resource_type in (SECURITY_LIST, DEFAULT_SECURITY_LIST):
+            for rule in props.get("ingressSecurityRules") or []:
+                if isinstance(rule, dict):
+                    rules.append((f"security list '{r.name}'", r, rule))
+        elif r.resource_type == NSG_RULE:
+            if str(props.get("direction", "")).upper() == "INGRESS":
+                rules.append((f"network security group rule '{r.name}'", r, props))
+    return rules
 
 
 def _security_list(args, report_violation):
-    cfg = config(args, {"homelabCidr": ""})
-    homelab_text = cfg["homelabCidr"] or _intent(args.resources).get("homelabCidr") or ""
-    homelab = networks([homelab_text]) if known(homelab_text) else []
+    try:
+        homelab = environment.networks("homelabCidr")
+    except FactError as exc:
+        report_violation(str(exc))
+        return
+    world_open = {25: False, 80: False}
+    for what, r, rule in _ingress_rules(args):
+        source = rule.get("source")
+        if not known(source):
+            continue
+        kind = str(rule.get("sourceType") or "CIDR_BLOCK").upper()
+        if kind == "NETWORK_SECURITY_GROUP":
+            continue  # VNICs of this tenancy, never a public source
+        try:
+            net = ipaddress.ip_network(str(source), strict=False)
+            _covers(rule, 22)
+        except ValueError:
+            report_violation(f"{what}: ingress rule from {source!r} cannot be read (source or ports); the pack "
+                             "fails closed. Use a CIDR source and numeric ports", r.urn)
+            continue
+        inside_homelab = any(net.version == h.version and net.subnet_of(h) for h in homelab)
+        if _covers(rule, 22) and (net.prefixlen == 0 or not (net.is_private or inside_homelab)):
+            report_violation(f"{what}: TCP 22 is open to {net}; SSH is tailnet-only, remove the rule", r.urn)
+        for port in EXPORTER_PORTS:
+            if _covers(rule, port) and not inside_homelab:
+                report_violation(f"{what}: exporter port {port} is open to {net}; allow it from the homelab CIDR "
+                                 f"({', '.join(map(str, homelab))}, stack config homelabCidr) only", r.urn)
+        if net.prefixlen == 0:
+            for port in world_open:
+                world_open[port] = world_open[port] or _covers(rule, port)
+    for port, opened in world_open.items():
+        if not opened:
+            report_violation(f"no security list or NSG rule opens TCP {port} to 0.0.0.0/0; the relay needs "
+                             f"{'SMTP from every sender' if port == 25 else 'HTTP-01 for certbot'}")
     for r in args.resources:
-        if r.resource_type != SECURITY_LIST:
-            continue
-        rules = plain(r.props).get("ingressSecurityRules") or []
-        if not isinstance(rules, list):
-            continue
-        for rule in rules:
-            if not isinstance(rule, dict):
-                continue
-            source = networks([rule.get("source", "")])
-            if not source:
-                continue
-            net = source[0]
-            if _covers(rule, 22) and not net.is_private:
-                report_violation(f"security list '{r.name}': TCP 22 is open to {net}; SSH is tailnet-only, remove "
-                                 "the rule", r.urn)
-            for port in EXPORTER_PORTS:
-                if _covers(rule, port) and not any(net.version == h.version and net.subnet_of(h) for h in homelab):
-                    report_violation(f"security list '{r.name}': exporter port {port} is open to {net}; allow it "
-                                     f"from the homelab CIDR ({homelab_text or 'set homelabCidr'}) only", r.urn)
-        world = [rule for rule in rules if isinstance(rule, dict) and str(rule.get("source")) == "0.0.0.0/0"]
-        for port in (25, 80):
-            if not any(_covers(rule, port) for rule in world):
-                report_violation(f"security list '{r.name}': TCP {port} is not open from 0.0.0.0/0; the relay needs "
-                                 f"{'SMTP from every sender' if port == 25 else 'HTTP-01 for certbot'}", r.urn)
+        if r.resource_type == SUBNET:
+            lists = plain(r.props).get("securityListIds")
+            if lists is None or (known(lists) and not lists):
+                report_violation(f"subnet '{r.name}' names no security lists, so OCI applies the VCN's default "
+                                 "security list (SSH open to the world); attach this stack's security list", r.urn)
 
 
 security_list = StackValidationPolicy(
     name="security-list",
-    description="The security list opens 25 and 80 to the world, the exporter ports to the homelab CIDR only, "
-                "and never opens 22 to a public source.",
-    validate=guarded("security-list", _security_list), enforcement_level=EnforcementLevel.MANDATORY,
-    config_schema=PolicyConfigSchema(properties={"homelabCidr": {"type": "string", "default": ""}}))
+    description="Across every security list, default security list and NSG rule: 25 and 80 open to the world, "
+                "the exporter ports only from the homelab CIDR (stack config homelabCidr), 22 never from a "
+                "public source; the subnet never falls back to the VCN's default security list.",
+    validate=guarded("security-list", _security_list), enforcement_level=EnforcementLevel.MANDATORY)
+
+
+def _ignored(opts) -> set[str]:
+    return {i.replace('["', ".").replace('"]', "").replace("[", ".").replace("]", "") for i in (opts.ignore_changes or [])}
+
+
+def _covered(path: str, ignored: set[str]) -> bool:
+    parts = path.split(".")
+    return any(".".join(parts[:n]) in ignored for n in range(1, len(parts) + 1))
+
+
+def _set_paths(props: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in props.items():
+        path = f"{prefix}{key}"
+        out.add(path)
+        if isinstance(value, dict):
+            out |= _set_paths(value, path + ".")
+    return out
 
 
 def _no_silent_replace(args, report_violation):
     if args.resource_type != INSTANCE:
         return
-    opts = args.opts
-    if opts.protect:
+    ignored = _ignored(args.opts)
+    rebuild = ("rebuild deliberately once the queue is empty: `postqueue -p` on the relay, then "
+               "`pulumi state unprotect <instance urn>` and `pulumi up --replace <instance urn>` (README, Rebuild)")
+    for path in ALWAYS_IGNORED:
+        if not (_covered(path, ignored) or any(i.startswith(path + ".") for i in ignored)):
+            what = ("a changed user_data would be applied by a rebuild the operator did not ask for"
+                    if path == "metadata" else
+                    "a newer image would replace the boot volume in place and destroy queued mail")
+            report_violation(f"instance '{args.name}': {what}; add \"{path}\" to ignore_changes, and {rebuild}")
+    if args.opts.protect:
         return
-    ignored = {i.replace('["', ".").replace('"]', "") for i in (opts.ignore_changes or [])}
-    if not ignored & {"metadata", "metadata.user_data", "metadata.userData"}:
-        report_violation(f"instance '{args.name}': a user_data change would replace the VM and destroy queued mail; "
-                         "add ignore_changes=[\"metadata\", \"sourceDetails\"] (or protect=True) and rebuild "
-                         "explicitly with `pulumi up --replace`")
-    if not ignored & {"sourceDetails", "sourceDetails.sourceId"}:
-        report_violation(f"instance '{args.name}': a newer Ubuntu image would replace the VM and destroy queued "
-                         "mail; add \"sourceDetails\" to ignore_changes (or protect=True)")
+    present = _set_paths(plain(args.props))
+    exposed = sorted(p for p in REPLACE_FORCING if (p in present or any(x.startswith(p + ".") for x in present))
+                     and not _covered(p, ignored))
+    if exposed:
+        report_violation(f"instance '{args.name}': a change to {', '.join(exposed)} (e.g. availabilityDomainIndex or "
+                         "vcnCidr) forces a replacement that destroys queued mail, and nothing stops it at preview; "
+                         f"set protect=True on the instance so `pulumi preview` refuses it, and {rebuild}")
 
 
 no_silent_replace = ResourceValidationPolicy(
     name="no-silent-replace",
-    description="A changed user_data or image never replaces the relay VM by surprise (ignore_changes or protect).",
+    description="No config change replaces the relay VM (and its queue) by surprise: the instance is protected or "
+                "ignores every replace-forcing input, and always ignores user_data and image changes.",
     validate=guarded("no-silent-replace", _no_silent_replace), enforcement_level=EnforcementLevel.MANDATORY)

@@ -1,0 +1,119 @@
+"""Where the pack's expected values come from: one written contract (README, Policies).
+
+1. The invariants are the pack's own defaults, declared in each policy's config schema
+   (queue 30d, bounce 1d, budget 200, never 5xx, drain never on port 25). Policy config
+   (`--policy-pack-config`) may only tighten them; a looser value is itself reported.
+2. Environment facts (the homelab CIDR, the primary's mynetworks and size limit, the
+   protected domains, the drain host and port, ...) come from the stack's config, which
+   the engine hands the pack in PULUMI_CONFIG. They are never read from the program's
+   rendered props and never copied into a second file. A fact the stack does not set
+   takes the default below, which mirrors the `default:` of the key in Pulumi.yaml (the
+   pack keeps its own copy on purpose: it imports nothing from the program).
+3. A fact the pack needs but cannot read or parse is a violation, never a silent pass.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from typing import Any
+
+# Defaults of the stack keys the pack reads (the same values Pulumi.yaml declares).
+FACT_DEFAULTS: dict[str, Any] = {
+    "relayHostname": "", "mxPreference": 20, "primaryMxPreference": 1, "primaryMynetworks": ["127.0.0.0/8"],
+    "drainHost": "", "drainPort": 2526, "messageSizeLimit": 209715200, "drainSourceAddress": "",
+}
+REQUIRED = ("domains", "cloudflareZoneIds", "primaryMxHost", "homelabCidr")
+ARRAYS = ("domains", "cloudflareZoneIds", "primaryMynetworks")
+INTEGERS = ("mxPreference", "primaryMxPreference", "drainPort", "messageSizeLimit")
+
+
+class FactError(ValueError):
+    """A stack config value the pack needs is missing or malformed."""
+
+
+def project() -> str:
+    return os.environ.get("PULUMI_PROJECT") or "backup-mx"
+
+
+def _raw() -> dict[str, str]:
+    text = os.environ.get("PULUMI_CONFIG") or "{}"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise FactError("PULUMI_CONFIG is not JSON; run the pack through `pulumi preview --policy-pack`") from None
+    return data if isinstance(data, dict) else {}
+
+
+def fact(name: str) -> Any:
+    """One stack config value, typed; FactError names the key and what is wrong."""
+    raw = _raw()
+    key = f"{project()}:{name}"
+    text = raw.get(key, raw.get(f"{project()}:config:{name}"))
+    if text is None:
+        if name in FACT_DEFAULTS:
+            return FACT_DEFAULTS[name]
+        raise FactError(f"stack config {key} is not set, so the pack cannot judge against it; set it in the "
+                        "stack (pulumi config set)")
+    if name in ARRAYS:
+        try:
+            value = json.loads(text) if isinstance(text, str) else text
+        except json.JSONDecodeError:
+            raise FactError(f"stack config {key} = {text!r} is not an array") from None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise FactError(f"stack config {key} = {text!r} is not an array of strings")
+        return value
+    if name in INTEGERS:
+        try:
+            return int(str(text).strip())
+        except ValueError:
+            raise FactError(f"stack config {key} = {text!r} is not an integer") from None
+    return str(text)
+
+
+def domains() -> list[str]:
+    out = []
+    for d in fact("domains"):
+        clean = d.lower().rstrip(".")
+        if not clean or clean != clean.strip() or " " in clean:
+            raise FactError(f"stack config {project()}:domains entry {d!r} is not a domain name")
+        out.append(clean)
+    if not out:
+        raise FactError(f"stack config {project()}:domains is empty")
+    return out
+
+
+def zone_ids() -> dict[str, str]:
+    out = {}
+    for entry in fact("cloudflareZoneIds"):
+        domain, sep, zone = entry.partition("=")
+        if not sep or not domain.strip() or not zone.strip() or domain != domain.strip() or zone != zone.strip():
+            raise FactError(f"stack config {project()}:cloudflareZoneIds entry {entry!r} is not domain=zoneid")
+        if domain.lower() in out:
+            raise FactError(f"stack config {project()}:cloudflareZoneIds lists {domain} twice")
+        out[domain.lower()] = zone
+    return out
+
+
+def relay_hostname() -> str:
+    return (fact("relayHostname") or f"mx2.{domains()[0]}").lower().rstrip(".")
+
+
+def primary_mx_host() -> str:
+    return fact("primaryMxHost").lower().rstrip(".")
+
+
+def drain_host() -> str:
+    return (fact("drainHost") or fact("primaryMxHost")).lower().rstrip(".")
+
+
+def network(name: str, text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise FactError(f"stack config {project()}:{name} entry {text!r} is not a CIDR") from None
+
+
+def networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    value = fact(name)
+    return [network(name, v) for v in (value if isinstance(value, list) else [value])]
