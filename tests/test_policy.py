@@ -442,9 +442,7 @@ def test_the_secret_wrapped_user_data_is_what_the_pack_reads(example_plan):
 def test_the_plan_a_config_change_replaces_is_stopped(example_run):
     """availabilityDomainIndex and vcnCidr change only inputs that force a replacement, and the
     instance is protected, so the engine refuses the replacement at preview."""
-    import sys
-    from conftest import ROOT, run_stack
-    sys.path.insert(0, str(ROOT / "policy"))
+    from conftest import run_stack
     from backup_mx_rules.network import REPLACE_FORCING
 
     def instance(run):

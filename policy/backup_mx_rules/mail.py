@@ -311,8 +311,27 @@ drain_port = _instance_policy(
 # --- relay-domains: what the relay accepts, and never an open relay ---------------------------
 
 OPEN_ELEMENTS = {"permit", "permit_tls_clientcerts", "permit_tls_all_clientcerts", "permit_mx_backup",
-                 "permit_inet_interfaces", "permit_rhsbl_client", "permit_dnswl_client"}
+                 "permit_inet_interfaces", "permit_rhsbl_client", "permit_dnswl_client", "check_relay_domains"}
 STOP_ELEMENTS = {"reject_unauth_destination", "defer_unauth_destination", "reject", "defer", "defer_if_permit"}
+# smtpd_check.c smtpd_check_init(): smtpd exits unless one of these "works" in either list.
+REQUIRED_ELEMENTS = STOP_ELEMENTS | {"check_relay_domains"}
+
+
+def _has_required(elements: list[str]) -> bool:
+    """smtpd_check.c has_required(): warn_if_reject skips the next element, and nothing after
+    a plain `permit` counts."""
+    i = 0
+    while i < len(elements):
+        element = elements[i].lower()
+        if element == "warn_if_reject" and i + 1 < len(elements):
+            i += 2
+            continue
+        if element == "permit":
+            return False
+        if element in REQUIRED_ELEMENTS:
+            return True
+        i += 1
+    return False
 
 
 def relay_domains_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:  # noqa: ARG001
@@ -334,19 +353,26 @@ def relay_domains_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:  # noqa:
 
 
 def _relay_verdict(mc: MailConfig, svc: Service) -> str:
-    """Walk smtpd_relay_restrictions, then smtpd_recipient_restrictions, as a stranger sending
-    to a foreign domain: a stop element refuses it; an element that may permit it before
-    any stop element makes an open relay; two lists without a stop element make smtpd exit."""
+    """smtpd's own startup rule first, then a walk of smtpd_relay_restrictions and
+    smtpd_recipient_restrictions as a stranger sending to a foreign domain: a stop element
+    refuses it; an element that may permit it before any stop element makes an open relay."""
+    lists = {n: split_list(mc.param(n, svc)) for n in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")}
+    if not any(_has_required(elements) for elements in lists.values()):
+        raise WouldNotStart(f"{_where(svc)} exits at startup: in parameter smtpd_relay_restrictions or "
+                            "smtpd_recipient_restrictions, specify at least one working instance of "
+                            "reject_unauth_destination (none is listed, or it comes after a plain permit)")
     sasl = boolean("smtpd_sasl_auth_enable", mc.param("smtpd_sasl_auth_enable", svc))
-    for name in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions"):
-        for element in split_list(mc.param(name, svc)):
+    for name, elements in lists.items():
+        for element in (e.lower() for e in elements):
             if element in STOP_ELEMENTS:
-                return ""
+                break
             if element in OPEN_ELEMENTS or (element == "permit_sasl_authenticated" and sasl) \
                     or element.startswith("check_"):
                 return f"{name} element {element!r} can let a stranger relay before reject_unauth_destination"
-    return ("neither smtpd_relay_restrictions nor smtpd_recipient_restrictions refuses unauthorized "
-            "destinations (reject_unauth_destination), so smtpd exits at startup or relays for anyone")
+        else:
+            continue
+        break
+    return ""
 
 
 relay_domains = _instance_policy(
