@@ -68,6 +68,16 @@ def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     return proc
 
 
+def _settings(main_cf: str, names: tuple[str, ...]) -> dict[str, str]:
+    """The last setting of each name in main.cf text (single-line values, as rendered)."""
+    found = {}
+    for line in main_cf.split("\n"):
+        name, sep, value = line.partition("=")
+        if sep and name.strip() in names and line[:1] not in (" ", "\t", "#"):
+            found[name.strip()] = value.strip()
+    return found
+
+
 def settle(directory: Path) -> None:
     """Date the files back a minute: Postfix rereads a file modified within the last second
     ("pausing to let file cool down", 0.3 s at a time), which costs seconds per start."""
@@ -137,17 +147,21 @@ class Relay:
     def log(self) -> Path:
         return self.base / "maillog"
 
-    def overrides(self) -> dict[str, str]:
-        """Every main.cf change from the rendered file: paths and addresses only."""
+    def overrides(self, main_cf: str = "") -> dict[str, str]:
+        """Every main.cf change from the rendered file: paths and addresses only (the maps'
+        /etc/postfix paths point into the instance's own directory)."""
         o = {
+            name: value.replace("/etc/postfix/", f"{self.conf}/")
+            for name, value in _settings(main_cf, ("relay_recipient_maps", "transport_maps")).items()
+            if "/etc/postfix/" in value
+        }
+        o.update({
             "queue_directory": str(self.base / "spool"),
             "data_directory": str(self.base / "data"),
             "maillog_file": str(self.log),
             "maillog_file_prefixes": str(self.base),
             "inet_interfaces": self.listen,
-            "relay_recipient_maps": f"texthash:{self.conf / 'relay_recipients'}",
-            "transport_maps": f"texthash:{self.conf / 'transport'}",
-        }
+        })
         if self.tls_dir is not None:
             o["smtpd_tls_cert_file"] = str(self.tls_dir / "fullchain.pem")
             o["smtpd_tls_key_file"] = str(self.tls_dir / "privkey.pem")
@@ -173,7 +187,8 @@ class Relay:
         (self.conf / "transport").write_text(point_drain(files["transport"], self.drain_host, self.drain_port))
         # Text edits only: `postconf -e/-M/-F` would rewrite master.cf in postconf's own normal
         # form, which reads attached options (-oname=value) differently from the daemons.
-        (self.conf / "main.cf").write_text(set_main_params(files["main.cf"], self.overrides()))
+        self.rendered_main = files["main.cf"]
+        (self.conf / "main.cf").write_text(set_main_params(files["main.cf"], self.overrides(files["main.cf"])))
         (self.conf / "master.cf").write_text(move_listener(files["master.cf"], f"{self.listen}:{self.port}"))
         settle(self.conf)
         run("postfix", "-c", str(self.conf), "check")

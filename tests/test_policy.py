@@ -434,6 +434,69 @@ def test_stack_policy_rechecks_the_reserved_ip_at_up(policies, example_plan):
     assert any("reserved IP of 'backup-mx-relay-reserved-ip' 203.0.113.215" in m for m in messages), messages
 
 
+def edit_user_data(plan, change):
+    plan = copy.deepcopy(plan)
+    inst = resource(plan, "instance:Instance")
+    doc = user_data_doc(inst)
+    change(doc)
+    set_user_data_doc(inst, doc)
+    return plan
+
+
+def staged(doc, name):
+    return next(f for f in doc["write_files"] if f["path"] == f"/etc/backup-mx/postfix/{name}")
+
+
+MAIL_POLICIES = {"never-5xx", "queue-lifetime", "bounce-lifetime", "drain-port", "relay-domains",
+                 "vm-not-in-mynetworks"}
+PIPELINE = {
+    # (change to the cloud-config document, the policies that must report it)
+    "a good decoy main.cf before a bad staged one": (lambda d: (
+        d["write_files"].insert(0, {"path": "/root/decoy/main.cf", "content": staged(d, "main.cf")["content"]}),
+        staged(d, "main.cf").update(content=staged(d, "main.cf")["content"].replace(
+            "maximal_queue_lifetime = 30d", "maximal_queue_lifetime = 5d")))[-1], {"queue-lifetime"}),
+    "append to the staged main.cf": (lambda d: d["write_files"].append(
+        {"path": "/etc/backup-mx/postfix/main.cf", "append": True, "content": "soft_bounce = no\n"}), {"never-5xx"}),
+    "append to the live main.cf the pack cannot see": (lambda d: d["write_files"].append(
+        {"path": "/etc/postfix/main.cf", "append": True, "content": "soft_bounce = no\n"}), MAIL_POLICIES),
+    "a second copy written straight to /etc/postfix": (lambda d: d["write_files"].append(
+        {"path": "/etc/postfix/master.cf", "content": staged(d, "master.cf")["content"]}), MAIL_POLICIES),
+    "runcmd postconf -e": (lambda d: d["runcmd"].append(["postconf", "-e", "soft_bounce=no"]), MAIL_POLICIES),
+    "runcmd postconf name=value": (lambda d: d["runcmd"].append("postconf soft_bounce=no"), MAIL_POLICIES),
+    "runcmd postconf -P": (lambda d: d["runcmd"].append("postconf -P 'smtp/unix/soft_bounce=no'"), MAIL_POLICIES),
+    "runcmd postconf -X": (lambda d: d["runcmd"].append(["postconf", "-X", "soft_bounce"]), MAIL_POLICIES),
+    "bootcmd sed -i on master.cf": (lambda d: d.setdefault("bootcmd", []).append(
+        "sed -i 's/postscreen/smtpd/' /etc/backup-mx/postfix/master.cf"), MAIL_POLICIES),
+    "a script that appends to main.cf": (lambda d: d["write_files"].append(
+        {"path": "/usr/local/sbin/tune", "permissions": "0755",
+         "content": "#!/bin/sh\nCONF=/etc/postfix\necho 'soft_bounce = no' >> \"$CONF/main.cf\"\n"}), MAIL_POLICIES),
+    "a script that copies another main.cf in": (lambda d: d["write_files"].append(
+        {"path": "/usr/local/sbin/swap", "permissions": "0755",
+         "content": "#!/bin/sh\ninstall -m 0644 /root/other.cf /etc/postfix/main.cf\n"}), MAIL_POLICIES),
+    "a cloud-config key the pack cannot model": (lambda d: d.update(packages=["exim4-daemon-light"]),
+                                                  MAIL_POLICIES),
+    "a write_files entry fetched from a URL": (lambda d: d["write_files"].append(
+        {"path": "/etc/backup-mx/postfix/transport", "source": {"uri": "https://example.com/t"}}), MAIL_POLICIES),
+    "a write_files encoding the pack cannot decode": (lambda d: staged(d, "transport").update(encoding="zstd"),
+                                                      MAIL_POLICIES),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PIPELINE))
+def test_the_user_data_pipeline_is_judged_as_cloud_init_runs_it(policies, example_plan, case):
+    change, expected = PIPELINE[case]
+    violations = policies.check(edit_user_data(example_plan, change))
+    assert reported(violations) == expected, [v.message for v in violations]
+
+
+def test_the_rendered_scripts_pass_the_edit_scan(policies, example_plan):
+    """The bootstrap's staged install and the certificate hook's TLS copies are not edits."""
+    doc = user_data_doc(resource(example_plan, "instance:Instance"))
+    scripts = [f["content"] for f in doc["write_files"] if f["path"].startswith("/usr/local/sbin/")]
+    assert any("/etc/postfix/$f" in s for s in scripts)
+    assert reported(policies.check(example_plan)) == set()
+
+
 def test_the_secret_wrapped_user_data_is_what_the_pack_reads(example_plan):
     inst = resource(example_plan, "instance:Instance")
     assert program.SECRET_SIG in inst["props"]["metadata"]["user_data"]

@@ -25,8 +25,9 @@ def test_rendered_config_starts_clean_and_reads_back(lab):
         assert values.get(name, "") == value, name
     assert values["transport_maps"].startswith("texthash:") and values["relay_recipient_maps"].startswith("texthash:")
     # Only addresses, ports and paths differ from what the VM runs:
-    changed = {k for k, v in values.items() if k in relay.overrides() and v == relay.overrides()[k]}
-    assert changed == set(relay.overrides())
+    overrides = relay.overrides(relay.rendered_main)
+    changed = {k for k, v in values.items() if k in overrides and v == overrides[k]}
+    assert changed == set(overrides)
     relay.wait_log(r"master\[\d+\]: daemon started")
     log = relay.log_text()
     assert not re.search(r"\b(fatal|panic|warning):", log), log

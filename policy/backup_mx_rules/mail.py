@@ -17,7 +17,8 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from . import environment, mailconf
 from .environment import FactError
-from .mailconf import POSTSCREEN_ACTIONS, MailConfig, Service, Unmodeled, UserDataError, WouldNotStart
+from .mailconf import (POSTSCREEN_ACTIONS, MailConfig, Service, TableUnusable, Unmodeled, UserDataError,
+                       WouldNotStart)
 from .postfix import LIFETIME_MAX, boolean, dnsbl_site, long_value, split_list, time_value
 from .view import INSTANCE, config, dig, guarded, known, plain
 
@@ -65,6 +66,8 @@ def _instance_policy(name: str, description: str, check: Callable[[MailConfig, d
             raise
         except WouldNotStart as exc:
             problems = [f"{STARTS}: {exc}. Fix the rendered Postfix config"]
+        except TableUnusable as exc:
+            problems = [str(exc)]
         except (UserDataError, Unmodeled) as exc:
             problems = [f"cannot determine the relay's effective Postfix config ({exc}); the pack fails closed. "
                         "Render user_data as a #cloud-config whose write_files stage main.cf, master.cf and "
@@ -189,14 +192,12 @@ def bounce_lifetime_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:
         yield (f"policy config bounceLifetime = {cfg['bounceLifetime']} loosens the {BOUNCE_LIFETIME} invariant; "
                "policy config may only tighten it")
         want = ceiling
+    # qmgr caps it at maximal_queue_lifetime; a queue lifetime below its own floor is
+    # queue-lifetime's finding, so this policy judges the setting itself.
     have, raw = _qmgr_seconds(mc, "bounce_queue_lifetime")
-    try:
-        effective = min(have, _qmgr_seconds(mc, "maximal_queue_lifetime")[0])  # qmgr caps it there
-    except WouldNotStart:
-        effective = have  # queue-lifetime reports the broken queue lifetime
-    if effective != want:
-        yield (f"bounce_queue_lifetime = {raw} (in effect {_fmt(effective)}) in qmgr; set it to {_fmt(want)} (the "
-               "VM can never deliver a bounce, so it must not hold them long)")
+    if have != want:
+        yield (f"bounce_queue_lifetime = {raw} ({_fmt(have)}) in qmgr; set it to {_fmt(want)} (the VM can never "
+               "deliver a bounce, so it must not hold them long)")
 
 
 LIFETIME_SCHEMA = {
@@ -283,6 +284,9 @@ def _route_problem(mc: MailConfig, rewrite: Service, domain: str, what: str, val
     if svc.command != "smtp":
         return (f"{what} sends {domain} to '{kind}' ({svc.command}), not to an smtp client: the mail never reaches "
                 "the primary")
+    if svc.operands:
+        return (f"{STARTS}: {_where(svc)} has the argument {svc.operands[0]!r} after its options, which the smtp "
+                "client rejects at startup ('unknown attribute name'), so mail would stay queued")
     fallback = mc.param("smtp_fallback_relay", svc).strip()
     if fallback:
         return f"{_where(svc)} has smtp_fallback_relay = {fallback!r}, which diverts mail when the primary is down"

@@ -15,9 +15,11 @@ from pathlib import Path
 
 from . import cloudinit
 from .cloudinit import UserDataError
-from .postfix import Service, Unmodeled, WouldNotStart, expand, parse_main_cf, parse_master_cf, split_list
+from .postfix import (Service, TableUnusable, Unmodeled, WouldNotStart, expand, parse_main_cf, parse_master_cf,
+                      split_list)
 
-__all__ = ["MailConfig", "Service", "Unmodeled", "UserDataError", "WouldNotStart", "from_user_data", "split_list"]
+__all__ = ["MailConfig", "Service", "TableUnusable", "Unmodeled", "UserDataError", "WouldNotStart", "from_user_data",
+           "split_list"]
 
 _DEFAULTS = json.loads((Path(__file__).with_name("postfix_defaults.json")).read_text())["defaults"]
 POSTSCREEN_ACTIONS = ("ignore", "enforce", "drop")
@@ -98,7 +100,16 @@ class MailConfig:
             rows = []
             for line in _table_lines(text):
                 parts = line.split(None, 1)
-                rows.append((parts[0].lower(), parts[1].strip() if len(parts) > 1 else ""))
+                if '"' in line or "\\" in line:
+                    raise Unmodeled(f"table {spec!r} uses quotes or backslashes, which the pack does not model")
+                key = parts[0].lower()
+                if any(k == key for k, _ in rows):
+                    # postmap -q warns and keeps the first; the daemons open the table as
+                    # unusable (dict_thash without DICT_FLAG_DUP_WARN), so every lookup fails.
+                    raise TableUnusable(f"table {spec!r} lists {parts[0]!r} twice: Postfix's daemons then refuse "
+                                        "the whole table and answer 451 'Temporary lookup failure' to every "
+                                        "recipient; keep one row per key")
+                rows.append((key, parts[1].strip() if len(parts) > 1 else ""))
             return rows
         raise Unmodeled(f"lookup table type {kind!r} in {spec!r} is not modeled (use texthash: or inline:)")
 

@@ -33,6 +33,10 @@ class Unmodeled(ValueError):
     """The pack cannot tell what Postfix would do with this text."""
 
 
+class TableUnusable(ValueError):
+    """Postfix daemons open this lookup table as unusable: every lookup fails (451)."""
+
+
 def logical_lines(text: str, path: str) -> list[str]:
     """util/readlline.c readllines(): only '\\n' ends a physical line; blank and comment
     lines never end a logical line; a line that starts with whitespace continues the
@@ -94,6 +98,7 @@ class Service:
     command: str
     args: list[str]
     options: dict[str, str] = field(default_factory=dict)  # -o overrides, in the daemon's order
+    operands: list[str] = field(default_factory=list)  # arguments after the options
 
     @property
     def key(self) -> str:
@@ -136,7 +141,7 @@ def _extpar(token: str, where: str) -> str:
     raise WouldNotStart(f"{where}: missing '}}' in {token!r}")
 
 
-def _daemon_options(args: list[str], where: str) -> dict[str, str]:
+def _daemon_options(args: list[str], where: str) -> tuple[dict[str, str], list[str]]:
     """The daemon's GETOPT(argc, argv, "+cdDi:lm:n:o:r:s:St:uvVz"): options stop at the
     first non-option argument or '--'; '-vo x' and '-ox' are the same as '-o x'; each
     -o is applied in order with split_nameval(), so a later one wins."""
@@ -144,7 +149,9 @@ def _daemon_options(args: list[str], where: str) -> dict[str, str]:
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg == "--" or not arg.startswith("-") or arg == "-":
+        if arg == "--":
+            return options, args[i + 1:]
+        if not arg.startswith("-") or arg == "-":
             break
         j = 1
         while j < len(arg):
@@ -171,7 +178,7 @@ def _daemon_options(args: list[str], where: str) -> dict[str, str]:
                 break
             j += 1
         i += 1
-    return options
+    return options, args[i:]
 
 
 def parse_master_cf(text: str, path: str = "master.cf") -> list[Service]:
@@ -195,7 +202,8 @@ def parse_master_cf(text: str, path: str = "master.cf") -> list[Service]:
         if kind not in MASTER_TYPES:
             raise WouldNotStart(f"{where}: unknown transport type {kind!r} (allowed: {', '.join(MASTER_TYPES)})")
         args = _tokens(rest, where)
-        svc = Service(*fields, args=args, options=_daemon_options(args, where))
+        options, operands = _daemon_options(args, where)
+        svc = Service(*fields, args=args, options=options, operands=operands)
         if svc.key in seen:
             raise WouldNotStart(f"{where}: duplicate service {svc.key}")
         seen.add(svc.key)
