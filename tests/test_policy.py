@@ -338,12 +338,19 @@ def test_mutation_is_reported_after_up_too(policies, example_plan, case):
 
 @pytest.mark.parametrize("case", ["bare 30 is 30 days", "720h is 30 days", "soft_bounce covers a reject",
                                   "ignoring every replace-forcing input instead of protect",
-                                  "second run counts nothing twice", "a longer queue is tighter"])
+                                  "second run counts nothing twice", "a longer queue is tighter", "24h is 1d",
+                                  "YES in capitals", "comments and reordering", "86400s bare-unit mix"])
 def test_equivalent_forms_are_not_violations(policies, example_plan, case):
     plan = {
         "bare 30 is 30 days": lambda p: set_main_cf(p, "maximal_queue_lifetime", "30"),
         "720h is 30 days": lambda p: set_main_cf(p, "maximal_queue_lifetime", "720h"),
         "a longer queue is tighter": lambda p: set_main_cf(p, "maximal_queue_lifetime", "45d"),
+        "24h is 1d": lambda p: set_main_cf(p, "bounce_queue_lifetime", "24h"),
+        "86400s bare-unit mix": lambda p: set_main_cf(set_main_cf(p, "bounce_queue_lifetime", "86400s"),
+                                                      "maximal_queue_lifetime", "43200m"),
+        "YES in capitals": lambda p: set_main_cf(p, "soft_bounce", "YES"),
+        "comments and reordering": lambda p: edit_file(p, "/main.cf", lambda t: "# moved\n" + "\n".join(
+            reversed([ln for ln in t.splitlines() if ln.strip()])) + "\n# end\n"),
         "soft_bounce covers a reject": lambda p: set_main_cf(p, "smtpd_recipient_restrictions",
                                                              "reject_unknown_sender_domain"),
         "ignoring every replace-forcing input instead of protect": lambda p: set_option(
@@ -555,3 +562,26 @@ def test_malformed_plans_fail_closed_never_crash(policies, example_plan, case):
         expected = mail
     violations = policies.check(plan)
     assert expected <= reported(violations, "mandatory"), [v.message for v in violations]
+
+
+def test_the_deploy_command_passes_a_stack_with_other_environment_values(tmp_path, capsys):
+    """README's `pulumi preview --policy-pack policy --policy-pack-config policy/policy-config.json`,
+    offline, for a stack whose every environment value differs from the example."""
+    import yaml
+    from conftest import EXAMPLE, ROOT
+    from offline import preview
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    cfg = doc["config"]
+    cfg.update({"backup-mx:homelabCidr": "192.0.2.64/28", "backup-mx:primaryMynetworks": ["127.0.0.0/8", "172.20.0.0/16"],
+                "backup-mx:messageSizeLimit": 52428800, "backup-mx:drainHost": "wan.viktorbarzin.me",
+                "backup-mx:drainPort": 2600, "backup-mx:primaryMxHost": "smtp.viktorbarzin.me",
+                "backup-mx:relayHostname": "backup.viktorbarzin.me", "backup-mx:mxPreference": 30,
+                "backup-mx:primaryMxPreference": 5, "backup-mx:vcnCidr": "10.77.0.0/24",
+                "backup-mx:availabilityDomainIndex": 0})
+    stack = tmp_path / "Pulumi.other.yaml"
+    stack.write_text(yaml.safe_dump(doc))
+    code = preview.main(["--config", str(stack), "--policy-config", str(ROOT / "policy" / "policy-config.json"),
+                         "--out", str(tmp_path / "build")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "no violations" in out and "smtp:[wan.viktorbarzin.me]:2600" in out

@@ -78,8 +78,13 @@ def test_outputs_for_the_runbook(example_run):
 
 
 def test_no_secret_in_plaintext_in_plan_or_outputs(example_run, example_plan, tmp_path):
-    preview.write_build(tmp_path, example_plan, example_run.outputs)
-    inst = resource(example_plan, "instance:Instance")
+    """Files get the redacted plan; the analyzer gets the engine's form (secret envelope)."""
+    assert unwrap(resource(example_plan, "instance:Instance")["props"]["metadata"]["user_data"]) != \
+        unwrap(resource(program.plan(example_run), "instance:Instance")["props"]["metadata"]["user_data"])
+    redacted = program.plan(example_run)
+    assert redacted["config"]["backup-mx:headscalePreauthKey"] == program.REDACTED
+    preview.write_build(tmp_path, redacted, example_run.outputs)
+    inst = resource(redacted, "instance:Instance")
     wrapped = inst["props"]["metadata"]["user_data"]
     assert wrapped[program.SECRET_SIG] == program.SECRET_MARK  # a Pulumi secret on the wire
     assert inst["outputs"]["metadata"][program.SECRET_SIG] == program.SECRET_MARK  # and in state

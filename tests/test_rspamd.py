@@ -1,5 +1,4 @@
 """The rendered rspamd snippets inside a real rspamd config tree (Debian's rspamd package)."""
-import json
 import shutil
 import subprocess
 

@@ -198,7 +198,7 @@ def parse_master_cf(text: str, path: str = "master.cf") -> list[Service]:
         where = f"{path}: service {'/'.join(fields[:2]) or line.strip()!r}"
         if len(fields) < 8:
             raise WouldNotStart(f"{where}: missing field(s), need 8: {line.strip()!r}")
-        name, kind = fields[0], fields[1]
+        kind = fields[1]
         if kind not in MASTER_TYPES:
             raise WouldNotStart(f"{where}: unknown transport type {kind!r} (allowed: {', '.join(MASTER_TYPES)})")
         args = _tokens(rest, where)
