@@ -215,17 +215,22 @@ def real_start_verdict(files: dict[str, str]) -> tuple[str, str]:
             return "fatal", started.stderr + relay.log_text()
         try:
             relay.wait_log(r"daemon started|fatal:", timeout=30)
-            # postscreen allowlists loopback (permit_mynetworks), so smtpd starts at once.
+            # postscreen allowlists loopback (permit_mynetworks), so smtpd starts at once. A
+            # 250 to EHLO proves postscreen and smtpd started; otherwise wait for their fatal.
+            ehlo_ok = False
             try:
                 client = Client(relay.port, timeout=10)
                 client.read("banner")
-                client.cmd("EHLO probe.example")
+                ehlo_ok = client.cmd("EHLO probe.example").code == 250
                 client.close()
             except (OSError, ConnectionError):
                 pass
+            if not ehlo_ok:
+                relay.wait_log(r"fatal:", timeout=30)
             subprocess.run(["sendmail", "-C", str(relay.conf), "-f", "probe@example.com", "alice@viktorbarzin.me"],
                            input="Subject: probe\n\nprobe\n", text=True, capture_output=True, timeout=60)
-            relay.wait_log(r"postfix(/[\w-]+)*/smtp\[\d+\]|fatal:", timeout=60)
+            # A delivery attempt proves cleanup, trivial-rewrite, qmgr and the smtp client ran.
+            relay.wait_log(r"to=<alice@viktorbarzin\.me>.*status=|fatal:", timeout=60)
         except Exception:  # noqa: BLE001 - a daemon that never logs is judged by the log below
             pass
         log = relay.log_text()
