@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from components.settings import declarations
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 SECRET_MARK = "1b47061264138c4ac30d75fd1eb44270"
@@ -43,7 +45,7 @@ def read_stack_file(path: Path, project: str) -> tuple[dict[str, str], dict[str,
         doc = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise StackFileError(f"cannot read stack file {path}: {exc}") from None
-    decls = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    decls = declarations()
     plain, secret, notes = {}, {}, []
     for full_key, value in (doc.get("config") or {}).items():
         ns, _, key = full_key.partition(":")
@@ -127,7 +129,7 @@ def run(stack_file: Path, stack: str = "example", first_preview: bool = False, s
 def engine_config(project: str, plain: dict[str, str], secret: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """The stack config as the engine hands it to the program and the policy pack
     (PULUMI_CONFIG): "project:key" -> string, Pulumi.yaml defaults applied, secrets decrypted."""
-    decls = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    decls = declarations()
     config = {}
     for key, decl in decls.items():
         if key in secret:

@@ -144,10 +144,23 @@ def tls_dir():
     return make_tls(lab_dir("tls"), "mx2.viktorbarzin.me")
 
 
+LAB_DIRS: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_lab_dirs():
+    """Every lab directory a test made goes at the end of the session, whatever failed."""
+    yield
+    import shutil
+    for path in LAB_DIRS:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def lab_dir(name):
     import tempfile
     path = Path(tempfile.mkdtemp(prefix=f"backup-mx-{name}-", dir="/tmp"))
     path.chmod(0o755)  # Postfix's unprivileged processes traverse it
+    LAB_DIRS.append(path)
     return path
 
 

@@ -38,8 +38,12 @@ def main_set(name: str, value: str | None, raw: str | None = None):
     return edit
 
 
+def file_text(name: str, transform: Callable[[str], str]):
+    return lambda files: _with(files, **{name: transform(files[name])})
+
+
 def main_text(transform: Callable[[str], str]):
-    return lambda files: _with(files, **{"main.cf": transform(files["main.cf"])})
+    return file_text("main.cf", transform)
 
 
 def master_option(service: str, option_text: str, kind: str = "unix"):
@@ -56,11 +60,10 @@ def master_option(service: str, option_text: str, kind: str = "unix"):
 
 
 def master_text(transform: Callable[[str], str]):
-    return lambda files: _with(files, **{"master.cf": transform(files["master.cf"])})
+    return file_text("master.cf", transform)
 
 
-def map_text(name: str, transform: Callable[[str], str]):
-    return lambda files: _with(files, **{name: transform(files[name])})
+map_text = file_text
 
 
 def chain(*edits):

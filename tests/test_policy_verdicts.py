@@ -9,6 +9,7 @@ attached getopt forms (-osoft_bounce=no) that postconf's normalizer reads differ
 """
 from __future__ import annotations
 
+import copy
 import re
 import time
 
@@ -25,7 +26,6 @@ STRANGER = "127.0.0.2"  # outside the relay's mynetworks (127.0.0.1/32)
 
 def with_files(plan, vm_files, variant):
     """The plan with the variant's files in the instance's user_data (staged paths)."""
-    import copy
     plan = copy.deepcopy(plan)
     files = variant.edit({n: vm_files[n] for n in ("main.cf", "master.cf", "transport", "relay_recipients")})
     inst = resource(plan, "instance:Instance")
@@ -40,6 +40,13 @@ def with_files(plan, vm_files, variant):
 
 def reported(violations):
     return {v.policy for v in violations if not v.message.startswith(DEFERRED)}
+
+
+def judge(policies, plan, vm_files, lab, variant_id):
+    """The pack's verdict on the variant, and the lab set up to run the same files."""
+    plan, files = with_files(plan, vm_files, BY_ID[variant_id])
+    lab.files = files
+    return reported(policies.check(plan))
 
 
 def final_status(relay, rcpt: str, timeout: float = 60) -> str:
@@ -99,9 +106,7 @@ PRIMARY_REFUSES = [
 @pytest.mark.parametrize("case", PRIMARY_REFUSES, ids=lambda c: c[0])
 def test_a_primary_5xx_bounces_only_where_the_pack_says(policies, example_plan, vm_files, lab, case):
     variant_id, observed_want, policy = case
-    plan, files = with_files(example_plan, vm_files, BY_ID[variant_id])
-    verdict = reported(policies.check(plan))
-    lab.files = files
+    verdict = judge(policies, example_plan, vm_files, lab, variant_id)
     primary = lab.sink(mode=["-f", "RCPT"])  # the primary answers 550 to every recipient
     relay = lab.relay(primary.port)
     s = deliver(relay.port, "sender@example.com", ["alice@viktorbarzin.me"], message("v-5xx"))
@@ -124,9 +129,7 @@ EXPIRY = [
 @pytest.mark.parametrize("case", EXPIRY, ids=lambda c: c[0])
 def test_mail_expires_only_where_the_pack_says(policies, example_plan, vm_files, lab, case):
     variant_id, observed_want, policy = case
-    plan, files = with_files(example_plan, vm_files, BY_ID[variant_id])
-    verdict = reported(policies.check(plan))
-    lab.files = files
+    verdict = judge(policies, example_plan, vm_files, lab, variant_id)
     primary = lab.sink()
     primary.stop()  # outage
     relay = lab.relay(primary.port)
@@ -158,9 +161,7 @@ TRANSPORT = [
 @pytest.mark.parametrize("case", TRANSPORT, ids=lambda c: c[0])
 def test_mail_takes_the_transport_the_pack_judged(policies, example_plan, vm_files, lab, case):
     variant_id, want, policy = case
-    plan, files = with_files(example_plan, vm_files, BY_ID[variant_id])
-    verdict = reported(policies.check(plan))
-    lab.files = files
+    verdict = judge(policies, example_plan, vm_files, lab, variant_id)
     primary = lab.sink()
     relay = lab.relay(primary.port)
     rcpt = "alice@viktorbarzin.me"
@@ -179,9 +180,7 @@ def test_a_stranger_cannot_relay_where_the_pack_passes(policies, example_plan, v
     """The rendered config refuses a stranger's foreign recipient; moving the relay check to
     the recipient list is equivalent, and both pass the pack."""
     for variant_id in ("rendered", "relay restrictions in the recipient list"):
-        plan, files = with_files(example_plan, vm_files, BY_ID[variant_id])
-        assert reported(policies.check(plan)) == set(), variant_id
-        lab.files = files
+        assert judge(policies, example_plan, vm_files, lab, variant_id) == set(), variant_id
         primary = lab.sink(name=f"primary-{len(lab.sinks)}")
         relay = lab.relay(primary.port, name=f"relay-{len(lab.relays)}")
         s = deliver(relay.port, "spam@example.net", ["victim@example.org"], message("v-relay"), source=STRANGER)

@@ -9,14 +9,13 @@ tests/test_policy_differential.py).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import cloudinit
 from .cloudinit import UserDataError
-from .postfix import (Service, TableUnusable, Unmodeled, WouldNotStart, expand, parse_main_cf, parse_master_cf,
-                      split_list)
+from .postfix import (Service, TableUnusable, Unmodeled, WouldNotStart, expand, logical_lines, parse_main_cf,
+                      parse_master_cf, split_list)
 
 __all__ = ["MailConfig", "Service", "TableUnusable", "Unmodeled", "UserDataError", "WouldNotStart", "from_user_data",
            "split_list"]
@@ -159,7 +158,6 @@ def _inline_items(body: str) -> list[str]:
 
 def _table_lines(text: str) -> list[str]:
     """postmap(1) input: '#' comments, whitespace lines, indented continuation lines."""
-    from .postfix import logical_lines
     return logical_lines(text, "lookup table")
 
 
@@ -177,9 +175,3 @@ def from_user_data(value: object) -> MailConfig:
     return MailConfig(postfix, parse_main_cf(postfix[main_path], "main.cf"),
                       parse_master_cf(postfix[master_path], "master.cf"))
 
-
-def compatibility_legacy(mc: MailConfig) -> bool:
-    level = mc.param("compatibility_level").strip()
-    if not re.fullmatch(r"\d+(\.\d+){0,2}", level):
-        raise WouldNotStart(f"compatibility_level = {level!r} is not a Postfix compatibility level")
-    return tuple(int(p) for p in level.split(".")) < (2,)

@@ -136,11 +136,7 @@ reserved_public_ip = StackValidationPolicy(
 
 def _size(value, default: int):
     size = as_int(value)
-    if size is None:
-        return default
-    if not known(size):
-        return size
-    return size
+    return default if size is None else size
 
 
 def _always_free(args, report_violation):

@@ -1,7 +1,6 @@
 """Plain views of what the analyzer hands a policy: unknowns made explicit, not raised."""
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +15,6 @@ SUBNET = "oci:Core/subnet:Subnet"
 VOLUME = "oci:Core/volume:Volume"
 BOOT_VOLUME = "oci:Core/bootVolume:BootVolume"
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
-BACKUP_MX = "backupmx:index:BackupMx"
 DNS_COMPONENT = "backupmx:index:Dns"
 
 
@@ -76,16 +74,6 @@ def as_int(value: Any) -> Any:
     if isinstance(value, Unknown) or value is None:
         return value
     return int(float(value))
-
-
-def networks(values: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    out = []
-    for v in values:
-        try:
-            out.append(ipaddress.ip_network(str(v).strip("[]"), strict=False))
-        except ValueError:
-            continue
-    return out
 
 
 def config(args: Any, defaults: dict) -> dict:
