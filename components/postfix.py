@@ -18,7 +18,8 @@ def main_cf(s: Settings) -> str:
     params: list[tuple[str, str, str]] = [
         ("compatibility_level", "3.6", ""),
         ("myhostname", s.relay_hostname, "Identity and scope: nothing is delivered locally."),
-        ("myorigin", "$myhostname", ""),
+        ("myorigin", s.domains[0],
+         "Unqualified addresses (SMTP requires taking <postmaster>) land in a protected domain."),
         ("mydestination", "", ""),
         ("local_recipient_maps", "", ""),
         ("alias_maps", "", ""),
@@ -29,8 +30,13 @@ def main_cf(s: Settings) -> str:
         ("relay_domains", domains, "Catch-all for the protected domains: every recipient is valid."),
         ("relay_recipient_maps", f"texthash:{RELAY_RECIPIENTS}", ""),
         ("transport_maps", f"texthash:{TRANSPORT}", "Drain to the primary over the NAT port (Oracle blocks egress 25)."),
-        ("smtpd_relay_restrictions", "permit_mynetworks, reject_unauth_destination", ""),
-        ("smtpd_recipient_restrictions", "", ""),
+        ("smtpd_relay_restrictions", "reject_unauth_destination",
+         "No client relays, loopback included: only the protected domains are destinations."),
+        ("smtpd_recipient_restrictions", f"reject_non_fqdn_recipient, check_recipient_access {protected_domains_table(s)}, reject",
+         "Whitelist, so no other address class can be queued: an IP literal of the VM's own\n"
+         "# addresses is 'local' to Postfix and would otherwise be taken and stranded."),
+        ("allow_percent_hack", "no", ""),
+        ("swap_bangpath", "no", ""),
         ("smtpd_client_restrictions", "", ""),
         ("smtpd_helo_restrictions", "", ""),
         ("smtpd_sender_restrictions", "", ""),
@@ -115,6 +121,10 @@ def master_cf(s: Settings) -> str:  # noqa: ARG001 - same signature as every ren
         lines.append(f"{name:<10} {kind:<10} {private:<7} {unpriv:<7} {chroot:<7} {wakeup:<7} {maxproc:<7} {command}")
         lines += [f"  -o {o}" for o in options]
     return "\n".join(lines) + "\n"
+
+
+def protected_domains_table(s: Settings) -> str:
+    return "inline:{ " + ", ".join(f"{d}=OK" for d in s.domains) + " }"
 
 
 def relay_recipients(s: Settings) -> str:

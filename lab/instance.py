@@ -160,7 +160,6 @@ class Relay:
             "data_directory": str(self.base / "data"),
             "maillog_file": str(self.log),
             "maillog_file_prefixes": str(self.base),
-            "inet_interfaces": self.listen,
         })
         if self.tls_dir is not None:
             o["smtpd_tls_cert_file"] = str(self.tls_dir / "fullchain.pem")

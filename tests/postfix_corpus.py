@@ -199,4 +199,10 @@ VARIANTS: list[Variant] = [
     Variant("relay restrictions in the recipient list", chain(
         main_set("smtpd_relay_restrictions", ""),
         main_set("smtpd_recipient_restrictions", "permit_mynetworks, reject_unauth_destination"))),
+    Variant("whitelist alone in the recipient list", chain(
+        main_set("smtpd_relay_restrictions", ""),
+        main_set("smtpd_recipient_restrictions", "check_recipient_access inline:{ viktorbarzin.me=OK }, reject"))),
+    Variant("open relay: foreign domain allowed in both lists", chain(
+        main_set("smtpd_relay_restrictions", "check_recipient_access inline:{ example.org=OK }, reject_unauth_destination"),
+        main_set("smtpd_recipient_restrictions", "check_recipient_access inline:{ example.org=OK, viktorbarzin.me=OK }, reject"))),
 ]

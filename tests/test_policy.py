@@ -276,7 +276,11 @@ MUTATIONS = {
     # relay-domains
     "relay_domains misses the protected domain": (lambda p: set_main_cf(p, "relay_domains", ""), "relay-domains"),
     "mydestination delivers locally": (lambda p: set_main_cf(p, "mydestination", "$myhostname"), "relay-domains"),
-    "open relay": (lambda p: set_main_cf(p, "smtpd_relay_restrictions", "permit"), "relay-domains"),
+    "open relay for one foreign domain": (
+        lambda p: set_main_cf(set_main_cf(p, "smtpd_relay_restrictions",
+                                          "check_recipient_access inline:{ example.org=OK }, reject_unauth_destination"),
+                              "smtpd_recipient_restrictions", None), "relay-domains"),
+    "own IP literals taken": (lambda p: set_main_cf(p, "smtpd_recipient_restrictions", ""), "relay-domains"),
     # no-silent-replace
     "no ignoreChanges": (lambda p: set_option(p, "instance:Instance", "ignoreChanges", []), "no-silent-replace"),
     "image drift replaces the boot volume": (
@@ -349,8 +353,9 @@ def test_equivalent_forms_are_not_violations(policies, example_plan, case):
         "YES in capitals": lambda p: set_main_cf(p, "soft_bounce", "YES"),
         "comments and reordering": lambda p: edit_file(p, "/main.cf", lambda t: "# moved\n" + "\n".join(
             reversed([ln for ln in t.splitlines() if ln.strip()])) + "\n# end\n"),
-        "soft_bounce covers a reject": lambda p: set_main_cf(p, "smtpd_recipient_restrictions",
-                                                             "reject_unknown_sender_domain"),
+        "soft_bounce covers a reject": lambda p: set_main_cf(
+            p, "smtpd_recipient_restrictions",
+            "reject_unknown_sender_domain, check_recipient_access inline:{ viktorbarzin.me=OK }, reject"),
         "ignoring every replace-forcing input instead of protect": lambda p: set_option(
             set_option(p, "instance:Instance", "protect", False), "instance:Instance", "ignoreChanges",
             ["metadata", "sourceDetails", "availabilityDomain", "createVnicDetails"]),

@@ -177,20 +177,30 @@ def test_mail_takes_the_transport_the_pack_judged(policies, example_plan, vm_fil
 
 
 def test_a_stranger_cannot_relay_where_the_pack_passes(policies, example_plan, vm_files, lab):
-    """The rendered config refuses a stranger's foreign recipient; moving the relay check to
-    the recipient list is equivalent, and both pass the pack."""
-    for variant_id in ("rendered", "relay restrictions in the recipient list"):
-        assert judge(policies, example_plan, vm_files, lab, variant_id) == set(), variant_id
+    """The rendered config and an equivalent form refuse a stranger's foreign recipient and an
+    IP literal of the relay's own address; both pass the pack. Dropping the whitelist (the
+    relay check moved to the recipient list alone) lets the literal in, and the pack says so;
+    a table that says OK to a foreign domain in both lists is an open relay, and the pack says so."""
+    cases = {"rendered": (set(), 454, 454),
+             "whitelist alone in the recipient list": (set(), 454, 454),
+             "relay restrictions in the recipient list": ({"relay-domains"}, 454, 250),
+             "open relay: foreign domain allowed in both lists": ({"relay-domains"}, 250, 454)}
+    for variant_id, (verdict, foreign_code, literal_code) in cases.items():
+        assert judge(policies, example_plan, vm_files, lab, variant_id) == verdict, variant_id
         primary = lab.sink(name=f"primary-{len(lab.sinks)}")
+        primary.stop()
         relay = lab.relay(primary.port, name=f"relay-{len(lab.relays)}")
-        s = deliver(relay.port, "spam@example.net", ["victim@example.org"], message("v-relay"), source=STRANGER)
-        assert [r.code for r in s.replies if r.command == "RCPT"] == [454], s.replies
-        assert not relay.queue()
+        codes = []
+        for rcpt in ("victim@example.org", "victim@[127.0.0.1]"):
+            s = deliver(relay.port, "spam@example.net", [rcpt], message("v-relay"), source=STRANGER)
+            codes += [r.code for r in s.replies if r.command == "RCPT"]
+        assert codes == [foreign_code, literal_code], (variant_id, codes)
+        assert bool(relay.queue()) == bool(verdict), variant_id
 
 
 def test_a_relay_that_would_not_start_is_reported(policies, example_plan, vm_files, lab):
     """smtpd exits when no reject_unauth_destination works: the pack says would not start."""
-    plan, files = with_files(example_plan, vm_files, BY_ID["open relay: permit first"])
+    plan, files = with_files(example_plan, vm_files, BY_ID["open relay: no restriction"])
     violations = [v for v in policies.check(plan) if v.policy == "relay-domains"]
     assert violations and all("would not start" in v.message for v in violations)
     lab.files = files

@@ -31,7 +31,10 @@ def test_main_cf_carries_every_invariant_from_settings():
     p = params(postfix.main_cf(s))
     assert p["relay_domains"] == "example.net example.org"
     assert p["mydestination"] == "" and p["mynetworks"] == "127.0.0.1/32"
-    assert p["smtpd_relay_restrictions"] == "permit_mynetworks, reject_unauth_destination"
+    assert p["smtpd_relay_restrictions"] == "reject_unauth_destination"
+    assert p["smtpd_recipient_restrictions"] == (
+        "reject_non_fqdn_recipient, check_recipient_access inline:{ example.net=OK, example.org=OK }, reject")
+    assert p["myorigin"] == "example.net"
     assert p["soft_bounce"] == "yes"
     assert (p["maximal_queue_lifetime"], p["bounce_queue_lifetime"], p["delay_warning_time"]) == ("30d", "1d", "0")
     assert p["message_size_limit"] == "209715200"

@@ -17,7 +17,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from . import environment, mailconf
 from .environment import FactError
-from .mailconf import (POSTSCREEN_ACTIONS, MailConfig, Service, TableUnusable, Unmodeled, UserDataError,
+from .mailconf import (POSTSCREEN_ACTIONS, MailConfig, Service, TableUnusable, Unmodeled, UserDataError, split_list_maps,
                        WouldNotStart)
 from .postfix import LIFETIME_MAX, boolean, dnsbl_site, long_value, split_list, time_value
 from .view import INSTANCE, config, dig, guarded, known, plain
@@ -353,30 +353,75 @@ def relay_domains_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:  # noqa:
     for svc in mc.services_running("smtpd"):
         verdict = _relay_verdict(mc, svc)
         if verdict:
-            yield f"{_where(svc)}: {verdict}; set smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination"
+            yield f"{_where(svc)}: {verdict}"
 
 
 def _relay_verdict(mc: MailConfig, svc: Service) -> str:
-    """smtpd's own startup rule first, then a walk of smtpd_relay_restrictions and
-    smtpd_recipient_restrictions as a stranger sending to a foreign domain: a stop element
-    refuses it; an element that may permit it before any stop element makes an open relay."""
-    lists = {n: split_list(mc.param(n, svc)) for n in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")}
+    """smtpd's own startup rule first, then each restriction list walked as a stranger. smtpd
+    evaluates smtpd_relay_restrictions and smtpd_recipient_restrictions one after the other and
+    the recipient is refused when either list refuses it, so one refusing list is enough.
+
+    Two strangers are walked: one sending to a foreign domain, and one sending to an IP literal
+    of the VM's own address, which Postfix resolves as local (reject_unauth_destination lets it
+    through) and, with no local delivery here, would strand in the queue."""
+    # smtpd_check.c parses restriction lists with mystrtokq(CHARS_BRACE): inline:{..} is one token.
+    lists = {n: split_list_maps(mc.param(n, svc)) for n in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")}
     if not any(_has_required(elements) for elements in lists.values()):
         raise WouldNotStart(f"{_where(svc)} exits at startup: in parameter smtpd_relay_restrictions or "
                             "smtpd_recipient_restrictions, specify at least one working instance of "
                             "reject_unauth_destination (none is listed, or it comes after a plain permit)")
     sasl = boolean("smtpd_sasl_auth_enable", mc.param("smtpd_sasl_auth_enable", svc))
-    for name, elements in lists.items():
-        for element in (e.lower() for e in elements):
-            if element in STOP_ELEMENTS:
-                break
-            if element in OPEN_ELEMENTS or (element == "permit_sasl_authenticated" and sasl) \
-                    or element.startswith("check_"):
-                return f"{name} element {element!r} can let a stranger relay before reject_unauth_destination"
-        else:
-            continue
-        break
+    foreign = {n: _lets_through(mc, elements, sasl, STOP_ELEMENTS) for n, elements in lists.items()}
+    if all(foreign.values()):
+        return "; ".join(f"{n} element {e!r} can let a stranger relay to a foreign domain"
+                         for n, e in foreign.items()) + (
+            "; set smtpd_relay_restrictions = reject_unauth_destination")
+    literal = {n: _lets_through(mc, elements, sasl, LOCAL_STOP_ELEMENTS) for n, elements in lists.items()}
+    if all(literal.values()):
+        domains = ", ".join(f"{d}=OK" for d in sorted(environment.domains()))
+        return ("a stranger's RCPT TO:<x@[the VM's own IP]> is taken (Postfix resolves its own IP literals as "
+                "local, which reject_unauth_destination permits) and stranded, for want of local delivery; "
+                f"set smtpd_recipient_restrictions = reject_non_fqdn_recipient, check_recipient_access "
+                f"inline:{{ {domains} }}, reject")
     return ""
+
+
+# For a recipient that resolves as local, the *_unauth_destination elements permit (it is
+# an authorized destination); only an unconditional refusal stops it.
+LOCAL_STOP_ELEMENTS = {"reject", "defer"}
+PASSIVE_ACCESS_ACTIONS = ("reject", "defer", "defer_if_permit", "dunno", "4", "5")
+
+
+def _lets_through(mc: MailConfig, elements: list[str], sasl: bool, stops: set[str]) -> str:
+    """The element that may let the stranger through, '' when the list refuses it first; the
+    end of a list permits (smtpd's default)."""
+    i = 0
+    while i < len(elements):
+        element = elements[i].lower()
+        if element in stops:
+            return ""
+        if element == "check_recipient_access" and i + 1 < len(elements) \
+                and _protected_only(mc.table(elements[i + 1])):
+            i += 2
+            continue
+        if element in OPEN_ELEMENTS or (element == "permit_sasl_authenticated" and sasl) \
+                or element.startswith("check_") or element in STOP_ELEMENTS:
+            return element
+        i += 1
+    return "(end of list)"
+
+
+def _protected_only(rows: list[tuple[str, str]]) -> bool:
+    """An access table that can only say OK for addresses in a protected domain (or below one:
+    parent_domain_matches_subdomains includes smtpd_access_maps) never helps a stranger."""
+    protected = environment.domains()
+    for key, action in rows:
+        if action.lower().startswith(PASSIVE_ACCESS_ACTIONS):
+            continue
+        domain = key.rpartition("@")[2].lstrip(".")
+        if not key or key.endswith("@") or not any(domain == d or domain.endswith("." + d) for d in protected):
+            return False
+    return True
 
 
 relay_domains = _instance_policy(
