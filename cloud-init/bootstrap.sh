@@ -1,17 +1,14 @@
 #!/bin/bash
-# First-boot provisioning of the backup MX, run once by cloud-init (runcmd). Every step is
-# idempotent so a re-run (cloud-init clean) converges. Output: /var/log/backup-mx-bootstrap.log
+# First boot of the backup MX, run once by cloud-init (runcmd). Mail first: Postfix comes from
+# the Ubuntu archive alone and answers on port 25 before anything that needs a third-party
+# repository, Let's Encrypt or the tailnet. All of that is backup-mx-extras, which runs at the
+# end and then from its timer until it has succeeded, and can never take the MX down with it.
+# Every step is idempotent so a re-run (cloud-init clean) converges.
+# Output: /var/log/backup-mx-bootstrap.log
 set -euo pipefail
 exec > >(tee -a /var/log/backup-mx-bootstrap.log) 2>&1
 . /etc/backup-mx/backup-mx.env
-export DEBIAN_FRONTEND=noninteractive
-
-step() { echo "== backup-mx: $* ($(date -Is))"; }
-retry() {  # retry N CMD...: the OCI route and the mirrors can lag first boot
-  local n=$1 i; shift
-  for i in $(seq 1 "$n"); do "$@" && return 0; echo "attempt $i/$n failed: $*"; sleep $((i * 10)); done
-  return 1
-}
+. /usr/local/lib/backup-mx/common.sh
 
 step "firewall: 25/80 open, exporters from $HOMELAB_CIDR only"
 /usr/local/sbin/backup-mx-firewall
@@ -22,15 +19,10 @@ for i in $(seq 1 60); do
   echo "no DNS/egress yet ($i/60)"; sleep 5
 done
 
-step "packages"
+step "mail first: postfix from the Ubuntu archive"
 debconf-set-selections /etc/backup-mx/debconf.txt
-curl -fsSL --retry 10 https://pkgs.tailscale.com/stable/ubuntu/noble.noarmor.gpg \
-  -o /usr/share/keyrings/tailscale-archive-keyring.gpg
-echo "deb [signed-by=/usr/share/keyrings/tailscale-archive-keyring.gpg] https://pkgs.tailscale.com/stable/ubuntu noble main" \
-  > /etc/apt/sources.list.d/tailscale.list
-retry 10 apt-get update -q
-retry 10 apt-get install -y -q -o Dpkg::Options::=--force-confold \
-  postfix certbot prometheus-node-exporter prometheus-postfix-exporter unattended-upgrades tailscale
+retry 10 apt_get update
+retry 10 apt_get install -y --no-install-recommends -o Dpkg::Options::=--force-confold postfix
 
 step "postfix: install the rendered configuration (never patched in place)"
 install -d -m 0755 /etc/postfix/tls
@@ -47,24 +39,12 @@ postfix check
 systemctl enable postfix
 systemctl restart postfix
 
-step "exporters"
-systemctl enable --now prometheus-node-exporter prometheus-postfix-exporter
-
-step "unattended-upgrades"
-systemctl enable --now unattended-upgrades
-
-step "drain watcher and certificate timers"
+step "drain watcher"
 systemctl daemon-reload
-systemctl enable --now backup-mx-drain.timer backup-mx-certificate.timer
+systemctl enable --now backup-mx-drain.service
 
-step "tailnet: enroll with headscale as $TAILNET_TAG"
-systemctl enable --now tailscaled
-if ! tailscale status >/dev/null 2>&1; then
-  retry 10 tailscale up --login-server "$HEADSCALE_LOGIN_SERVER" \
-    --authkey "file:/etc/backup-mx/headscale-preauth-key" \
-    --advertise-tags "$TAILNET_TAG" --hostname "${RELAY_HOSTNAME%%.*}"
-fi
-shred -u /etc/backup-mx/headscale-preauth-key || rm -f /etc/backup-mx/headscale-preauth-key
-/usr/local/sbin/backup-mx-firewall --tailnet-ssh
+step "the MX is up; the rest (certificate, exporters, upgrades, tailnet) is retried until done"
+systemctl enable --now backup-mx-extras.timer
+/usr/local/sbin/backup-mx-extras || echo "backup-mx-extras incomplete; backup-mx-extras.timer retries it"
 
 step "done"

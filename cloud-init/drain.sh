@@ -1,39 +1,75 @@
 #!/bin/bash
-# Drain watcher: when the primary's drain port answers SMTP, schedule every deferred message
-# for the protected domains at once instead of waiting for Postfix's backoff.
-# Run by backup-mx-drain.timer (every 30 s).
+# Drain watcher (backup-mx-drain.service): while mail for the protected domains is deferred,
+# probe the primary's drain port every few seconds, and the moment it answers SMTP schedule
+# every such message at once instead of waiting for Postfix's backoff. An empty queue costs a
+# directory glob per probe and nothing else. `--once` makes a single pass (tests, runbook).
 set -uo pipefail
 . "${BACKUP_MX_ENV:-/etc/backup-mx/backup-mx.env}"
 CONF=${POSTFIX_CONFIG_DIR:-/etc/postfix}
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
+PROBE_EVERY=${DRAIN_PROBE_SECONDS:-3}
+SETTLE=${DRAIN_SETTLE_SECONDS:-30}  # after a flush: let delivery run before probing again
+SPOOL=$(postconf -c "$CONF" -h queue_directory)
+shopt -s nullglob
 
 # Queue ids of deferred messages with a recipient in a protected domain.
-ids=$(postqueue -c "$CONF" -j 2>/dev/null | DOMAINS="$DOMAINS" python3 -c '
+protected_deferred() {
+  postqueue -c "$CONF" -j 2>/dev/null | DOMAINS="$DOMAINS" python3 -c '
 import json, os, sys
 domains = {d.lower() for d in os.environ["DOMAINS"].split()}
 for line in sys.stdin:
     m = json.loads(line)
     if m["queue_name"] == "deferred" and any(
-            r["address"].rpartition("@")[2].lower() in domains for r in m["recipients"]):
+            r["address"].rpartition("@")[2].lower().rstrip(".") in domains for r in m["recipients"]):
         print(m["queue_id"])
-')
-count=$(printf '%s' "$ids" | grep -c . || true)
-if [ "$count" -eq 0 ]; then
+'
+}
+
+banner() {
+  timeout 10 bash -c 'exec 3<>"/dev/tcp/$0/$1" && head -n1 <&3' "$DRAIN_HOST" "$DRAIN_PORT" 2>/dev/null || true
+}
+
+last_listing="" ids="" quiet=0
+pass() {  # returns 0 after a flush
+  local deferred=("$SPOOL"/deferred/*/*) listing
+  [ ${#deferred[@]} -eq 0 ] && { last_listing=""; return 1; }
+  listing="${deferred[*]}"
+  if [ "$listing" != "$last_listing" ]; then  # the deferred set changed: which are ours?
+    ids=$(protected_deferred)
+    last_listing=$listing
+  fi
+  [ -z "$ids" ] && return 1
+  local count reply
+  count=$(printf '%s\n' "$ids" | grep -c .)
+  reply=$(banner)
+  case "$reply" in
+    220*) ;;
+    *) # one line when the primary goes away, then one every ~10 minutes, not one per probe
+       if [ "$quiet" -eq 0 ]; then
+         echo "backup-mx-drain: $count deferred; drain $DRAIN_HOST:$DRAIN_PORT not ready (${reply:-no answer})"
+       fi
+       quiet=$(( (quiet + 1) % (600 / PROBE_EVERY + 1) ))
+       return 1 ;;
+  esac
+  quiet=0
+  echo "backup-mx-drain: $count deferred; drain $DRAIN_HOST:$DRAIN_PORT answers, flushing: $DOMAINS"
+  # -s also clears qmgr's dead-destination memory; -i catches mail the fast-flush log does not
+  # list (a soft-bounced 5xx from the primary is not recorded there).
+  for domain in $DOMAINS; do
+    postqueue -c "$CONF" -s "$domain" || echo "backup-mx-drain: postqueue -s $domain failed"
+  done
+  for id in $ids; do
+    postqueue -c "$CONF" -i "$id" 2>/dev/null || true
+  done
+  last_listing=""
+  return 0
+}
+
+if [ "${1:-}" = "--once" ]; then
+  pass
   exit 0
 fi
-
-banner=$(timeout 10 bash -c 'exec 3<>"/dev/tcp/$0/$1" && head -n1 <&3' "$DRAIN_HOST" "$DRAIN_PORT" 2>/dev/null || true)
-case "$banner" in
-  220*) ;;
-  *) echo "backup-mx-drain: $count deferred; drain $DRAIN_HOST:$DRAIN_PORT not ready (${banner:-no answer})"; exit 0 ;;
-esac
-
-echo "backup-mx-drain: $count deferred; drain $DRAIN_HOST:$DRAIN_PORT answers, flushing: $DOMAINS"
-# -s also clears qmgr's dead-destination memory; -i catches mail the fast-flush log does not
-# list (a soft-bounced 5xx from the primary is not recorded there).
-for domain in $DOMAINS; do
-  postqueue -c "$CONF" -s "$domain" || echo "backup-mx-drain: postqueue -s $domain failed"
-done
-for id in $ids; do
-  postqueue -c "$CONF" -i "$id" 2>/dev/null || true
+trap 'exit 0' TERM INT
+while :; do
+  if pass; then sleep "$SETTLE"; else sleep "$PROBE_EVERY"; fi
 done

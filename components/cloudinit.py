@@ -26,13 +26,16 @@ PACKAGE_DEBCONF = [
 
 # (asset, path on the VM, permissions)
 _ASSET_FILES = [
+    ("common.sh", "/usr/local/lib/backup-mx/common.sh", "0644"),
     ("bootstrap.sh", "/usr/local/sbin/backup-mx-bootstrap", "0755"),
+    ("extras.sh", "/usr/local/sbin/backup-mx-extras", "0755"),
     ("firewall.sh", "/usr/local/sbin/backup-mx-firewall", "0755"),
     ("drain.sh", "/usr/local/sbin/backup-mx-drain", "0755"),
     ("certificate.sh", "/usr/local/sbin/backup-mx-certificate", "0755"),
     ("certbot-deploy-hook.sh", "/etc/letsencrypt/renewal-hooks/deploy/backup-mx-postfix", "0755"),
     ("backup-mx-drain.service", "/etc/systemd/system/backup-mx-drain.service", "0644"),
-    ("backup-mx-drain.timer", "/etc/systemd/system/backup-mx-drain.timer", "0644"),
+    ("backup-mx-extras.service", "/etc/systemd/system/backup-mx-extras.service", "0644"),
+    ("backup-mx-extras.timer", "/etc/systemd/system/backup-mx-extras.timer", "0644"),
     ("backup-mx-certificate.service", "/etc/systemd/system/backup-mx-certificate.service", "0644"),
     ("backup-mx-certificate.timer", "/etc/systemd/system/backup-mx-certificate.timer", "0644"),
     ("20auto-upgrades", "/etc/apt/apt.conf.d/20auto-upgrades", "0644"),

@@ -47,6 +47,10 @@ class RelayVm(pulumi.ComponentResource):
             source_details=oci.core.InstanceSourceDetailsArgs(
                 source_type="image", source_id=image_id, boot_volume_size_in_gbs=str(s.boot_volume_size_gb)),
             metadata={"user_data": user_data},
+            # user_data (with the preauth key) stays readable from the VM through the metadata
+            # service; the v1 endpoints answer any process without the v2 header. cloud-init's
+            # Oracle datasource uses v2.
+            instance_options=oci.core.InstanceInstanceOptionsArgs(are_legacy_imds_endpoints_disabled=True),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
                 protect=True, ignore_changes=IGNORED_ON_UPDATE, additional_secret_outputs=["metadata"])))
 

@@ -23,11 +23,33 @@ RELAY_HOST_NUMBER = 10  # the relay's fixed private address inside the subnet
 
 _TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-_DNSBL_SITE = re.compile(r"^[a-z0-9.-]+=[0-9.\[\];]+(\*-?\d+)?$")
 
 
 class ConfigError(ValueError):
     """Invalid stack config. The message lists every bad key with what is allowed."""
+
+
+class AmbiguousNumber(ValueError):
+    pass
+
+
+def _decimal(text: str) -> int:
+    """A plain decimal integer. The CLI passes a stack file's scalar through as its text, so
+    `020` reaches the program as "020"; YAML 1.1 readers (and many people) take it as octal 16.
+    Forms that readers disagree on are refused rather than guessed."""
+    if re.fullmatch(r"-?(0|[1-9][0-9]*)", text.strip()):
+        return int(text)
+    if re.fullmatch(r"[-+]?0[0-9_]+", text.strip()):
+        raise AmbiguousNumber(f"{text!r} has a leading zero, which YAML readers disagree on (octal or decimal); "
+                              f"write it without the zero, e.g. {int(text.replace('_', '')):d}")
+    raise ValueError(text)
+
+
+@dataclass(frozen=True)
+class PreauthKey:
+    """The preauth key as the program sees it: its text, and whether the stack stores it encrypted."""
+    text: Optional[str]
+    secret: bool
 
 
 def declarations(path: Path = PROJECT_FILE) -> dict[str, dict]:
@@ -129,7 +151,7 @@ class _Reader:
         kind = decl["type"]
         try:
             if kind == "integer":
-                return int(text)
+                return _decimal(text)
             if kind == "boolean":
                 return {"true": True, "false": False}[text.lower()]
             if kind == "array":
@@ -137,6 +159,9 @@ class _Reader:
                 if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
                     raise ValueError
                 return items
+        except AmbiguousNumber as exc:
+            self.fail(key, str(exc))
+            return None
         except (ValueError, KeyError):
             self.fail(key, f"{text!r} is not a valid {kind}")
             return None
@@ -144,10 +169,13 @@ class _Reader:
 
 
 def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = None,
-         decls: Optional[dict[str, dict]] = None) -> Settings:
-    """Build Settings from raw config strings; raise ConfigError naming every bad key."""
+         decls: Optional[dict[str, dict]] = None, preauth: Optional[PreauthKey] = None) -> Settings:
+    """Build Settings from raw config strings; raise ConfigError naming every bad key.
+    `preauth` (the program passes it) is checked without ever echoing the key."""
     r = _Reader(project, raw, decls or declarations())
     v = {key: r.value(key) for key in r.decls if key != "headscalePreauthKey"}
+    if preauth is not None:
+        _check_preauth(r, preauth)
     if r.errors:
         raise ConfigError("invalid stack config:\n  " + "\n  ".join(r.errors))
 
@@ -168,6 +196,8 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
             r.fail("cloudflareZoneIds", f"{entry!r} must be domain=<32 hex digit zone id>")
         elif domain not in domains:
             r.fail("cloudflareZoneIds", f"{domain!r} is not one of domains {domains}")
+        elif domain in zone_ids:
+            r.fail("cloudflareZoneIds", f"lists {domain!r} twice; keep one {domain}=<zone id> entry")
         else:
             zone_ids[domain] = zone_id.strip()
     for d in domains:
@@ -205,13 +235,20 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
     drain_host = (v["drainHost"] or primary).lower().rstrip(".")
     if not (_HOSTNAME.match(drain_host) or _is_ip(drain_host)):
         r.fail("drainHost", f"{drain_host!r} is not a host name or IPv4 address")
+    elif drain_host in (relay, "localhost") or drain_host.endswith(".localhost") or (
+            _is_ip(drain_host) and not _routable_drain(ipaddress.ip_address(drain_host))):
+        r.fail("drainHost", f"{drain_host!r} is the relay itself or no host at all (loopback, unspecified, "
+                            "link-local, multicast): the relay would drain to itself until every message expires; "
+                            "allowed: the primary's public name or address, or its tailnet address")
     if v["drainPort"] == 25:
         r.fail("drainPort", "25 is blocked for egress by Oracle tenancy-wide; allowed: 1..65535 except 25 (default 2526)")
     elif not 1 <= v["drainPort"] <= 65535:
         r.fail("drainPort", f"{v['drainPort']} is outside 1..65535")
 
-    if v["messageSizeLimit"] < 10 * 1024 * 1024:
-        r.fail("messageSizeLimit", f"{v['messageSizeLimit']} is below 10485760 (10 MB); set the primary's value")
+    if not MESSAGE_SIZE_MIN <= v["messageSizeLimit"] <= MESSAGE_SIZE_MAX:
+        r.fail("messageSizeLimit", f"{v['messageSizeLimit']} is outside {MESSAGE_SIZE_MIN}..{MESSAGE_SIZE_MAX} "
+                                   "(10 MB..1 GiB: smtpd wants 1.5 times this free before it takes any message); "
+                                   "set the primary's value")
 
     lifetimes = {}
     for key in ("queueLifetime", "bounceLifetime"):
@@ -227,11 +264,19 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
     if len(lifetimes) == 2 and lifetimes["bounceLifetime"] > lifetimes["queueLifetime"]:
         r.fail("bounceLifetime", f"{v['bounceLifetime']!r} is longer than queueLifetime {v['queueLifetime']!r}")
 
+    weights = []
     for site in v["dnsblSites"]:
-        if not _DNSBL_SITE.match(site):
-            r.fail("dnsblSites", f"{site!r} needs a reply filter, e.g. zen.spamhaus.org=127.0.0.[2..11]*3")
+        problem = dnsbl_site_problem(site)
+        if problem:
+            r.fail("dnsblSites", f"{site!r}: {problem}; allowed form: zen.spamhaus.org=127.0.0.[2..11]*3")
+        else:
+            weights.append(_dnsbl_weight(site))
+    reachable = sum(w for w in weights if w > 0)
     if v["dnsblThreshold"] < 1:
         r.fail("dnsblThreshold", "must be at least 1")
+    elif weights and v["dnsblThreshold"] > reachable:
+        r.fail("dnsblThreshold", f"{v['dnsblThreshold']} can never be reached: the dnsblSites weights add up to "
+                                 f"{reachable}, so DNSBL would be silently off; allowed: 1..{reachable}")
 
     if v["shape"] not in ALWAYS_FREE_SHAPES:
         r.fail("shape", f"{v['shape']!r} is not an Always-Free shape; allowed: {', '.join(ALWAYS_FREE_SHAPES)}")
@@ -247,8 +292,9 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
     relay_private_ip = ""
     try:
         vcn = ipaddress.ip_network(v["vcnCidr"])
-        if vcn.version != 4 or not vcn.is_private or not 16 <= vcn.prefixlen <= 28:
-            r.fail("vcnCidr", f"{v['vcnCidr']!r} must be a private IPv4 block between /16 and /28")
+        if vcn.version != 4 or not any(vcn.subnet_of(n) for n in RFC1918) or not 16 <= vcn.prefixlen <= 28:
+            r.fail("vcnCidr", f"{v['vcnCidr']!r} must be a private (RFC 1918: 10/8, 172.16/12, 192.168/16) "
+                              "IPv4 block between /16 and /28")
         else:
             relay_private_ip = str(vcn.network_address + RELAY_HOST_NUMBER)
     except ValueError:
@@ -256,20 +302,29 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
 
     try:
         homelab = ipaddress.ip_network(v["homelabCidr"])
-        if homelab.version != 4 or homelab.prefixlen < 16:
-            r.fail("homelabCidr", f"{v['homelabCidr']!r} must be an IPv4 block of /16 or narrower")
+        widest = HOMELAB_WIDEST_PUBLIC if homelab.is_global else HOMELAB_WIDEST_PRIVATE
+        if homelab.version != 4 or homelab.prefixlen < widest or homelab.is_unspecified or homelab.is_loopback \
+                or homelab.is_link_local or homelab.is_multicast or homelab.network_address.is_unspecified:
+            r.fail("homelabCidr", f"{v['homelabCidr']!r} must be the homelab's own IPv4 block: a public block of "
+                                  f"/{HOMELAB_WIDEST_PUBLIC} or narrower (the exporters open to every host in it), "
+                                  f"or a private one of /{HOMELAB_WIDEST_PRIVATE} or narrower")
     except ValueError:
         r.fail("homelabCidr", f"{v['homelabCidr']!r} is not a CIDR (allowed: e.g. 198.51.100.7/32)")
 
-    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]{2,}", v["certbotEmail"]):
-        r.fail("certbotEmail", f"{v['certbotEmail']!r} is not an e-mail address")
-    if not re.fullmatch(r"https://[a-z0-9.-]+(:\d+)?(/\S*)?", v["headscaleLoginServer"]):
-        r.fail("headscaleLoginServer", f"{v['headscaleLoginServer']!r} must be an https:// URL")
+    local, _, email_domain = v["certbotEmail"].rpartition("@")
+    if not (re.fullmatch(r"[A-Za-z0-9._+-]{1,64}", local) and _HOSTNAME.match(email_domain.lower())):
+        r.fail("certbotEmail", f"{v['certbotEmail']!r} is not a plain e-mail address "
+                               "(letters, digits and . _ + - before the @, a domain name after it)")
+    url_problem = login_server_problem(v["headscaleLoginServer"])
+    if url_problem:
+        r.fail("headscaleLoginServer", f"{v['headscaleLoginServer']!r} {url_problem}; "
+                                       "allowed: https://host[:port][/path]")
     if not re.fullmatch(r"tag:[a-z0-9-]+", v["tailnetTag"]):
         r.fail("tailnetTag", f"{v['tailnetTag']!r} must look like tag:backup-mx")
     for key in v["sshAuthorizedKeys"]:
-        if not re.match(r"(ssh-(ed25519|rsa)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+", key):
-            r.fail("sshAuthorizedKeys", f"{key[:30]!r}... is not an SSH public key")
+        if not SSH_KEY.fullmatch(key):
+            r.fail("sshAuthorizedKeys", f"{key[:30]!r}... is not one SSH public key on one line "
+                                        "(type, base64 blob, optional comment; no newline, no options)")
     if v["drainSourceAddress"] and not _is_ip(v["drainSourceAddress"]):
         r.fail("drainSourceAddress", f"{v['drainSourceAddress']!r} is not an IPv4 address (or empty)")
 
@@ -289,6 +344,79 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
         ssh_authorized_keys=tuple(v["sshAuthorizedKeys"]), drain_source_address=v["drainSourceAddress"],
         headscale_preauth_key=preauth_key,
     )
+
+
+MESSAGE_SIZE_MIN, MESSAGE_SIZE_MAX = 10 * 1024 * 1024, 1024 * 1024 * 1024
+RFC1918 = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+HOMELAB_WIDEST_PUBLIC, HOMELAB_WIDEST_PRIVATE = 24, 16
+SSH_KEY = re.compile(r"(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)"
+                     r"@openssh\.com) [A-Za-z0-9+/]+={0,3}( [\x21-\x7e][\x20-\x7e]*)?")
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_OCTET_PATTERN = re.compile(rf"{_OCTET}|\[{_OCTET}(\.\.{_OCTET})?(;{_OCTET}(\.\.{_OCTET})?)*\]")
+
+
+def dnsbl_site_problem(site: str) -> str:
+    """postscreen_dnsbl_sites entry: domain[=filter][*weight], filter as in Postfix's ip_match
+    (four octet patterns, each a number or [n..m;k] list). '' when valid."""
+    rest, star, weight = site.partition("*")
+    if star and not re.fullmatch(r"-?[0-9]{1,6}", weight):
+        return f"weight {weight!r} is not a whole number"
+    domain, eq, reply_filter = rest.partition("=")
+    if not _HOSTNAME.match(domain.lower()):
+        return f"{domain!r} is not a DNSBL domain name"
+    if not eq:
+        return "has no reply filter, so a resolver's refusal answer (127.255.255.254) would list everyone"
+    pattern = _OCTET_PATTERN.pattern
+    if not re.fullmatch(rf"({pattern})\.({pattern})\.({pattern})\.({pattern})", reply_filter):
+        return f"reply filter {reply_filter!r} is not four octet patterns (n or [n..m;k], each 0..255)"
+    for low, high in re.findall(r"(\d+)\.\.(\d+)", reply_filter):
+        if int(low) > int(high):
+            return f"range {low}..{high} is empty"
+    return ""
+
+
+def _dnsbl_weight(site: str) -> int:
+    _, star, weight = site.partition("*")
+    return int(weight) if star else 1
+
+
+def login_server_problem(url: str) -> str:
+    from urllib.parse import urlsplit
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "contains whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme != "https":
+        return "must use https://"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return "must not carry credentials, a query or a fragment"
+    if not parts.hostname or not (_HOSTNAME.match(parts.hostname) or _is_ip(parts.hostname)):
+        return "has no valid host name"
+    if port is not None and not 1 <= port <= 65535:
+        return f"has port {port}, outside 1..65535"
+    if re.search(r"[\"'`$;&|<>\\]", url):
+        return "contains shell or quoting metacharacters"
+    return ""
+
+
+def _routable_drain(ip: ipaddress.IPv4Address) -> bool:
+    return not (ip.is_loopback or ip.is_unspecified or ip.is_link_local or ip.is_multicast or ip.is_reserved
+                or ip == ipaddress.ip_address("255.255.255.255"))
+
+
+def _check_preauth(r: _Reader, key: PreauthKey) -> None:
+    how = "set it with `pulumi config set --secret headscalePreauthKey <key>`"
+    if key.text is None:
+        r.fail("headscalePreauthKey", f"is required but not set; {how}")
+    elif not key.secret:
+        r.fail("headscalePreauthKey", "is stored in plain text in the stack file; remove it there and " + how)
+    elif not key.text:
+        r.fail("headscalePreauthKey", f"is empty; {how} (a single-use key that expires within a day)")
+    elif any(c.isspace() or not c.isprintable() for c in key.text):
+        r.fail("headscalePreauthKey", f"contains whitespace or control characters (a paste error?); {how}")
 
 
 def _is_ip(text: str) -> bool:

@@ -138,6 +138,7 @@ class Relay:
     tls_dir: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)  # tests only: scaled lifetimes, stock defaults
     resolv_conf: Path | None = None  # run the instance with this resolv.conf (private mount namespace)
+    watchers: list = field(default_factory=list)
 
     @property
     def conf(self) -> Path:
@@ -204,6 +205,7 @@ class Relay:
         return self
 
     def stop(self) -> None:
+        self.stop_watchers()
         run("postfix", "-c", str(self.conf), "stop", check=False)
         self._wait_master_gone()
 
@@ -247,10 +249,32 @@ class Relay:
         script = self.base / "backup-mx-drain"
         script.write_text(files["backup-mx-drain"])
         env = {**os.environ, "BACKUP_MX_ENV": str(self.watcher_env(files))}
-        proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=60)
+        proc = subprocess.run(["bash", str(script), "--once"], capture_output=True, text=True, env=env, timeout=60)
         if proc.returncode != 0:
             raise LabError(f"drain watcher failed: {proc.stderr}")
         return proc.stdout
+
+    def start_watcher(self, files: dict[str, str], **env: str) -> subprocess.Popen:
+        """The drain watcher as the VM runs it (a service looping over drain.sh); stop it with
+        stop_watcher, by pid."""
+        script = self.base / "backup-mx-drain"
+        script.write_text(files["backup-mx-drain"])
+        proc = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "BACKUP_MX_ENV": str(self.watcher_env(files)), **env},
+                                start_new_session=True)
+        self.watchers.append(proc)
+        return proc
+
+    def stop_watchers(self) -> None:
+        for proc in self.watchers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        self.watchers.clear()
 
     def queue(self) -> list[dict]:
         out = run("postqueue", "-c", str(self.conf), "-j", check=False).stdout

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import json
+import re
 import runpy
 import sys
 import warnings
@@ -39,35 +40,119 @@ class StackFileError(ValueError):
 def read_stack_file(path: Path, project: str) -> tuple[dict[str, str], dict[str, str], list[str]]:
     """Stack file -> (plain config, secret config, notes), raw strings as the CLI passes them.
 
-    `secure:` values cannot be decrypted offline; they and unset secret keys become a
-    placeholder that still flows through the program as a Pulumi secret."""
+    Read the way the Pulumi CLI reads it (config.Value.UnmarshalYAML over Go's yaml.v3): a
+    scalar value reaches the program as its text (`020` stays "020", `yes` stays "yes"), a
+    `secure:` mapping is a secret, a list or mapping becomes JSON, and a key written twice is
+    an error. A list item that yaml.v3 would turn into a number, boolean, null or timestamp is
+    refused: quoted, it is unambiguous. `secure:` values cannot be decrypted offline; they and
+    unset secret keys become a placeholder that still flows through the program as a secret."""
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise StackFileError(f"cannot read stack file {path}: {exc}") from None
+        text = path.read_text()
+    except OSError as exc:
+        raise StackFileError(f"cannot read stack file {path}: {exc.strerror}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise StackFileError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     decls = declarations()
     plain, secret, notes = {}, {}, []
-    for full_key, value in (doc.get("config") or {}).items():
+    config = _mapping_value(root, "config", path) if root is not None else None
+    for key_node, value in (config.value if config is not None else []):
+        full_key = key_node.value
         ns, _, key = full_key.partition(":")
         if ns != project:
             continue  # provider config (oci:, cloudflare:) is not the program's
         if key not in decls:
             raise StackFileError(f"{path}: {full_key} is not declared in Pulumi.yaml; "
                                  f"known keys: {', '.join(sorted(decls))}")
-        if isinstance(value, dict) and "secure" in value:
+        if _is_secure(value):
             secret[key] = PLACEHOLDER_SECRET
             notes.append(f"{full_key} is encrypted; the offline preview uses a placeholder secret")
-        elif isinstance(value, (list, dict)):
-            plain[key] = json.dumps(value)
-        elif isinstance(value, bool):
-            plain[key] = "true" if value else "false"
+        elif isinstance(value, yaml.ScalarNode):
+            plain[key] = "" if _resolves_to(value) == "null" else value.value
         else:
-            plain[key] = str(value)
+            plain[key] = json.dumps(_collection(value, full_key, path))
     for key, decl in decls.items():
-        if decl.get("secret") and key not in secret:
+        if decl.get("secret") and key not in secret and key not in plain:
             secret[key] = PLACEHOLDER_SECRET
             notes.append(f"{project}:{key} is not set; the offline preview uses a placeholder secret")
     return plain, secret, notes
+
+
+_KIND = {yaml.MappingNode: "mapping", yaml.SequenceNode: "list", yaml.ScalarNode: "scalar"}
+
+
+def _mapping_value(root: yaml.Node, name: str, path: Path) -> yaml.MappingNode | None:
+    if not isinstance(root, yaml.MappingNode):
+        raise StackFileError(f"{path}: a stack file is a mapping with a `config:` key; this one is a "
+                             f"{_KIND.get(type(root), 'document')} (line {root.start_mark.line + 1})")
+    _no_duplicates(root, path)
+    found = next((v for k, v in root.value if isinstance(k, yaml.ScalarNode) and k.value == name), None)
+    if found is None or (isinstance(found, yaml.ScalarNode) and _resolves_to(found) == "null"):
+        return None
+    if not isinstance(found, yaml.MappingNode):
+        raise StackFileError(f"{path}: line {found.start_mark.line + 1}: `{name}:` must be a mapping of "
+                             f"project:key: value entries, not a {_KIND.get(type(found), 'node')}")
+    return found
+
+
+def _no_duplicates(node: yaml.Node, path: Path) -> None:
+    """yaml.v3 refuses a mapping that repeats a key, at any depth."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                line = key.start_mark.line + 1
+                if key.value in seen:
+                    raise StackFileError(f"{path}: line {line}: {key.value} is set twice (first on line "
+                                         f"{seen[key.value]}); the Pulumi CLI refuses the file; keep one")
+                seen[key.value] = line
+            _no_duplicates(value, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _no_duplicates(item, path)
+
+
+def _is_secure(node: yaml.Node) -> bool:
+    return (isinstance(node, yaml.MappingNode) and len(node.value) == 1
+            and node.value[0][0].value == "secure" and isinstance(node.value[0][1], yaml.ScalarNode))
+
+
+# yaml.v3's resolve(): what an unquoted scalar inside a list or mapping becomes.
+_V3_NULL = {"", "~", "null", "Null", "NULL"}
+_V3_BOOL = {"true", "True", "TRUE", "false", "False", "FALSE"}
+_V3_NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?0[xXoObB][0-9a-fA-F_]+"
+                        r"|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+_V3_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([Tt ].*)?")
+
+
+def _resolves_to(node: yaml.ScalarNode) -> str:
+    if node.style is not None or node.tag not in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:null",
+                                                  "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int",
+                                                  "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"):
+        return "string"
+    text = node.value
+    if text in _V3_NULL:
+        return "null"
+    if text in _V3_BOOL:
+        return "boolean"
+    if _V3_NUMBER.fullmatch(text):
+        return "number"
+    if _V3_TIMESTAMP.fullmatch(text):
+        return "timestamp"
+    return "string"
+
+
+def _collection(node: yaml.Node, full_key: str, path: Path):
+    if isinstance(node, yaml.SequenceNode):
+        return [_collection(item, full_key, path) for item in node.value]
+    if isinstance(node, yaml.MappingNode):
+        return {k.value: _collection(v, full_key, path) for k, v in node.value}
+    kind = _resolves_to(node)
+    if kind != "string":
+        raise StackFileError(f"{path}: line {node.start_mark.line + 1}: {full_key}: item {node.value!r} is read "
+                             f"by the Pulumi CLI as a {kind}, not text; quote it (\"{node.value}\")")
+    return node.value
 
 
 @dataclass
@@ -201,9 +286,20 @@ def _run_once(project, stack, plain, secret, first_preview, live_own) -> Run:
         error = f"{type(exc).__name__}: {exc}"
     finally:
         sys.path.remove(str(ROOT))
+        _settle(loop)
         loop.close()
     return Run(project, stack, first_preview, monitor.registrations, outputs, secrets=list(secret.values()),
                error=error)
+
+
+def _settle(loop: asyncio.AbstractEventLoop) -> None:
+    """A program that failed leaves the SDK's RPC tasks pending; cancel and reap them so the
+    error is the only thing printed (no "Task was destroyed but it is pending")."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
 def _record(outputs: dict) -> dict:
@@ -237,11 +333,24 @@ def redact(value: Any, secrets: list[str]) -> Any:
         return [redact(v, secrets) for v in value]
     if isinstance(value, str) and secrets:
         decoded = _b64(value)
-        if decoded is not None and any(s in decoded for s in secrets):
+        if decoded is not None and any(f in decoded for s in secrets for f in _written_forms(s)):
             return base64.b64encode(redact(decoded, secrets).encode()).decode()
         for s in secrets:
-            value = value.replace(s, REDACTED if value == s else REDACTED_IN_TEXT)
+            if value == s:
+                return REDACTED
+            for form in _written_forms(s):
+                value = value.replace(form, REDACTED_IN_TEXT)
     return value
+
+
+def _written_forms(secret: str) -> list[str]:
+    """Every way the secret can appear inside a document: as is, and escaped the way YAML
+    (double- or single-quoted, ASCII-only or not) and JSON write it. Longest first."""
+    forms = {secret, secret.replace("'", "''"), json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    for unicode in (False, True):
+        dumped = yaml.dump(secret, Dumper=yaml.SafeDumper, default_style='"', width=10**9, allow_unicode=unicode)
+        forms.add(dumped.strip().removesuffix("...").strip()[1:-1])
+    return sorted((f for f in forms if f), key=len, reverse=True)
 
 
 def _b64(text: str) -> str | None:

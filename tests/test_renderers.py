@@ -84,13 +84,15 @@ def test_user_data_writes_config_staged_and_runs_bootstrap():
     assert "DOMAINS='example.net example.org'" in files[cloudinit.ENV_FILE]["content"]
 
 
-def test_bootstrap_orders_firewall_egress_packages_postfix_tailnet():
+def test_bootstrap_puts_mail_before_anything_third_party():
+    """Static order only; the first-boot rehearsal (issue 10) runs it on real cloud-init."""
     boot = (cloudinit.ASSETS / "bootstrap.sh").read_text()
     order = ["/usr/local/sbin/backup-mx-firewall\n", "getent hosts", "debconf-set-selections",
-             "retry 10 apt-get install", "postfix check", "backup-mx-drain.timer", "tailscale up",
-             "backup-mx-firewall --tailnet-ssh"]
+             "apt_get install -y --no-install-recommends -o Dpkg::Options::=--force-confold postfix\n",
+             "postfix check", "systemctl restart postfix", "backup-mx-drain.service", "/usr/local/sbin/backup-mx-extras"]
     positions = [boot.index(marker) for marker in order]
     assert positions == sorted(positions)
+    assert "tailscale" not in boot and "apt_get install" not in boot.split("postfix check")[1]
 
 
 def test_every_shell_asset_parses():

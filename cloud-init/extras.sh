@@ -1,0 +1,77 @@
+#!/bin/bash
+# Everything the relay wants besides mail, each part done once and recorded: exporters and
+# unattended-upgrades, the tailscale repository and package, tailnet enrolment, then the
+# certificate timer. Run at the end of the first boot and by backup-mx-extras.timer until
+# every part has succeeded; a failure here never touches Postfix.
+set -uo pipefail
+. "${BACKUP_MX_ENV:-/etc/backup-mx/backup-mx.env}"
+. "${BACKUP_MX_LIB:-/usr/local/lib/backup-mx}/common.sh"
+STATE=${BACKUP_MX_STATE_DIR:-/var/lib/backup-mx}
+KEY_SOURCE=${BACKUP_MX_PREAUTH_KEY:-/etc/backup-mx/headscale-preauth-key}
+RUN_DIR=${BACKUP_MX_RUN_DIR:-/run/backup-mx}
+UP_TIMEOUT=${TAILSCALE_UP_TIMEOUT:-90}
+mkdir -p "$STATE"
+
+part() {  # part NAME CMD...: run once; success is recorded in $STATE/NAME.done
+  local name=$1; shift
+  [ -e "$STATE/$name.done" ] && return 0
+  step "$name"
+  if "$@"; then touch "$STATE/$name.done"; return 0; fi
+  echo "backup-mx-extras: $name failed; the timer retries it"
+  return 1
+}
+
+exporters_and_upgrades() {
+  apt_get update && \
+  apt_get install -y --no-install-recommends -o Dpkg::Options::=--force-confold \
+    certbot prometheus-node-exporter prometheus-postfix-exporter unattended-upgrades && \
+  systemctl enable --now prometheus-node-exporter prometheus-postfix-exporter unattended-upgrades
+}
+
+tailscale_package() {
+  curl -fsSL --retry 5 --max-time 60 https://pkgs.tailscale.com/stable/ubuntu/noble.noarmor.gpg \
+    -o /usr/share/keyrings/tailscale-archive-keyring.gpg && \
+  echo "deb [signed-by=/usr/share/keyrings/tailscale-archive-keyring.gpg] https://pkgs.tailscale.com/stable/ubuntu noble main" \
+    > /etc/apt/sources.list.d/tailscale.list && \
+  apt_get update && apt_get install -y --no-install-recommends tailscale && \
+  systemctl enable --now tailscaled
+}
+
+enrol() (
+  # A subshell, so its EXIT trap covers every way out. The key is consumed from its file on
+  # the first attempt and removed whether tailscale up succeeds, fails, hangs or is stopped.
+  # A later retry needs a new key (README, Tailnet).
+  if tailscale status >/dev/null 2>&1; then exit 0; fi
+  mkdir -p -m 0700 "$RUN_DIR"
+  key=$(mktemp "$RUN_DIR/preauth.XXXXXX")
+  trap 'shred -u "$key" 2>/dev/null || rm -f "$key"' EXIT
+  trap 'exit 143' TERM INT HUP
+  if [ ! -s "$KEY_SOURCE" ]; then
+    echo "backup-mx-extras: no preauth key at $KEY_SOURCE (used or never written); enrol by hand: README, Tailnet"
+    exit 1
+  fi
+  cat "$KEY_SOURCE" > "$key"
+  shred -u "$KEY_SOURCE" 2>/dev/null || rm -f "$KEY_SOURCE"
+  timeout --kill-after=5 "$((UP_TIMEOUT + 10))" tailscale up --timeout "${UP_TIMEOUT}s" \
+    --login-server "$HEADSCALE_LOGIN_SERVER" --authkey "file:$key" \
+    --advertise-tags "$TAILNET_TAG" --hostname "${RELAY_HOSTNAME%%.*}" && \
+  "${BACKUP_MX_SBIN:-/usr/local/sbin}/backup-mx-firewall" --tailnet-ssh
+)
+
+certificate_timer() {
+  systemctl enable --now backup-mx-certificate.timer
+}
+
+failed=0
+part exporters-and-upgrades exporters_and_upgrades || failed=1
+part certificate-timer certificate_timer || failed=1
+if part tailscale-package tailscale_package; then
+  part tailnet enrol || failed=1
+else
+  failed=1
+fi
+if [ "$failed" -eq 0 ]; then
+  systemctl disable backup-mx-extras.timer 2>/dev/null || true
+  echo "backup-mx-extras: all done"
+fi
+exit "$failed"
