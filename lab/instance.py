@@ -191,7 +191,8 @@ class Relay:
         (self.conf / "main.cf").write_text(set_main_params(files["main.cf"], self.overrides(files["main.cf"])))
         (self.conf / "master.cf").write_text(move_listener(files["master.cf"], f"{self.listen}:{self.port}"))
         settle(self.conf)
-        run("postfix", "-c", str(self.conf), "check")
+        check = run("postfix", "-c", str(self.conf), "check")
+        self.check_output = (check.stdout + check.stderr).strip()
         return self
 
     def start(self) -> "Relay":

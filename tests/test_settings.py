@@ -52,7 +52,7 @@ def test_every_required_key_is_named_when_missing():
     ("bounceLifetime", "31d", "longer than queueLifetime"),
     ("shape", "VM.Standard.E4.Flex", "allowed: VM.Standard.E2.1.Micro"),
     ("vcnCidr", "10.0.0.0/33", "not a CIDR"),
-    ("vcnCidr", "8.8.8.0/24", "private IPv4 block"),
+    ("vcnCidr", "8.8.8.0/24", "must be a private"),
     ("homelabCidr", "198.51.100.7/24", "not a CIDR"),
     ("primaryMynetworks", ["10.0.0.0/8", "bogus"], "'bogus' is not a CIDR"),
     ("drainPort", 25, "allowed: 1..65535 except 25"),
@@ -60,11 +60,37 @@ def test_every_required_key_is_named_when_missing():
     ("relayHostname", "mx2.elsewhere.com", "must lie inside one of domains"),
     ("bootVolumeSizeGb", 20, "outside 50..200"),
     ("availabilityDomainIndex", 3, "outside 0..2"),
-    ("dnsblSites", ["zen.spamhaus.org"], "needs a reply filter"),
-    ("messageSizeLimit", 1000, "below 10485760"),
+    ("dnsblSites", ["zen.spamhaus.org"], "has no reply filter"),
+    ("messageSizeLimit", 1000, "outside 10485760..1073741824"),
     ("cloudflareZoneIds", ["example.net=nothex"], "domain=<32 hex digit zone id>"),
-    ("headscaleLoginServer", "http://hs.example.net", "https:// URL"),
+    ("headscaleLoginServer", "http://hs.example.net", "must use https://"),
     ("mxPreference", "twenty", "is not a valid integer"),
+    # What independent probes found alive-but-dead (issue 9):
+    ("drainHost", "127.0.0.1", "drain to itself"),
+    ("drainHost", "0.0.0.0", "drain to itself"),
+    ("drainHost", "localhost", "not a host name"),
+    ("drainHost", "mx.localhost", "drain to itself"),
+    ("drainHost", "mx2.example.net", "drain to itself"),
+    ("drainHost", "169.254.169.254", "drain to itself"),
+    ("messageSizeLimit", 2**63, "outside 10485760..1073741824"),
+    ("dnsblSites", ["zen.spamhaus.org=127.0.0.[2..11*3"], "not four octet patterns"),
+    ("dnsblSites", ["zen.spamhaus.org=127.0.0.[11..2]"], "range 11..2 is empty"),
+    ("dnsblThreshold", 99, "can never be reached"),
+    ("sshAuthorizedKeys", ["ssh-ed25519 AAAAC3Nz a@b\nssh-ed25519 AAAAEvil evil@x"], "one SSH public key on one line"),
+    ("sshAuthorizedKeys", ['command="sh" ssh-ed25519 AAAAC3Nz a@b'], "one SSH public key on one line"),
+    ("certbotEmail", "ops@example.net;reboot", "not a plain e-mail address"),
+    ("certbotEmail", "$(id)@example.net", "not a plain e-mail address"),
+    ("headscaleLoginServer", "https://hs.example.net:99999", "not a valid URL"),
+    ("headscaleLoginServer", "https://hs.example.net:0", "outside 1..65535"),
+    ("vcnCidr", "169.254.0.0/24", "RFC 1918"),
+    ("vcnCidr", "0.0.0.0/24", "RFC 1918"),
+    ("homelabCidr", "8.8.0.0/16", "public block of /24 or narrower"),
+    ("homelabCidr", "0.0.0.0/0", "homelab's own IPv4 block"),
+    ("cloudflareZoneIds", ["example.net=" + "a" * 32, "example.net=" + "b" * 32], "lists 'example.net' twice"),
+    ("drainPort", "02526", "leading zero"),
+    ("mxPreference", "020", "leading zero"),
+    ("mxPreference", "2_0", "is not a valid integer"),
+    ("drainPort", "0x9DE", "is not a valid integer"),
 ])
 def test_bad_value_names_the_key_and_what_is_allowed(key, value, expected):
     with pytest.raises(settings.ConfigError) as err:
@@ -103,3 +129,17 @@ def test_second_domain_and_relay_zone():
              relayHostname="mx2.example.org")
     assert s.domains == ("example.net", "example.org")
     assert s.relay_zone.domain == "example.org" and s.relay_zone.zone_id == "b" * 32
+
+
+@pytest.mark.parametrize("key,expected", [
+    (settings.PreauthKey(None, True), "is required but not set"),
+    (settings.PreauthKey("", True), "is empty"),
+    (settings.PreauthKey("tskey-plain", False), "stored in plain text"),
+    (settings.PreauthKey("hskey\tpasted", True), "whitespace or control characters"),
+])
+def test_preauth_key_problems_are_named_without_echoing_the_key(key, expected):
+    with pytest.raises(settings.ConfigError) as err:
+        settings.load("backup-mx", REQUIRED.get, preauth=key)
+    message = str(err.value)
+    assert "backup-mx:headscalePreauthKey:" in message and expected in message and "--secret" in message
+    assert not key.text or key.text not in message

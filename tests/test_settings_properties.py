@@ -1,0 +1,142 @@
+"""Property tests: every config the settings accept boots a working relay on real Postfix,
+and every bad value of a key is refused at preview with exit 2 and the key named.
+
+Example counts are modest for `make test`; `make properties` runs the long pass
+(HYPOTHESIS_PROFILE=long)."""
+import ipaddress
+import json
+import os
+import re
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from components import postfix, settings
+from conftest import EXAMPLE, lab_dir
+from lab import Lab
+from lab.client import Client
+
+hsettings.register_profile("test", max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "6")), deadline=None,
+                           suppress_health_check=list(HealthCheck))
+hsettings.register_profile("long", max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+hsettings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "test"))
+
+REQUIRED = {
+    "primaryMxHost": "mail.example.net",
+    "ociCompartmentId": "ocid1.tenancy.oc1..aaaaaaaaabc",
+    "homelabCidr": "198.51.100.7/32",
+    "certbotEmail": "ops@example.net",
+    "headscaleLoginServer": "https://hs.example.net",
+}
+
+label = st.from_regex(r"[a-z]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
+domain = st.builds(lambda labels, tld: ".".join(labels + [tld]), st.lists(label, min_size=1, max_size=2),
+                   st.sampled_from(["net", "org", "me", "example", "co.uk"]))
+public_ip = st.integers(0x01000000, 0xDFFFFFFF).map(ipaddress.IPv4Address).filter(lambda ip: ip.is_global) \
+    .map(str)
+octet = st.integers(0, 255)
+octet_pattern = st.one_of(
+    octet.map(str),
+    st.tuples(octet, octet).map(lambda r: f"[{min(r)}..{max(r)}]"),
+    st.lists(octet, min_size=2, max_size=3).map(lambda xs: "[" + ";".join(map(str, xs)) + "]"))
+dnsbl_site = st.builds(lambda d, last, weight: f"bl.{d}=127.0.0.{last}" + (f"*{weight}" if weight is not None else ""),
+                       domain, octet_pattern, st.one_of(st.none(), st.integers(-2, 5)))
+lifetime_s = st.one_of(st.integers(1, 100).map(lambda d: (f"{d}d", d * 86400)),
+                       st.integers(1, 2400).map(lambda h: (f"{h}h", h * 3600)))
+
+
+@st.composite
+def valid_config(draw):
+    domains = draw(st.lists(domain, min_size=1, max_size=3, unique=True))
+    sites = draw(st.lists(dnsbl_site, max_size=4))
+    reach = sum(1 if "*" not in s else max(int(s.split("*")[1]), 0) for s in sites)
+    queue, queue_s = draw(lifetime_s)
+    bounce, bounce_s = draw(lifetime_s.filter(lambda b: b[1] <= queue_s))
+    raw = {
+        **REQUIRED,
+        "domains": json.dumps(domains),
+        "cloudflareZoneIds": json.dumps([f"{d}={'a' * 32}" for d in domains]),
+        "relayHostname": f"{draw(label)}.{domains[0]}",
+        "drainHost": draw(st.one_of(domain.filter(lambda d: d not in domains), public_ip,
+                                    st.just("100.64.0.7"))),
+        "drainPort": str(draw(st.integers(1, 65535).filter(lambda p: p != 25))),
+        "messageSizeLimit": str(draw(st.integers(settings.MESSAGE_SIZE_MIN, settings.MESSAGE_SIZE_MAX))),
+        "queueLifetime": queue,
+        "bounceLifetime": bounce,
+        "dnsblSites": json.dumps(sites),
+        "dnsblThreshold": str(draw(st.integers(1, reach)) if reach else draw(st.integers(1, 9))),
+    }
+    return raw
+
+
+@given(valid_config())
+def test_every_accepted_config_boots_a_relay_that_answers(tls_dir, raw):
+    s = settings.load("backup-mx", raw.get)
+    files = {path.rsplit("/", 1)[-1]: text for path, text in postfix.files(s).items()}
+    lab = Lab(lab_dir("property"), files, tls_dir)
+    try:
+        primary = lab.sink()
+        relay = lab.relay(primary.port)  # runs `postfix check`, which must print nothing
+        check = relay.check_output
+        assert check == "", check
+        c = Client(relay.port, source="127.0.10.1")
+        try:
+            banner = c.read("banner")
+            ehlo = c.cmd("EHLO probe.example.com")
+            mail = c.cmd("MAIL FROM:<a@example.com>")
+            rcpt = c.cmd(f"RCPT TO:<alice@{s.domains[-1]}>")
+            c.cmd("QUIT")
+        finally:
+            c.close()
+        assert banner.code == 220 and ehlo.code == 250, (banner, ehlo)
+        assert mail.code == 250 and rcpt.code == 250, (mail, rcpt)
+        assert f"SIZE {s.message_size_limit}" in ehlo.text
+        log = relay.log_text()
+        bad = [ln for ln in log.splitlines() if re.search(r"\b(fatal|warning|panic|error):", ln)]
+        assert bad == [], bad
+    finally:
+        lab.down()
+
+
+# --- invalid values: exit 2 from the offline preview, the key named ----------------------
+
+BAD = {
+    "drainHost": st.sampled_from(["127.0.0.1", "0.0.0.0", "127.8.9.10", "169.254.1.1", "224.0.0.1",
+                                  "mx2.viktorbarzin.me", "x.localhost", "not a host"]),
+    "drainPort": st.one_of(st.just("25"), st.integers(65536, 10**9).map(str), st.integers(-99, 0).map(str),
+                           st.integers(1, 9999).map(lambda p: f"0{p}")),
+    "messageSizeLimit": st.one_of(st.integers(settings.MESSAGE_SIZE_MAX + 1, 2**80).map(str),
+                                  st.integers(0, settings.MESSAGE_SIZE_MIN - 1).map(str)),
+    "dnsblSites": st.sampled_from(['["zen.spamhaus.org"]', '["zen.spamhaus.org=127.0.0.[2..11"]',
+                                   '["zen.spamhaus.org=127.0.0.[9..2]"]', '["zen.spamhaus.org=127.0.0.300"]',
+                                   '["zen.spamhaus.org=127.0.0.2*x"]', '["bad domain=127.0.0.2"]']),
+    "dnsblThreshold": st.integers(6, 10**6).map(str),  # the example's weights add up to 5
+    "sshAuthorizedKeys": st.sampled_from(['["ssh-ed25519 AAAA a\\nssh-ed25519 BBBB b"]', '["ssh-ed25519"]',
+                                          '["from=\\"*\\" ssh-ed25519 AAAA a"]', '["ssh-ed25519 AAAA\\ta"]']),
+    "certbotEmail": st.from_regex(r"[a-z]{1,5}[;&|`$<>() '\"\\][a-z]{0,5}@example\.net", fullmatch=True),
+    "headscaleLoginServer": st.sampled_from(["https://hs.example.net:70000", "https://hs.example.net:-1",
+                                             "https://hs.example.net:x", "http://hs.example.net",
+                                             "https://hs.example.net/$(id)", "https://"]),
+    "vcnCidr": st.sampled_from(["169.254.0.0/24", "0.0.0.0/16", "8.8.8.0/24", "127.0.0.0/24", "10.0.0.0/8"]),
+    "homelabCidr": st.integers(0, 23).map(lambda n: str(ipaddress.ip_network(f"8.0.0.0/{n}"))),
+    "mxPreference": st.sampled_from(["020", "1e3", "0x20", "2_0", "-5", "65536", ""]),
+    "queueLifetime": st.sampled_from(["0", "101d", "30y", "-1d", "30 d"]),
+    "cloudflareZoneIds": st.just('["viktorbarzin.me=0123456789abcdef0123456789abcdef", '
+                                 '"viktorbarzin.me=fedcba9876543210fedcba9876543210"]'),
+}
+
+
+@given(st.sampled_from(sorted(BAD)).flatmap(lambda k: st.tuples(st.just(k), BAD[k])))
+def test_every_bad_value_fails_preview_with_exit_2_naming_the_key(tmp_path_factory, capsys, bad):
+    from offline import preview
+    key, value = bad
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["config"][f"backup-mx:{key}"] = json.loads(value) if value.startswith("[") else value
+    stack = tmp_path_factory.mktemp("stack") / "Pulumi.prop.yaml"
+    stack.write_text(yaml.safe_dump(doc))
+    code = preview.main(["--config", str(stack), "--out", str(stack.parent / "build"), "--no-policy"])
+    out = capsys.readouterr()
+    assert code == 2, out
+    assert f"backup-mx:{key}:" in out.err, out.err
+    assert "Traceback" not in out.err and "Task was destroyed" not in out.err
