@@ -2,7 +2,10 @@
 import base64
 import json
 
-from conftest import SECRET, TWO_DOMAINS, resource, run_stack, unwrap
+import pytest
+import yaml
+
+from conftest import EXAMPLE, SECRET, TWO_DOMAINS, resource, run_stack, unwrap
 from offline import preview, program
 
 TYPES = {
@@ -156,3 +159,64 @@ def test_preview_cli_rejects_undeclared_keys(tmp_path, capsys):
     stack.write_text(TWO_DOMAINS.read_text() + "  backup-mx:queueLifetme: 30d\n")
     assert preview.main(["--config", str(stack), "--no-policy", "--out", str(tmp_path / "b")]) == 2
     assert "backup-mx:queueLifetme is not declared in Pulumi.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ['hs-"quoted\'-Zq7X9', "hs-ключ-Zq7X9-ü", "hs-back\\slash-Zq7X9"])
+def test_redaction_holds_for_keys_yaml_and_json_escape(key, tmp_path):
+    """Such keys are written escaped into user_data ("\\u043A", \\" ...); no form may survive."""
+    result = run_stack(secret_overrides={"headscalePreauthKey": key})
+    raw = next(r for r in result.resources if r.type.endswith("Instance"))
+    user_data = base64.b64decode(raw.props["metadata"]["user_data"]["value"]).decode()
+    doc = yaml.safe_load(user_data)
+    assert any(f.get("content") == key for f in doc["write_files"])  # the real run carries it
+    preview.write_build(tmp_path, program.plan(result), result.outputs)
+    written = {p.name: p.read_text() for p in tmp_path.rglob("*") if p.is_file()}
+    forms = {key, json.dumps(key)[1:-1], json.dumps(key, ensure_ascii=False)[1:-1], "Zq7X9",
+             yaml.safe_dump(key, default_style='"').strip()[1:-1]}
+    for name, text in written.items():
+        for form in forms:
+            assert form not in text, (name, form)
+    redacted_doc = yaml.safe_load(written["user-data.yaml"])
+    assert [f["content"] for f in redacted_doc["write_files"] if f["path"].endswith("preauth-key")] == \
+        [program.REDACTED_IN_TEXT]
+
+
+def test_redaction_of_a_tab_key_in_any_document(tmp_path):
+    key = "hs-tab\tkey-Zq7X9"
+    doc = yaml.dump({"write_files": [{"content": key}]}, Dumper=yaml.SafeDumper)
+    assert "\\t" in doc and key not in doc
+    assert "Zq7X9" not in program.redact(doc, [key])
+    assert "Zq7X9" not in program.redact(json.dumps({"k": key}), [key])
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("- a\n- b\n", "this one is a list"),
+    ("config: hello\n", "`config:` must be a mapping"),
+    ("config:\n  backup-mx:drainPort: 2526\n  backup-mx:drainPort: 2527\n", "backup-mx:drainPort is set twice"),
+    ("config:\n  backup-mx:domains:\n    - 020\n", "item '020' is read by the Pulumi CLI as a number"),
+    ("config:\n  backup-mx:domains: [yes.example, true]\n", "item 'true' is read by the Pulumi CLI as a boolean"),
+    ("config: [\n", "is not valid YAML"),
+])
+def test_malformed_stack_files_exit_2_with_one_message(text, expected, tmp_path, capsys):
+    stack = tmp_path / "Pulumi.bad.yaml"
+    stack.write_text(text)
+    assert preview.main(["--config", str(stack), "--out", str(tmp_path / "build")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_stack_values_reach_the_program_as_the_cli_passes_them(tmp_path, capsys):
+    """yaml.v3 hands the program a scalar's text: 02526 arrives as "02526" (not octal 1366),
+    and the settings refuse the ambiguous form; a plaintext secret is refused with the fix."""
+    text = EXAMPLE.read_text().replace("drainPort: 2526", "drainPort: 02526") + \
+        "  backup-mx:headscalePreauthKey: hskey-in-plain-text\n"
+    stack = tmp_path / "Pulumi.bad.yaml"
+    stack.write_text(text)
+    plain, secret, _ = program.read_stack_file(stack, "backup-mx")
+    assert plain["drainPort"] == "02526" and "headscalePreauthKey" not in secret
+    assert preview.main(["--config", str(stack), "--out", str(tmp_path / "build")]) == 2
+    err = capsys.readouterr().err
+    assert "backup-mx:drainPort: '02526' has a leading zero" in err
+    assert "backup-mx:headscalePreauthKey: is stored in plain text" in err and "--secret" in err
+    assert "hskey-in-plain-text" not in err and "Task was destroyed" not in err
+
