@@ -8,7 +8,7 @@ set -uo pipefail
 CONF=${POSTFIX_CONFIG_DIR:-/etc/postfix}
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 PROBE_EVERY=${DRAIN_PROBE_SECONDS:-3}
-SETTLE=${DRAIN_SETTLE_SECONDS:-30}  # after a flush: let delivery run before probing again
+REFLUSH=${DRAIN_REFLUSH_SECONDS:-30}  # while the primary stays up, flush again at most this often
 SPOOL=$(postconf -c "$CONF" -h queue_directory)
 shopt -s nullglob
 
@@ -29,17 +29,17 @@ banner() {
   timeout 10 bash -c 'exec 3<>"/dev/tcp/$0/$1" && head -n1 <&3' "$DRAIN_HOST" "$DRAIN_PORT" 2>/dev/null || true
 }
 
-last_listing="" ids="" quiet=0
-pass() {  # returns 0 after a flush
+last_listing="" ids="" quiet=0 was_ready=0 last_flush=0
+pass() {
   local deferred=("$SPOOL"/deferred/*/*) listing
-  [ ${#deferred[@]} -eq 0 ] && { last_listing=""; return 1; }
+  [ ${#deferred[@]} -eq 0 ] && { last_listing=""; return 0; }
   listing="${deferred[*]}"
   if [ "$listing" != "$last_listing" ]; then  # the deferred set changed: which are ours?
     ids=$(protected_deferred)
     last_listing=$listing
   fi
-  [ -z "$ids" ] && return 1
-  local count reply
+  [ -z "$ids" ] && return 0
+  local count reply now
   count=$(printf '%s\n' "$ids" | grep -c .)
   reply=$(banner)
   case "$reply" in
@@ -49,9 +49,17 @@ pass() {  # returns 0 after a flush
          echo "backup-mx-drain: $count deferred; drain $DRAIN_HOST:$DRAIN_PORT not ready (${reply:-no answer})"
        fi
        quiet=$(( (quiet + 1) % (600 / PROBE_EVERY + 1) ))
-       return 1 ;;
+       was_ready=0
+       return 0 ;;
   esac
   quiet=0
+  # Flush at once when the primary comes back; while it stays up (and, say, answers 4xx to
+  # some mail), at most every REFLUSH seconds.
+  printf -v now '%(%s)T' -1
+  if [ "$was_ready" -eq 1 ] && [ $((now - last_flush)) -lt "$REFLUSH" ]; then
+    return 0
+  fi
+  was_ready=1 last_flush=$now
   echo "backup-mx-drain: $count deferred; drain $DRAIN_HOST:$DRAIN_PORT answers, flushing: $DOMAINS"
   # -s also clears qmgr's dead-destination memory; -i catches mail the fast-flush log does not
   # list (a soft-bounced 5xx from the primary is not recorded there).
@@ -62,7 +70,6 @@ pass() {  # returns 0 after a flush
     postqueue -c "$CONF" -i "$id" 2>/dev/null || true
   done
   last_listing=""
-  return 0
 }
 
 if [ "${1:-}" = "--once" ]; then
@@ -71,5 +78,6 @@ if [ "${1:-}" = "--once" ]; then
 fi
 trap 'exit 0' TERM INT
 while :; do
-  if pass; then sleep "$SETTLE"; else sleep "$PROBE_EVERY"; fi
+  pass
+  sleep "$PROBE_EVERY"
 done

@@ -51,6 +51,9 @@ def valid_config(draw):
     domains = draw(st.lists(domain, min_size=1, max_size=3, unique=True))
     sites = draw(st.lists(dnsbl_site, max_size=4))
     reach = sum(1 if "*" not in s else max(int(s.split("*")[1]), 0) for s in sites)
+    if sites and not reach:  # only allow-list weights: DNSBL could never fire, which settings refuse
+        sites.append(f"bl.{draw(domain)}=127.0.0.2")
+        reach = 1
     queue, queue_s = draw(lifetime_s)
     bounce, bounce_s = draw(lifetime_s.filter(lambda b: b[1] <= queue_s))
     raw = {
