@@ -32,13 +32,14 @@ banner() {
 last_listing="" ids="" quiet=0 was_ready=0 last_flush=0
 pass() {
   local deferred=("$SPOOL"/deferred/*/*) listing
-  [ ${#deferred[@]} -eq 0 ] && { last_listing=""; return 0; }
+  # Nothing deferred: whatever comes next is a new episode, flushed as soon as the primary answers.
+  [ ${#deferred[@]} -eq 0 ] && { last_listing="" was_ready=0; return 0; }
   listing="${deferred[*]}"
   if [ "$listing" != "$last_listing" ]; then  # the deferred set changed: which are ours?
     ids=$(protected_deferred)
     last_listing=$listing
   fi
-  [ -z "$ids" ] && return 0
+  [ -z "$ids" ] && { was_ready=0; return 0; }
   local count reply now
   count=$(printf '%s\n' "$ids" | grep -c .)
   reply=$(banner)
