@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: preview preview-first test properties system-deps lab lab-down bench verify clean
+.PHONY: preview preview-first test rehearse properties system-deps lab lab-down bench verify clean
 
 $(VENV)/.installed: requirements.txt policy/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ system-deps:  ## Debian packages the real-software tests need (root; no-op when 
 
 test: system-deps $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+rehearse: system-deps $(VENV)/.installed  ## first boot on real cloud-init (also part of make test)
+	$(PY) -m pytest -q tests/test_rehearsal.py
 
 properties: system-deps $(VENV)/.installed  ## the long property pass (150 generated configs each)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q tests/test_settings_properties.py

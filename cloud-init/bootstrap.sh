@@ -13,16 +13,15 @@ exec > >(tee -a /var/log/backup-mx-bootstrap.log) 2>&1
 step "firewall: 25/80 open, exporters from $HOMELAB_CIDR only"
 /usr/local/sbin/backup-mx-firewall
 
-step "waiting for egress (the internet gateway route appears 30-90 s after boot)"
+step "waiting for egress (the internet gateway route appears 30-90 s after boot; DNS answers before it)"
 for i in $(seq 1 60); do
-  getent hosts "$APT_MIRROR_HOST" >/dev/null && break
-  echo "no DNS/egress yet ($i/60)"; sleep 5
+  egress && break
+  echo "no TCP egress to $APT_MIRROR_HOST yet ($i/60)"; sleep 5
 done
 
 step "mail first: postfix from the Ubuntu archive"
 debconf-set-selections /etc/backup-mx/debconf.txt
-retry 10 apt_get update
-retry 10 apt_get install -y --no-install-recommends -o Dpkg::Options::=--force-confold postfix
+retry 20 apt_install postfix
 
 step "postfix: install the rendered configuration (never patched in place)"
 install -d -m 0755 /etc/postfix/tls

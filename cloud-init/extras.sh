@@ -22,9 +22,9 @@ part() {  # part NAME CMD...: run once; success is recorded in $STATE/NAME.done
 }
 
 exporters_and_upgrades() {
-  apt_get update && \
-  apt_get install -y --no-install-recommends -o Dpkg::Options::=--force-confold \
-    certbot prometheus-node-exporter prometheus-postfix-exporter unattended-upgrades && \
+  # The postfix exporter exits at its package start if the mail log is not there yet; the
+  # unit drop-in written by cloud-init restarts it (Restart=on-failure).
+  apt_install certbot prometheus-node-exporter prometheus-postfix-exporter unattended-upgrades && \
   systemctl enable --now prometheus-node-exporter prometheus-postfix-exporter unattended-upgrades
 }
 
@@ -33,8 +33,7 @@ tailscale_package() {
     -o /usr/share/keyrings/tailscale-archive-keyring.gpg && \
   echo "deb [signed-by=/usr/share/keyrings/tailscale-archive-keyring.gpg] https://pkgs.tailscale.com/stable/ubuntu noble main" \
     > /etc/apt/sources.list.d/tailscale.list && \
-  apt_get update && apt_get install -y --no-install-recommends tailscale && \
-  systemctl enable --now tailscaled
+  apt_install tailscale && systemctl enable --now tailscaled
 }
 
 enrol() (

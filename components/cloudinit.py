@@ -38,6 +38,8 @@ _ASSET_FILES = [
     ("backup-mx-extras.timer", "/etc/systemd/system/backup-mx-extras.timer", "0644"),
     ("backup-mx-certificate.service", "/etc/systemd/system/backup-mx-certificate.service", "0644"),
     ("backup-mx-certificate.timer", "/etc/systemd/system/backup-mx-certificate.timer", "0644"),
+    ("postfix-exporter-restart.conf",
+     "/etc/systemd/system/prometheus-postfix-exporter.service.d/backup-mx-restart.conf", "0644"),
     ("20auto-upgrades", "/etc/apt/apt.conf.d/20auto-upgrades", "0644"),
     ("52backup-mx-unattended-upgrades", "/etc/apt/apt.conf.d/52backup-mx-unattended-upgrades", "0644"),
 ]

@@ -1,0 +1,25 @@
+"""A static HTTPS server for the rehearsal's stubs (the tailscale apt repository, headscale)."""
+import argparse
+import functools
+import http.server
+import ssl
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--bind", required=True)
+    p.add_argument("--port", type=int, default=443)
+    p.add_argument("--cert", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--root", required=True)
+    a = p.parse_args()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=a.root)
+    server = http.server.ThreadingHTTPServer((a.bind, a.port), handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(a.cert, a.key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
