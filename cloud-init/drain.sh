@@ -29,18 +29,18 @@ banner() {
   timeout 10 bash -c 'exec 3<>"/dev/tcp/$0/$1" && head -n1 <&3' "$DRAIN_HOST" "$DRAIN_PORT" 2>/dev/null || true
 }
 
-last_listing="" ids="" quiet=0 was_ready=0 last_flush=0
+last_listing="" ids="" quiet=0 last_flush=0
+declare -A flushed=()  # ids flushed since the primary was last seen down
 pass() {
   local deferred=("$SPOOL"/deferred/*/*) listing
-  # Nothing deferred: whatever comes next is a new episode, flushed as soon as the primary answers.
-  [ ${#deferred[@]} -eq 0 ] && { last_listing="" was_ready=0; return 0; }
+  [ ${#deferred[@]} -eq 0 ] && { last_listing=""; return 0; }
   listing="${deferred[*]}"
   if [ "$listing" != "$last_listing" ]; then  # the deferred set changed: which are ours?
     ids=$(protected_deferred)
     last_listing=$listing
   fi
-  [ -z "$ids" ] && { was_ready=0; return 0; }
-  local count reply now
+  [ -z "$ids" ] && return 0
+  local count reply now id fresh=0
   count=$(printf '%s\n' "$ids" | grep -c .)
   reply=$(banner)
   case "$reply" in
@@ -50,17 +50,20 @@ pass() {
          echo "backup-mx-drain: $count deferred; drain $DRAIN_HOST:$DRAIN_PORT not ready (${reply:-no answer})"
        fi
        quiet=$(( (quiet + 1) % (600 / PROBE_EVERY + 1) ))
-       was_ready=0
+       flushed=()
        return 0 ;;
   esac
   quiet=0
-  # Flush at once when the primary comes back; while it stays up (and, say, answers 4xx to
-  # some mail), at most every REFLUSH seconds.
+  # Flush at once any message not flushed since the primary was last seen down; the same
+  # messages again (the primary answers but defers them) at most every REFLUSH seconds.
+  for id in $ids; do [ -n "${flushed[$id]:-}" ] || fresh=1; done
   printf -v now '%(%s)T' -1
-  if [ "$was_ready" -eq 1 ] && [ $((now - last_flush)) -lt "$REFLUSH" ]; then
+  if [ "$fresh" -eq 0 ] && [ $((now - last_flush)) -lt "$REFLUSH" ]; then
     return 0
   fi
-  was_ready=1 last_flush=$now
+  last_flush=$now
+  flushed=()
+  for id in $ids; do flushed[$id]=1; done
   echo "backup-mx-drain: $count deferred; drain $DRAIN_HOST:$DRAIN_PORT answers, flushing: $DOMAINS"
   # -s also clears qmgr's dead-destination memory; -i catches mail the fast-flush log does not
   # list (a soft-bounced 5xx from the primary is not recorded there).
