@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from lab import Lab, Relay, files_from_user_data, make_tls
-from lab.instance import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench"
@@ -335,7 +334,7 @@ def render_md(doc: dict) -> str:
         ("peak memory, 50 sessions (PSS, all processes)", f"{o['peak_rss_mb']} MB", f"{s['peak_rss_mb']} MB",
          "ours ≤ 200 MB"),
     ]
-    lines = [f"# Bench results\n", f"Machine: {doc['machine']}. {doc['messages']} × 1 KB messages per figure; "
+    lines = ["# Bench results\n", f"Machine: {doc['machine']}. {doc['messages']} × 1 KB messages per figure; "
              f"drain watcher service probing every 3 s (drain.sh as the VM runs it). One run, side by side; "
              f"throughputs are the median of {len(o['drain_runs'])} runs "
              f"(ours drain {o['drain_runs']}, stock drain {s['drain_runs']}, ours accept {o['accept_runs']}, "

@@ -7,8 +7,8 @@ Postfix instance: everything lives under the instance's own directory.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import socket

@@ -18,7 +18,6 @@ from typing import Any
 import grpc
 import jsonschema
 from google.protobuf import empty_pb2, json_format, struct_pb2
-
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent

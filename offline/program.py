@@ -230,9 +230,10 @@ def engine_config(project: str, plain: dict[str, str], secret: dict[str, str]) -
 
 def _run_once(project, stack, plain, secret, first_preview, live_own) -> Run:
     import pulumi
-    from pulumi.runtime import mocks, settings as rt_settings
+    from pulumi.runtime import mocks
+    from pulumi.runtime import settings as rt_settings
 
-    from offline.fakecloud import ZONE_SIZES, DEFAULT_ZONE_SIZE, FakeCloud, Zone
+    from offline.fakecloud import DEFAULT_ZONE_SIZE, ZONE_SIZES, FakeCloud, Zone
 
     zones = []
     for entry in json.loads(plain.get("cloudflareZoneIds", "[]")):

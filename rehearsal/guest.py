@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import image, stubs
+from . import stubs
 
 HOST, HEADSCALE, GUEST = "10.77.0.1", "10.77.0.2", "10.77.0.10"
 LINK = "bmxr0"
-ACME_DIR = f"https://acme.stub:14000/dir"
+ACME_DIR = "https://acme.stub:14000/dir"
 
 
 @dataclass
@@ -41,6 +41,9 @@ class Rehearsal:
     rules: list = field(default_factory=list)
     started: float = 0.0
     log: Path | None = None
+    created: float = field(default_factory=time.monotonic)  # for the warm wall time, extraction included
+    made_ns: bool = False  # teardown removes only what this rehearsal made
+    made_link: bool = False
 
     # --- host side -----------------------------------------------------------------
     @property
@@ -68,10 +71,14 @@ class Rehearsal:
         return proc
 
     def network(self) -> None:
+        if Path(f"/run/netns/{self.ns}").exists():
+            raise RuntimeError(f"network namespace {self.ns} exists: another rehearsal is running (one at a time)")
         mirror = socket.gethostbyname("deb.debian.org")
         self.mirror = mirror
         subprocess.run(["ip", "netns", "add", self.ns], check=True)
+        self.made_ns = True
         subprocess.run(["ip", "link", "add", LINK, "type", "veth", "peer", "name", "eth0", "netns", self.ns], check=True)
+        self.made_link = True
         subprocess.run(["ip", "addr", "add", f"{HOST}/24", "dev", LINK], check=True)
         subprocess.run(["ip", "addr", "add", f"{HEADSCALE}/24", "dev", LINK], check=True)
         subprocess.run(["ip", "link", "set", LINK, "up"], check=True)
@@ -209,7 +216,9 @@ class Rehearsal:
             self._drop_rule(table, rule)
         if hasattr(self, "forward_was"):
             Path("/proc/sys/net/ipv4/ip_forward").write_text(self.forward_was + "\n")
-        subprocess.run(["ip", "link", "del", LINK], check=False, capture_output=True)
-        subprocess.run(["ip", "netns", "del", self.ns], check=False, capture_output=True)
+        if self.made_link:
+            subprocess.run(["ip", "link", "del", LINK], check=False, capture_output=True)
+        if self.made_ns:
+            subprocess.run(["ip", "netns", "del", self.ns], check=False, capture_output=True)
         # The guest's rootfs may hold mounts only while it runs; it is stopped by now.
         shutil.rmtree(self.root, ignore_errors=True)

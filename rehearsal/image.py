@@ -3,16 +3,19 @@ built once with mmdebstrap and cached outside the repository (keyed by this reci
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 CACHE = Path(os.environ.get("BACKUP_MX_REHEARSAL_CACHE", "/var/cache/backup-mx-rehearsal"))
 SUITE = "bookworm"
 PACKAGES = ["systemd", "systemd-sysv", "systemd-resolved", "udev", "dbus", "cloud-init", "netplan.io", "iptables",
             "iptables-persistent", "openssh-server", "curl", "ca-certificates", "unattended-upgrades", "locales",
-            "sudo", "openssl", "python3", "iproute2", "procps"]
+            "sudo", "openssl", "python3", "iproute2", "procps",
+            "whiptail"]  # debconf's dialog frontend, as on Ubuntu: without it a missing preseed cannot hang
 
 # Oracle's Ubuntu images end INPUT with a REJECT regardless of the VCN security list.
 OCI_RULES_V4 = """*filter
@@ -74,6 +77,7 @@ def base_image() -> Path:
     if tarball.exists():
         return tarball
     CACHE.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="backup-mx-image-") as tmp:
         hook = Path(tmp) / "customize.sh"
         hook.write_text(CUSTOMIZE.replace("{rules}", OCI_RULES_V4).replace("{cloud_cfg}", CLOUD_CFG))
@@ -83,7 +87,9 @@ def base_image() -> Path:
                         f"--customize-hook={hook}", SUITE, str(partial)],
                        check=True, capture_output=True, text=True)
         partial.rename(tarball)
-    for old in CACHE.glob(f"base-{SUITE}-*.tar"):
-        if old != tarball and not old.name.endswith(".partial.tar"):
+    tarball.with_suffix(".json").write_text(json.dumps(
+        {"build_s": round(time.monotonic() - started, 1), "size_mb": round(tarball.stat().st_size / 2**20)}) + "\n")
+    for old in CACHE.glob(f"base-{SUITE}-*"):
+        if old.stem != tarball.stem and not old.name.endswith(".partial.tar"):
             old.unlink()
     return tarball

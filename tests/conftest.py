@@ -170,3 +170,11 @@ def lab(vm_files, tls_dir):
     bench = Lab(lab_dir("lab"), vm_files, tls_dir)
     yield bench
     bench.down()
+
+
+@pytest.fixture(scope="session")
+def rendered():
+    """The user-data as the program renders it for the example stack (test preauth key), and
+    the stack config: what the first-boot rehearsal boots."""
+    from rehearsal import rendered_user_data
+    return rendered_user_data()

@@ -69,7 +69,7 @@ def test_the_preauth_key_leaves_the_disk_on_every_exit_path(sandbox, mode, code)
     assert result.returncode == code, result.stdout + result.stderr
     assert (sandbox / "calls.key").read_text() == KEY  # tailscale up really got the key
     up = next(line for line in (sandbox / "calls").read_text().splitlines() if line.startswith("tailscale up"))
-    assert "--timeout 2s" in up and f"--advertise-tags tag:backup-mx" in up
+    assert "--timeout 2s" in up and "--advertise-tags tag:backup-mx" in up
     assert key_traces(sandbox) == []
     assert not (sandbox / "preauth-key").exists()
     assert (sandbox / "state" / "tailnet.done").exists() == (mode == "ok")

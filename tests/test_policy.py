@@ -515,8 +515,8 @@ def test_the_secret_wrapped_user_data_is_what_the_pack_reads(example_plan):
 def test_the_plan_a_config_change_replaces_is_stopped(example_run):
     """availabilityDomainIndex and vcnCidr change only inputs that force a replacement, and the
     instance is protected, so the engine refuses the replacement at preview."""
-    from conftest import run_stack
     from backup_mx_rules.network import REPLACE_FORCING
+    from conftest import run_stack
 
     def instance(run):
         return next(r for r in run.resources if r.type == "oci:Core/instance:Instance")
@@ -571,6 +571,7 @@ def test_the_deploy_command_passes_a_stack_with_other_environment_values(tmp_pat
     """README's `pulumi preview --policy-pack policy --policy-pack-config policy/policy-config.json`,
     offline, for a stack whose every environment value differs from the example."""
     import yaml
+
     from conftest import EXAMPLE, ROOT
     from offline import preview
     doc = yaml.safe_load(EXAMPLE.read_text())

@@ -2,56 +2,23 @@
 (Debian's 22.4) under systemd-nspawn, behind a stub network (README, First-boot rehearsal).
 Timings go to build/rehearsal.json; nothing here asserts a time."""
 import hashlib
-import json
 import re
 import subprocess
-import time
 
 import pytest
 import yaml
 
-from conftest import ROOT
-
-rehearsal = pytest.importorskip("rehearsal")  # the package is in the repository; this never skips
-from rehearsal import GUEST, PREAUTH_KEY, Faults, rendered_user_data  # noqa: E402
-
-TIMINGS = ROOT / "build" / "rehearsal.json"
-BOOT_DEADLINE = 600  # s: a boot that has not converged by then is a failure, not a wait
-
-
-def record(name, **figures):
-    TIMINGS.parent.mkdir(exist_ok=True)
-    data = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
-    data[name] = {**data.get(name, {}), **figures}
-    TIMINGS.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def converge(r, name):
-    """Port 25 answering and cloud-init finished; the figures are recorded."""
-    port25 = r.wait("port 25 answering", lambda: r.smtp_banner().startswith("220"), BOOT_DEADLINE, step=1)
-    done = r.wait("cloud-init done", r.boot_finished, BOOT_DEADLINE, step=1)
-    record(name, port25_s=round(port25, 1), cloud_init_done_s=round(done, 1))
-    return port25, done
-
-
-@pytest.fixture(scope="module")
-def rendered():
-    return rendered_user_data()
+import rehearsal
+from rehearsal import GUEST, PREAUTH_KEY
+from rehearsal_helpers import BOOT_DEADLINE, converge, guest, record, rendered_postconf
 
 
 @pytest.fixture(scope="module")
 def normal(rendered):
     user_data, config = rendered
-    started = time.monotonic()
     with rehearsal.rehearsal(user_data, config) as r:
         converge(r, "normal")
         yield r
-        record("normal", wall_s=round(time.monotonic() - started, 1))
-
-
-def guest(r, command, timeout=120):
-    out = r.sh(command, timeout=timeout)
-    return out.stdout
 
 
 def test_cloud_init_finishes_without_errors_or_deprecations(normal):
@@ -74,8 +41,7 @@ def test_every_written_file_has_its_mode_and_owner(normal, rendered):
 
 def test_postfix_runs_the_rendered_main_cf(normal):
     running = guest(normal, "postconf -n")
-    rendered = guest(normal, "postconf -n -c /etc/backup-mx/postfix")
-    assert running and running == rendered
+    assert running and running == rendered_postconf(normal)
 
 
 def test_postscreen_answers_from_outside_with_the_relays_banner(normal):
@@ -148,56 +114,3 @@ def test_after_a_reboot_everything_is_back_and_nothing_reruns(normal):
     normal.wait("services back", lambda: guest(
         normal, "systemctl is-active postfix backup-mx-drain.service prometheus-node-exporter").split()
         == ["active"] * 3, 120, step=2)
-
-
-# --- fault cases: each must converge to a running relay --------------------------------
-
-FAULTS = {
-    "TCP blocked for 90 s, DNS answering": Faults(tcp_blocked_s=90),
-    "package mirror unreachable for 150 s": Faults(mirror_blocked_s=150),
-    "tailscale repository down all boot": Faults(tailscale_repo_down=True),
-    "headscale never answers": Faults(headscale_silent=True),
-}
-
-
-@pytest.mark.parametrize("name", list(FAULTS))
-def test_fault_still_brings_mail_up(rendered, name):
-    user_data, config = rendered
-    with rehearsal.rehearsal(user_data, config, FAULTS[name]) as r:
-        converge(r, name)
-        assert "== backup-mx: done" in guest(r, "cat /var/log/backup-mx-bootstrap.log")
-        assert guest(r, "systemctl is-active postfix").strip() == "active"
-        assert guest(r, "postconf -n") == guest(r, "postconf -n -c /etc/backup-mx/postfix")
-        log = guest(r, "cat /var/log/backup-mx-bootstrap.log")
-        done = guest(r, "ls /var/lib/backup-mx").split()
-        if name.startswith("TCP"):
-            assert "no TCP egress" in log
-        if name.startswith("package mirror"):
-            assert re.search(r"attempt \d+/\d+ failed: apt_install postfix", log)
-        if name.startswith("tailscale"):
-            assert "tailscale-package.done" not in done and "exporters-and-upgrades.done" in done
-            assert guest(r, "systemctl is-enabled backup-mx-extras.timer").strip() == "enabled"
-        if name.startswith("headscale"):
-            assert "tailnet.done" not in done and "tailscale up" in guest(r, "cat /var/lib/tailscale/calls")
-            assert guest(r, "test -e /etc/backup-mx/headscale-preauth-key && echo present").strip() == ""
-            assert guest(r, "ls -A /run/backup-mx").strip() == ""
-            # SSH stays where the image had it: the tailnet never came up.
-            assert "--dport 22 -j ACCEPT" in guest(r, "iptables -S INPUT")
-
-
-def test_a_user_data_that_hangs_is_reported_within_the_deadline(rendered):
-    """The production bug: without the debconf preseed and DEBIAN_FRONTEND, postfix's install
-    waits on a whiptail dialog forever. The rehearsal must say so, not wait with it."""
-    user_data, config = rendered
-    broken = yaml.safe_load(user_data)
-    for f in broken["write_files"]:
-        if f["path"].endswith("common.sh"):
-            f["content"] = f["content"].replace("export DEBIAN_FRONTEND=noninteractive", "")
-        if f["path"].endswith("debconf.txt"):
-            f["content"] = ""
-    text = "#cloud-config\n" + yaml.safe_dump(broken, sort_keys=False)
-    with rehearsal.rehearsal(text, config) as r:
-        with pytest.raises(TimeoutError, match="port 25"):
-            r.wait("port 25 answering", lambda: r.smtp_banner().startswith("220"), 240, step=2)
-        waiting = guest(r, "ps -eo comm= | grep -E '^(whiptail|dialog|debconf|frontend)' || true")
-        assert waiting.strip(), "no debconf dialog is waiting: the hang has another cause"

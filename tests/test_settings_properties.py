@@ -8,9 +8,10 @@ import json
 import os
 import re
 
-import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from components import postfix, settings
 from conftest import EXAMPLE, lab_dir

@@ -1,9 +1,7 @@
 """Policies on the Cloudflare records: MX set, unproxied relay host, zone record budget."""
 from __future__ import annotations
 
-from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy,
-                           StackValidationPolicy)
-
+from pulumi_policy import EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy, StackValidationPolicy
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from . import environment

@@ -17,8 +17,16 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from . import environment, mailconf
 from .environment import FactError
-from .mailconf import (POSTSCREEN_ACTIONS, MailConfig, Service, TableUnusable, Unmodeled, UserDataError, split_list_maps,
-                       WouldNotStart)
+from .mailconf import (
+    POSTSCREEN_ACTIONS,
+    MailConfig,
+    Service,
+    TableUnusable,
+    Unmodeled,
+    UserDataError,
+    WouldNotStart,
+    split_list_maps,
+)
 from .postfix import LIFETIME_MAX, boolean, dnsbl_site, long_value, split_list, time_value
 from .view import INSTANCE, config, dig, guarded, known, plain
 

@@ -14,8 +14,17 @@ from pathlib import Path
 
 from . import cloudinit
 from .cloudinit import UserDataError
-from .postfix import (Service, TableUnusable, Unmodeled, WouldNotStart, expand, logical_lines, parse_main_cf,
-                      parse_master_cf, split_list)
+from .postfix import (
+    Service,
+    TableUnusable,
+    Unmodeled,
+    WouldNotStart,
+    expand,
+    logical_lines,
+    parse_main_cf,
+    parse_master_cf,
+    split_list,
+)
 
 __all__ = ["MailConfig", "Service", "TableUnusable", "Unmodeled", "UserDataError", "WouldNotStart", "from_user_data",
            "split_list"]

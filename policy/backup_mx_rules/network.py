@@ -3,15 +3,29 @@ from __future__ import annotations
 
 import ipaddress
 
-from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy,
-                           StackValidationPolicy)
+from pulumi_policy import EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy, StackValidationPolicy
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from . import environment
 from .environment import FactError
 from .mail import relay_mynetworks
-from .view import (DEFAULT_SECURITY_LIST, INSTANCE, NSG_RULE, PUBLIC_IP, SECURITY_LIST, SUBNET, VOLUME, BOOT_VOLUME,
-                   as_bool, as_int, config, dig, guarded, known, plain)
+from .view import (
+    BOOT_VOLUME,
+    DEFAULT_SECURITY_LIST,
+    INSTANCE,
+    NSG_RULE,
+    PUBLIC_IP,
+    SECURITY_LIST,
+    SUBNET,
+    VOLUME,
+    as_bool,
+    as_int,
+    config,
+    dig,
+    guarded,
+    known,
+    plain,
+)
 
 ALWAYS_FREE = ("VM.Standard.E2.1.Micro", "VM.Standard.A1.Flex")
 MAX_MICRO, A1_MAX_OCPUS, A1_MAX_GB = 2, 4, 24
