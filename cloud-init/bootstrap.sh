@@ -46,4 +46,5 @@ step "the MX is up; the rest (certificate, exporters, upgrades, tailnet) is retr
 systemctl enable --now backup-mx-extras.timer
 /usr/local/sbin/backup-mx-extras || echo "backup-mx-extras incomplete; backup-mx-extras.timer retries it"
 
+dpkg-query -W -f='${Package} ${Version}\n' > /var/log/backup-mx-packages.txt  # what is installed, listed
 step "done"

@@ -71,6 +71,7 @@ else
 fi
 if [ "$failed" -eq 0 ]; then
   systemctl disable backup-mx-extras.timer 2>/dev/null || true
+  dpkg-query -W -f='${Package} ${Version}\n' > /var/log/backup-mx-packages.txt
   echo "backup-mx-extras: all done"
 fi
 exit "$failed"

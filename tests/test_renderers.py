@@ -88,11 +88,11 @@ def test_bootstrap_puts_mail_before_anything_third_party():
     """Static order only; the first-boot rehearsal (issue 10) runs it on real cloud-init."""
     boot = (cloudinit.ASSETS / "bootstrap.sh").read_text()
     order = ["/usr/local/sbin/backup-mx-firewall\n", "getent hosts", "debconf-set-selections",
-             "apt_get install -y --no-install-recommends -o Dpkg::Options::=--force-confold postfix\n",
+             "retry 20 apt_install postfix\n",
              "postfix check", "systemctl restart postfix", "backup-mx-drain.service", "/usr/local/sbin/backup-mx-extras"]
     positions = [boot.index(marker) for marker in order]
     assert positions == sorted(positions)
-    assert "tailscale" not in boot and "apt_get install" not in boot.split("postfix check")[1]
+    assert "tailscale" not in boot and "apt_install" not in boot.split("postfix check")[1]
 
 
 def test_every_shell_asset_parses():
