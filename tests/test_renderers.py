@@ -87,7 +87,7 @@ def test_user_data_writes_config_staged_and_runs_bootstrap():
 def test_bootstrap_puts_mail_before_anything_third_party():
     """Static order only; the first-boot rehearsal (issue 10) runs it on real cloud-init."""
     boot = (cloudinit.ASSETS / "bootstrap.sh").read_text()
-    order = ["/usr/local/sbin/backup-mx-firewall\n", "getent hosts", "debconf-set-selections",
+    order = ["/usr/local/sbin/backup-mx-firewall\n", "egress && break", "debconf-set-selections",
              "retry 20 apt_install postfix\n",
              "postfix check", "systemctl restart postfix", "backup-mx-drain.service", "/usr/local/sbin/backup-mx-extras"]
     positions = [boot.index(marker) for marker in order]
