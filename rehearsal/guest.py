@@ -113,11 +113,14 @@ class Rehearsal:
                                   "--root", str(web)], cwd=cwd)
         self._spawn("headscale", py + ["--bind", HEADSCALE, "--cert", str(certs["headscale"][0]), "--key",
                                        str(certs["headscale"][1]), "--root", str(web)], cwd=cwd)
+        # The bootstrap's egress check connects to the Ubuntu archive's name: a plain listener
+        # here, so "mirror down" and "no TCP at all" are told apart as on OCI.
+        self._spawn("archive", py + ["--bind", HOST, "--port", "80", "--root", str(web)], cwd=cwd)
         cfg = stubs.pebble_config(self.work, *certs["acme"], HOST)
         self._spawn("pebble", ["pebble", "-config", str(cfg), "-dnsserver", f"{HOST}:53"],
                     env={**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"})
-        names = {"deb.debian.org": self.mirror, "archive.ubuntu.com": self.mirror,
-                 "security.ubuntu.com": self.mirror, "pkgs.tailscale.com": HOST, "acme.stub": HOST,
+        names = {"deb.debian.org": self.mirror, "archive.ubuntu.com": HOST,
+                 "security.ubuntu.com": HOST, "pkgs.tailscale.com": HOST, "acme.stub": HOST,
                  self.login_host: HEADSCALE, self.relay_hostname: GUEST}
         self._spawn("dnsmasq", ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--log-queries",
                                 f"--interface={LINK}", "--bind-interfaces", f"--listen-address={HOST}",
