@@ -8,20 +8,9 @@ import textwrap
 
 import pytest
 
-OCI_IMAGE_RULES = textwrap.dedent("""\
-    *filter
-    :INPUT ACCEPT [0:0]
-    :FORWARD ACCEPT [0:0]
-    :OUTPUT ACCEPT [0:0]
-    -A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
-    -A INPUT -p icmp -j ACCEPT
-    -A INPUT -i lo -j ACCEPT
-    -A INPUT -p udp --sport 123 -j ACCEPT
-    -A INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT
-    -A INPUT -j REJECT --reject-with icmp-host-prohibited
-    -A FORWARD -j REJECT --reject-with icmp-host-prohibited
-    COMMIT
-    """)
+from rehearsal.image import OCI_RULES_V4
+
+OCI_IMAGE_RULES = OCI_RULES_V4  # one home for the OCI image's shape: the rehearsal's image
 PROBE_PORTS = list(range(1, 1025)) + [2525, 2526, 3306, 8080, 9100, 9154, 9090, 10050]
 LISTEN = [22, 25, 80, 9100, 9154, 8080]
 
