@@ -10,7 +10,7 @@ import yaml
 
 import rehearsal
 from rehearsal import GUEST, PREAUTH_KEY
-from rehearsal_helpers import BOOT_DEADLINE, converge, guest, record, rendered_postconf
+from tests.rehearsal_helpers import BOOT_DEADLINE, converge, guest, record, rendered_postconf
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,23 @@ def test_exporters_listen(normal):
                 120, step=2)
 
 
+def test_postfix_exporter_comes_back_when_it_started_before_the_mail_log(normal):
+    # First boot's race, replayed: the exporter starts while /var/log/mail.log does not exist
+    # yet, exits, and only the restart drop-in brings it back once Postfix has logged.
+    unit = "prometheus-postfix-exporter"
+    normal.wait("exporters listening", lambda: ":9154 " in guest(normal, "ss -ltnH"), 120, step=2)
+    guest(normal, f"systemctl stop {unit} && mv /var/log/mail.log /var/log/mail.log.held")
+    try:
+        guest(normal, f"systemctl start {unit} || true")
+        normal.wait("the exporter exited and systemd restarted it", lambda: int(
+            guest(normal, f"systemctl show -P NRestarts {unit}").strip() or 0) >= 1, 120, step=2)
+        assert "no such file" in guest(normal, f"journalctl -u {unit} --no-pager -n 50").lower()
+    finally:
+        guest(normal, "mv /var/log/mail.log.held /var/log/mail.log")
+    normal.wait("the exporter listening again", lambda: ":9154 " in guest(normal, "ss -ltnH"), 120, step=2)
+    assert guest(normal, f"systemctl is-active {unit}").strip() == "active"
+
+
 def test_firewall_order_is_persisted_and_ssh_moved_to_the_tailnet(normal):
     rules = [ln for ln in guest(normal, "iptables -S INPUT").splitlines() if ln.startswith("-A")]
     accepts = [ln for ln in rules if "--dport" in ln]
@@ -92,7 +109,8 @@ def test_services_and_timers(normal):
 def test_the_preauth_key_was_used_and_shredded(normal):
     assert guest(normal, "test -e /etc/backup-mx/headscale-preauth-key && echo present").strip() == ""
     assert guest(normal, "ls -A /run/backup-mx").strip() == ""
-    assert guest(normal, "cat /var/lib/tailscale/key.sha256").strip() == hashlib.sha256(PREAUTH_KEY.encode()).hexdigest()
+    key_sha256 = hashlib.sha256(PREAUTH_KEY.encode()).hexdigest()
+    assert guest(normal, "cat /var/lib/tailscale/key.sha256").strip() == key_sha256
     assert PREAUTH_KEY not in guest(normal, "grep -rl -- '" + PREAUTH_KEY + "' /etc /var/lib /run /home 2>/dev/null")
 
 
