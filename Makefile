@@ -43,4 +43,4 @@ clean:
 	rm -rf build lab/run bench/run .pytest_cache
 
 verify: $(VENV)/.installed  ## go-live gates against the deployed stack (ARGS="--ssh 'ssh ubuntu@mx2'")
-	$(PY) -m offline.verify $(ARGS)
+	$(PY) -m ops.verify $(ARGS)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from lab import Lab, Relay, files_from_user_data, make_tls
+from offline import program
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench"
@@ -275,8 +276,6 @@ def main(argv=None) -> int:
     parser.add_argument("--capped-messages", type=int, default=400)
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(ROOT))
-    from offline import program
     run = program.run(ROOT / "Pulumi.example.yaml")
     inst = next(r for r in run.resources if r.type.endswith("instance:Instance"))
     ours = files_from_user_data(inst.props["metadata"]["user_data"]["value"])

@@ -32,7 +32,8 @@ def main_cf(s: Settings) -> str:
         ("transport_maps", f"texthash:{TRANSPORT}", "Drain to the primary over the NAT port (Oracle blocks egress 25)."),
         ("smtpd_relay_restrictions", "reject_unauth_destination",
          "No client relays, loopback included: only the protected domains are destinations."),
-        ("smtpd_recipient_restrictions", f"reject_non_fqdn_recipient, check_recipient_access {protected_domains_table(s)}, reject",
+        ("smtpd_recipient_restrictions",
+         f"reject_non_fqdn_recipient, check_recipient_access {protected_domains_table(s)}, reject",
          "Whitelist, so no other address class can be queued: an IP literal of the VM's own\n"
          "# addresses is 'local' to Postfix and would otherwise be taken and stranded."),
         ("allow_percent_hack", "no", ""),

@@ -16,7 +16,7 @@ __all__ = ["Lab", "LabError", "Relay", "Sink", "files_from_user_data", "make_tls
 def files_from_user_data(user_data_b64: str) -> dict[str, str]:
     doc = yaml.safe_load(base64.b64decode(user_data_b64).decode())
     return {f["path"].rsplit("/", 1)[-1]: f["content"] for f in doc["write_files"]
-            if f["path"].startswith("/etc/backup-mx/postfix/") or f["path"].startswith(("/usr/local/sbin/", "/usr/local/lib/backup-mx/"))
+            if f["path"].startswith(("/etc/backup-mx/postfix/", "/usr/local/sbin/", "/usr/local/lib/backup-mx/"))
             or f["path"] == "/etc/backup-mx/backup-mx.env"}
 
 

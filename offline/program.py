@@ -12,7 +12,6 @@ import binascii
 import json
 import re
 import runpy
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,7 +275,6 @@ def _run_once(project, stack, plain, secret, first_preview, live_own) -> Run:
     mocks.set_mocks(cloud, project=project, stack=stack, preview=first_preview, monitor=monitor)
     error = ""
     outputs: dict[str, Any] = {}
-    sys.path.insert(0, str(ROOT))
     try:
         runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
         loop.run_until_complete(pulumi.runtime.stack.wait_for_rpcs())
@@ -286,7 +284,6 @@ def _run_once(project, stack, plain, secret, first_preview, live_own) -> Run:
     except Exception as exc:  # noqa: BLE001 - the program's own failure is the result
         error = f"{type(exc).__name__}: {exc}"
     finally:
-        sys.path.remove(str(ROOT))
         _settle(loop)
         loop.close()
     return Run(project, stack, first_preview, monitor.registrations, outputs, secrets=list(secret.values()),

@@ -1,6 +1,6 @@
 """Deploy-gate verifier: check the ADR's go-live gates against a deployment, from its outputs.
 
-    python -m offline.verify [--outputs FILE] [--resolver IP[:PORT]] [--smtp-port 25]
+    python -m ops.verify [--outputs FILE] [--resolver IP[:PORT]] [--smtp-port 25]
                              [--cafile PEM] [--ssh "ssh ubuntu@mx2"]
 
 Without --outputs it runs `pulumi stack output --json`. Gates: O2 (TCP 25 and a 220 banner

@@ -1,27 +1,8 @@
-import base64
-import copy
-import sys
-from pathlib import Path
-
+"""Fixtures. Plain helpers live in tests/helpers.py, imported like any module."""
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
-EXAMPLE = ROOT / "Pulumi.example.yaml"
-TWO_DOMAINS = DATA / "Pulumi.twodomain.yaml"
-sys.path.insert(0, str(ROOT))
-
-from offline import analyzer, program  # noqa: E402
-
-SECRET = "hskey-5d41402abc4b2a76b9719d911017c592"  # a recognisable preauth key for leak checks
-
-
-def run_stack(stack_file=EXAMPLE, **kw):
-    kw.setdefault("secret_overrides", {"headscalePreauthKey": SECRET})
-    result = program.run(stack_file, stack=stack_file.stem.split(".")[-1], **kw)
-    assert not result.error, result.error
-    return result
+from offline import analyzer, program
+from tests.helpers import LAB_DIRS, TWO_DOMAINS, lab_dir, run_stack
 
 
 @pytest.fixture(scope="session")
@@ -78,58 +59,6 @@ def policies():
     bridge.close()
 
 
-# --- plan editing helpers (tests edit the artifacts, not the renderers) ----------------
-
-def resource(plan, type_suffix, name_part=""):
-    found = [r for r in plan["resources"] if r["type"].endswith(type_suffix) and name_part in r["name"]]
-    assert found, f"no {type_suffix} {name_part}"
-    return found[0]
-
-
-def unwrap(value):
-    if isinstance(value, dict) and value.get(program.SECRET_SIG) == program.SECRET_MARK:
-        return value["value"]
-    return value
-
-
-def metadata(r, where):
-    """The metadata map; in state the engine keeps it wholly secret (additionalSecretOutputs)."""
-    return unwrap(r[where]["metadata"])
-
-
-def user_data_doc(r, where="props"):
-    return yaml.safe_load(base64.b64decode(unwrap(metadata(r, where)["user_data"])).decode())
-
-
-def set_user_data_doc(r, doc, where=("props", "outputs")):
-    text = "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False)
-    encoded = base64.b64encode(text.encode()).decode()
-    for w in where:
-        metadata(r, w)["user_data"] = {program.SECRET_SIG: program.SECRET_MARK, "value": encoded}
-
-
-def edit_file(plan, path_suffix, edit):
-    """Apply edit(text) -> text to a write_files entry of the instance's user_data."""
-    plan = copy.deepcopy(plan)
-    inst = resource(plan, "instance:Instance")
-    doc = user_data_doc(inst)
-    entry = next(f for f in doc["write_files"] if f["path"].endswith(path_suffix))
-    entry["content"] = edit(entry["content"])
-    set_user_data_doc(inst, doc)
-    return plan
-
-
-def set_main_cf(plan, name, value):
-    def edit(text):
-        lines = [ln for ln in text.splitlines() if not ln.startswith(f"{name} ") and not ln.startswith(f"{name}=")]
-        if value is not None:
-            lines.append(f"{name} = {value}")
-        return "\n".join(lines) + "\n"
-    return edit_file(plan, "/main.cf", edit)
-
-
-# --- real Postfix lab ------------------------------------------------------------------
-
 @pytest.fixture(scope="session")
 def vm_files(example_run):
     """The Postfix files exactly as the VM receives them (decoded from the real user_data)."""
@@ -144,9 +73,6 @@ def tls_dir():
     return make_tls(lab_dir("tls"), "mx2.viktorbarzin.me")
 
 
-LAB_DIRS: list[Path] = []
-
-
 @pytest.fixture(scope="session", autouse=True)
 def remove_lab_dirs():
     """Every lab directory a test made goes at the end of the session, whatever failed."""
@@ -154,14 +80,6 @@ def remove_lab_dirs():
     import shutil
     for path in LAB_DIRS:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def lab_dir(name):
-    import tempfile
-    path = Path(tempfile.mkdtemp(prefix=f"backup-mx-{name}-", dir="/tmp"))
-    path.chmod(0o755)  # Postfix's unprivileged processes traverse it
-    LAB_DIRS.append(path)
-    return path
 
 
 @pytest.fixture

@@ -178,11 +178,13 @@ VARIANTS: list[Variant] = [
     Variant("transport: wildcard only", map_text("transport", lambda t: f"* {DRAIN}\n")),
     Variant("transport: parent-domain row only", map_text("transport", lambda t: f".me {DRAIN}\n")),
     Variant("transport: foreign host", map_text("transport", lambda t: t.replace("mail.viktorbarzin.me", "mx.evil.example"))),
-    Variant("transport: unbracketed next hop", map_text("transport", lambda t: t.replace("[mail.viktorbarzin.me]", "mail.viktorbarzin.me"))),
+    Variant("transport: unbracketed next hop",
+            map_text("transport", lambda t: t.replace("[mail.viktorbarzin.me]", "mail.viktorbarzin.me"))),
     Variant("transport: relay: transport", map_text("transport", lambda t: t.replace("smtp:", "relay:"))),
     Variant("transport: lmtp", map_text("transport", lambda t: t.replace("smtp:", "lmtp:"))),
     Variant("transport: continuation line", map_text("transport", lambda t: t.replace(" smtp:", "\n  smtp:"))),
-    Variant("transport: upper-case key", map_text("transport", lambda t: t.upper().replace("SMTP:[MAIL.VIKTORBARZIN.ME]", "smtp:[mail.viktorbarzin.me]"))),
+    Variant("transport: upper-case key", map_text(
+        "transport", lambda t: t.upper().replace("SMTP:[MAIL.VIKTORBARZIN.ME]", "smtp:[mail.viktorbarzin.me]"))),
     Variant("two transport maps, first wins", chain(
         main_set("transport_maps", "inline:{ viktorbarzin.me=discard: }, texthash:/etc/postfix/transport"))),
     Variant("two transport maps, rendered first", chain(
@@ -204,5 +206,6 @@ VARIANTS: list[Variant] = [
         main_set("smtpd_recipient_restrictions", "check_recipient_access inline:{ viktorbarzin.me=OK }, reject"))),
     Variant("open relay: foreign domain allowed in both lists", chain(
         main_set("smtpd_relay_restrictions", "check_recipient_access inline:{ example.org=OK }, reject_unauth_destination"),
-        main_set("smtpd_recipient_restrictions", "check_recipient_access inline:{ example.org=OK, viktorbarzin.me=OK }, reject"))),
+        main_set("smtpd_recipient_restrictions",
+                 "check_recipient_access inline:{ example.org=OK, viktorbarzin.me=OK }, reject"))),
 ]

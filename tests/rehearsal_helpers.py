@@ -2,7 +2,7 @@
 import json
 import time
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 TIMINGS = ROOT / "build" / "rehearsal.json"
 BOOT_DEADLINE = 600  # s: a boot that has not converged by then is a failure, not a wait

@@ -4,8 +4,8 @@ import subprocess
 
 import yaml
 
-from conftest import DATA
 from offline import program
+from tests.helpers import DATA
 
 
 def rendered(example_run, tmp_path):

@@ -7,9 +7,9 @@ import copy
 
 import pytest
 
-from conftest import edit_file, resource, set_main_cf, set_user_data_doc, user_data_doc
 from offline import program
 from offline.preview import DEFERRED
+from tests.helpers import EXAMPLE, ROOT, edit_file, resource, run_stack, set_main_cf, set_user_data_doc, user_data_doc
 
 
 def reported(violations, level=None):
@@ -516,7 +516,6 @@ def test_the_plan_a_config_change_replaces_is_stopped(example_run):
     """availabilityDomainIndex and vcnCidr change only inputs that force a replacement, and the
     instance is protected, so the engine refuses the replacement at preview."""
     from backup_mx_rules.network import REPLACE_FORCING
-    from conftest import run_stack
 
     def instance(run):
         return next(r for r in run.resources if r.type == "oci:Core/instance:Instance")
@@ -572,7 +571,6 @@ def test_the_deploy_command_passes_a_stack_with_other_environment_values(tmp_pat
     offline, for a stack whose every environment value differs from the example."""
     import yaml
 
-    from conftest import EXAMPLE, ROOT
     from offline import preview
     doc = yaml.safe_load(EXAMPLE.read_text())
     cfg = doc["config"]

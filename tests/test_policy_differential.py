@@ -17,10 +17,10 @@ import pytest
 
 from backup_mx_rules import mail, mailconf, postfix
 from backup_mx_rules.mailconf import MailConfig
-from conftest import lab_dir
 from lab.client import Client
 from lab.instance import Relay, Sink, free_port, settle
-from postfix_corpus import VARIANTS, Variant
+from tests.helpers import lab_dir
+from tests.postfix_corpus import VARIANTS, Variant
 
 POSTCONF_VARIANTS = [v for v in VARIANTS if v.oracle == "postconf"]
 MAPS = ("transport", "relay_recipients")

@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from conftest import resource, set_user_data_doc, user_data_doc
 from lab.client import deliver, message
 from offline.preview import DEFERRED
-from postfix_corpus import VARIANTS
+from tests.helpers import resource, set_user_data_doc, user_data_doc
+from tests.postfix_corpus import VARIANTS
 
 BY_ID = {v.id: v for v in VARIANTS}
 STRANGER = "127.0.0.2"  # outside the relay's mynetworks (127.0.0.1/32)

@@ -8,12 +8,12 @@ import pytest
 
 from components import primary as primary_snippets
 from components import settings
-from conftest import EXAMPLE
 from lab import Lab
 from lab.client import deliver, message
 from lab.dnsbl import dnsbl_server
 from lab.instance import run
 from offline import program
+from tests.helpers import EXAMPLE, lab_dir
 
 RELAY_SOURCE = "127.0.9.9"  # the relay's address as the primary sees it; no PTR anywhere
 DOMAIN = "viktorbarzin.me"
@@ -37,7 +37,6 @@ anvil_rate_time_unit = 60s
 @pytest.fixture
 def drain(vm_files, tls_dir):
     """relay -> primary (real Postfix, the owner's restrictions) -> final sink."""
-    from conftest import lab_dir
     base = lab_dir("primary")
     resolv = base / "resolv.conf"
     resolv.write_text("nameserver 127.0.0.153\noptions timeout:1 attempts:1\n")

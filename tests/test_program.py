@@ -5,8 +5,8 @@ import json
 import pytest
 import yaml
 
-from conftest import EXAMPLE, SECRET, TWO_DOMAINS, resource, run_stack, unwrap
 from offline import preview, program
+from tests.helpers import EXAMPLE, SECRET, TWO_DOMAINS, resource, run_stack, unwrap
 
 TYPES = {
     "backupmx:index:BackupMx": 1, "backupmx:index:Network": 1, "backupmx:index:RelayVm": 1, "backupmx:index:Dns": 1,

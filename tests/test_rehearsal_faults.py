@@ -8,7 +8,7 @@ import yaml
 
 import rehearsal
 from rehearsal import Faults
-from rehearsal_helpers import converge, guest, rendered_postconf
+from tests.rehearsal_helpers import converge, guest, rendered_postconf
 
 FAULTS = {
     "TCP blocked for 90 s, DNS answering": Faults(tcp_blocked_s=90),

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from lab.client import deliver, message
+from tests.helpers import lab_dir
 
 DOMAIN = "viktorbarzin.me"
 LIMIT = 209715200
@@ -259,7 +260,6 @@ def test_null_sender_mail_expires_after_the_bounce_lifetime(lab):
 
 @pytest.fixture
 def small_spool():
-    from conftest import lab_dir
     base = lab_dir("diskfull")
     spool = base / "relay" / "spool"
     spool.mkdir(parents=True)

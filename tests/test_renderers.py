@@ -4,10 +4,9 @@ import subprocess
 
 import jsonschema
 import yaml
-from test_settings import REQUIRED
 
 from components import cloudinit, postfix, settings
-from conftest import DATA
+from tests.helpers import DATA, REQUIRED
 
 TWO = {**REQUIRED, "domains": json.dumps(["example.net", "example.org"]),
        "cloudflareZoneIds": json.dumps(["example.net=" + "a" * 32, "example.org=" + "b" * 32])}

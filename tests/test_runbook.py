@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from conftest import ROOT
 from offline import program
+from tests.helpers import ROOT
 
 RUNBOOK = (ROOT / "docs" / "runbook.md").read_text()
 JQ_PATH = re.compile(r"""out\s+'?(\.[^\s')"|]+)""")

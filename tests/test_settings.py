@@ -6,17 +6,7 @@ import pytest
 import yaml
 
 from components import settings
-from conftest import DATA, EXAMPLE, ROOT
-
-REQUIRED = {
-    "domains": json.dumps(["example.net"]),
-    "cloudflareZoneIds": json.dumps(["example.net=" + "a" * 32]),
-    "primaryMxHost": "mail.example.net",
-    "ociCompartmentId": "ocid1.tenancy.oc1..aaaaaaaaabc",
-    "homelabCidr": "198.51.100.7/32",
-    "certbotEmail": "ops@example.net",
-    "headscaleLoginServer": "https://hs.example.net",
-}
+from tests.helpers import DATA, EXAMPLE, REQUIRED, ROOT
 
 
 def load(**changes):

@@ -14,9 +14,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from components import postfix, settings
-from conftest import EXAMPLE, lab_dir
 from lab import Lab
 from lab.client import Client
+from tests.helpers import EXAMPLE, lab_dir
 
 # make test: a fixed sequence of examples (reproducible anywhere); make properties: random, long.
 hsettings.register_profile("test", max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "6")), deadline=None,

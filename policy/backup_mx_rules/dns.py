@@ -108,7 +108,7 @@ def _headroom(args, report_violation):
         usage = _usage(args)
     except (ZoneDataError, FactError):
         return  # zone-record-budget reports it
-    for zone, live, added, total in usage:
+    for zone, _live, _added, total in usage:
         left = int(cfg["budget"]) - total
         if 0 < left < int(cfg["warnBelowSlots"]):
             report_violation(f"zone {zone}: only {left} record slots left after this stack ({total}/{cfg['budget']}); "

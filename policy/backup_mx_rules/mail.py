@@ -110,7 +110,7 @@ def never_5xx_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:
         if not _soft_bounce(mc, svc):
             yield f"soft_bounce is off in {_where(svc)}, so it answers 5xx (rejects, size, protocol errors); {fix}"
     for svc in mc.services_running("postscreen"):
-        for action, enabler in POSTSCREEN_TESTS.items():
+        for action in POSTSCREEN_TESTS:
             value = mc.param(action, svc).strip().lower()
             if value not in POSTSCREEN_ACTIONS:
                 yield (f"{STARTS}: {action} = {value!r} in {_where(svc)} is not a postscreen action (allowed: "
@@ -353,7 +353,8 @@ def relay_domains_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:  # noqa:
     if any(":" in d or d.startswith("/") for d in have):
         yield f"relay_domains = {mc.param('relay_domains', rewrite)!r} uses a table the pack cannot check; list the domains"
     elif have != want:
-        yield f"relay_domains is {have} in trivial-rewrite but the protected domains are {want}; set relay_domains = {' '.join(want)}"
+        yield (f"relay_domains is {have} in trivial-rewrite but the protected domains are {want}; "
+               f"set relay_domains = {' '.join(want)}")
     for name in ("mydestination", "virtual_alias_domains", "virtual_mailbox_domains"):
         if mc.param(name, rewrite).strip():
             yield (f"{name} = {mc.param(name, rewrite).strip()!r} makes the relay the final destination for those "

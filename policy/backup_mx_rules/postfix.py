@@ -376,16 +376,15 @@ def _ip_match_parse(pattern: str, site: str) -> None:
     def bad(why: str):
         return WouldNotStart(f"bad DNSBL filter syntax in {site!r}: {why} (postscreen would exit at startup)")
     if pattern.startswith("["):
-        level = 0
-        for n, ch in enumerate(pattern):
-            level += ch == "["
-            if ch == "]":
-                level -= 1
-                if level == 0:
-                    break
-        else:
+        level, end = 0, -1
+        for i, ch in enumerate(pattern):
+            level += (ch == "[") - (ch == "]")
+            if level == 0:
+                end = i
+                break
+        if end < 0:
             raise bad('missing "]" character')
-        if n == len(pattern) - 1:
+        if end == len(pattern) - 1:
             pattern = pattern[1:-1]
     if not pattern:
         raise bad("empty address pattern")

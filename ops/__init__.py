@@ -1,0 +1,1 @@
+"""Tools run against a deployed stack (online): the go-live gate verifier."""

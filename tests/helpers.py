@@ -1,0 +1,94 @@
+"""What tests share besides fixtures: the stack files, the program run, plan editing, lab dirs."""
+import base64
+import copy
+import json
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from offline import program
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+EXAMPLE = ROOT / "Pulumi.example.yaml"
+TWO_DOMAINS = DATA / "Pulumi.twodomain.yaml"
+# The required stack keys, as the CLI hands them to the program (lists as JSON).
+REQUIRED = {
+    "domains": json.dumps(["example.net"]),
+    "cloudflareZoneIds": json.dumps(["example.net=" + "a" * 32]),
+    "primaryMxHost": "mail.example.net",
+    "ociCompartmentId": "ocid1.tenancy.oc1..aaaaaaaaabc",
+    "homelabCidr": "198.51.100.7/32",
+    "certbotEmail": "ops@example.net",
+    "headscaleLoginServer": "https://hs.example.net",
+}
+SECRET = "hskey-5d41402abc4b2a76b9719d911017c592"  # a recognisable preauth key for leak checks
+
+
+def run_stack(stack_file=EXAMPLE, **kw):
+    kw.setdefault("secret_overrides", {"headscalePreauthKey": SECRET})
+    result = program.run(stack_file, stack=stack_file.stem.split(".")[-1], **kw)
+    assert not result.error, result.error
+    return result
+
+
+# Plan editing: tests edit the artifacts, not the renderers.
+
+def resource(plan, type_suffix, name_part=""):
+    found = [r for r in plan["resources"] if r["type"].endswith(type_suffix) and name_part in r["name"]]
+    assert found, f"no {type_suffix} {name_part}"
+    return found[0]
+
+
+def unwrap(value):
+    if isinstance(value, dict) and value.get(program.SECRET_SIG) == program.SECRET_MARK:
+        return value["value"]
+    return value
+
+
+def metadata(r, where):
+    """The metadata map; in state the engine keeps it wholly secret (additionalSecretOutputs)."""
+    return unwrap(r[where]["metadata"])
+
+
+def user_data_doc(r, where="props"):
+    return yaml.safe_load(base64.b64decode(unwrap(metadata(r, where)["user_data"])).decode())
+
+
+def set_user_data_doc(r, doc, where=("props", "outputs")):
+    text = "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False)
+    encoded = base64.b64encode(text.encode()).decode()
+    for w in where:
+        metadata(r, w)["user_data"] = {program.SECRET_SIG: program.SECRET_MARK, "value": encoded}
+
+
+def edit_file(plan, path_suffix, edit):
+    """Apply edit(text) -> text to a write_files entry of the instance's user_data."""
+    plan = copy.deepcopy(plan)
+    inst = resource(plan, "instance:Instance")
+    doc = user_data_doc(inst)
+    entry = next(f for f in doc["write_files"] if f["path"].endswith(path_suffix))
+    entry["content"] = edit(entry["content"])
+    set_user_data_doc(inst, doc)
+    return plan
+
+
+def set_main_cf(plan, name, value):
+    def edit(text):
+        lines = [ln for ln in text.splitlines() if not ln.startswith(f"{name} ") and not ln.startswith(f"{name}=")]
+        if value is not None:
+            lines.append(f"{name} = {value}")
+        return "\n".join(lines) + "\n"
+    return edit_file(plan, "/main.cf", edit)
+
+
+
+LAB_DIRS: list[Path] = []
+
+
+def lab_dir(name):
+    path = Path(tempfile.mkdtemp(prefix=f"backup-mx-{name}-", dir="/tmp"))
+    path.chmod(0o755)  # Postfix's unprivileged processes traverse it
+    LAB_DIRS.append(path)
+    return path
