@@ -114,7 +114,7 @@ _SERVICES = [
 ]
 
 
-def master_cf(s: Settings) -> str:  # noqa: ARG001 - same signature as every renderer
+def master_cf(s: Settings) -> str:  # same signature as every renderer
     lines = ["# Rendered by backup-mx. The SMTP port is served by postscreen; smtpd sits behind it.",
              "# No chroot: one purpose-built VM, and the same file runs unchanged in the lab.",
              "# service type  private unpriv  chroot  wakeup  maxproc command + args"]

@@ -281,7 +281,7 @@ def _run_once(project, stack, plain, secret, first_preview, live_own) -> Run:
         outputs = loop.run_until_complete(_resolve(pulumi.runtime.get_root_resource().outputs))
     except pulumi.RunError as exc:
         error = str(exc)
-    except Exception as exc:  # noqa: BLE001 - the program's own failure is the result
+    except Exception as exc:  # the program's own failure is the result
         error = f"{type(exc).__name__}: {exc}"
     finally:
         _settle(loop)

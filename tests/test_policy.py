@@ -173,11 +173,12 @@ MUTATIONS = {
         lambda p: set_config(p, "drainSourceAddress", "192.168.1.40"), "vm-not-in-mynetworks"),
     "primary mynetworks entry with a stray space is not dropped": (
         lambda p: set_config(p, "primaryMynetworks", ["127.0.0.0/8", "10.42.0.0 /24"]), "vm-not-in-mynetworks"),
+    # relay-mynetworks
     "relay mynetworks open to the world": (lambda p: set_main_cf(p, "mynetworks", "0.0.0.0/0"),
-                                           "vm-not-in-mynetworks"),
+                                           "relay-mynetworks"),
     "relay mynetworks a private LAN": (lambda p: set_main_cf(p, "mynetworks", "127.0.0.0/8 10.0.0.0/8"),
-                                       "vm-not-in-mynetworks"),
-    "relay mynetworks unset": (lambda p: set_main_cf(p, "mynetworks", None), "vm-not-in-mynetworks"),
+                                       "relay-mynetworks"),
+    "relay mynetworks unset": (lambda p: set_main_cf(p, "mynetworks", None), "relay-mynetworks"),
     # zone-record-budget
     "zone at 199 live records": (lambda p: set_zone(p, "liveRecordCount", 199), "zone-record-budget"),
     "zone already over quota": (lambda p: set_zone(p, "liveRecordCount", 230), "zone-record-budget"),
@@ -198,9 +199,14 @@ MUTATIONS = {
     "a foreign MX live in the zone": (
         lambda p: set_zone(p, "liveRecordKeys", lambda keys: keys + ["MX viktorbarzin.me mx.elsewhere.example"]),
         "mx-preference"),
+    # relay-a-record
     "an AAAA record for the relay host": (lambda p: add_resource(p, "cloudflare:index/dnsRecord:DnsRecord", "relay-aaaa", {
         **resource(p, "DnsRecord", "relay-a")["props"], "type": "AAAA", "content": "2001:db8::25"}),
-        "mx-preference"),
+        "relay-a-record"),
+    "a live AAAA record for the relay host": (
+        lambda p: set_zone(p, "liveRecordKeys", lambda keys: keys + ["AAAA mx2.viktorbarzin.me 2001:db8::25"]),
+        "relay-a-record"),
+    "relay A record missing": (lambda p: drop_resource(p, "DnsRecord", "relay-a"), "relay-a-record"),
     # relay-a-unproxied
     "relay A record proxied": (lambda p: set_prop(p, "DnsRecord", ["proxied"], True, "relay-a"),
                                "relay-a-unproxied"),
@@ -304,7 +310,7 @@ def test_example_stack_has_no_violations(policies, example_plan):
     assert reported(preview) == set(), [v.message for v in preview]
     # In a preview the engine's state is the planned inputs: the reserved IP is not known yet.
     assert sorted(v.policy for v in preview if v.message.startswith(DEFERRED)) == [
-        "mx-preference", "vm-not-in-mynetworks"]
+        "relay-a-record", "vm-not-in-mynetworks"]
     assert policies.check(example_plan, dry_run=False) == []
 
 
@@ -331,7 +337,7 @@ def test_mutation_is_reported_after_up_too(policies, example_plan, case):
             lambda p: set_config(p, "primaryMynetworks", ["127.0.0.0/8", "203.0.113.0/24"]), "vm-not-in-mynetworks"),
         **{k: MUTATIONS[k] for k in ("exporter open to the world", "zone at 199 live records")},
         "relay A record points elsewhere": (
-            lambda p: set_prop(p, "DnsRecord", ["content"], "192.0.2.200", "relay-a"), "mx-preference"),
+            lambda p: set_prop(p, "DnsRecord", ["content"], "192.0.2.200", "relay-a"), "relay-a-record"),
         "drain on port 25": (lambda p: set_config(p, "drainPort", 25), "drain-port"),
     }[case]
     violations = policies.check(mutate(example_plan), dry_run=False)
@@ -425,7 +431,7 @@ def test_first_preview_defers_only_what_is_unknown(policies, first_preview_plan)
     violations = policies.check(first_preview_plan)
     assert reported(violations) == set()
     deferred = {v.policy: v.message for v in violations if v.message.startswith(DEFERRED)}
-    assert sorted(deferred) == ["mx-preference", "vm-not-in-mynetworks"]
+    assert sorted(deferred) == ["relay-a-record", "vm-not-in-mynetworks"]
     assert all("backup-mx-relay-reserved-ip.ipAddress" in m for m in deferred.values())
 
 
@@ -458,7 +464,7 @@ def staged(doc, name):
 
 
 MAIL_POLICIES = {"never-5xx", "queue-lifetime", "bounce-lifetime", "drain-port", "relay-domains",
-                 "vm-not-in-mynetworks"}
+                 "relay-mynetworks"}
 PIPELINE = {
     # (change to the cloud-config document, the policies that must report it)
     "a good decoy main.cf before a bad staged one": (lambda d: (

@@ -78,14 +78,18 @@ def _usage(args) -> list[tuple[str, int, int, int]]:
     return result
 
 
-BUDGET_SCHEMA = PolicyConfigSchema(properties={
-    "budget": {"type": "integer", "minimum": 1, "default": DEFAULT_BUDGET},
-    "warnBelowSlots": {"type": "integer", "minimum": 0, "default": DEFAULT_SLACK},
+BUDGET = {"type": "integer", "minimum": 1, "default": DEFAULT_BUDGET,
+          "description": "Records a zone may hold (may only be lowered)."}
+BUDGET_SCHEMA = PolicyConfigSchema(properties={"budget": BUDGET})
+HEADROOM_SCHEMA = PolicyConfigSchema(properties={
+    "budget": BUDGET,
+    "warnBelowSlots": {"type": "integer", "minimum": 0, "default": DEFAULT_SLACK,
+                       "description": "Warn when fewer free record slots than this would remain."},
 })
 
 
 def _budget(args, report_violation):
-    cfg = config(args, {"budget": DEFAULT_BUDGET})
+    cfg = config(args, BUDGET_SCHEMA)
     if int(cfg["budget"]) > DEFAULT_BUDGET:
         report_violation(f"policy config budget = {cfg['budget']} loosens the {DEFAULT_BUDGET}-record invariant; "
                          "policy config may only tighten it")
@@ -103,7 +107,7 @@ def _budget(args, report_violation):
 
 
 def _headroom(args, report_violation):
-    cfg = config(args, {"budget": DEFAULT_BUDGET, "warnBelowSlots": DEFAULT_SLACK})
+    cfg = config(args, HEADROOM_SCHEMA)
     try:
         usage = _usage(args)
     except (ZoneDataError, FactError):
@@ -124,7 +128,7 @@ zone_record_headroom = StackValidationPolicy(
     name="zone-record-headroom",
     description="Warns when fewer than warnBelowSlots record slots would remain in a zone.",
     validate=guarded("zone-record-headroom", _headroom), enforcement_level=EnforcementLevel.ADVISORY,
-    config_schema=BUDGET_SCHEMA)
+    config_schema=HEADROOM_SCHEMA)
 
 
 def _name(p: dict) -> str:
@@ -179,6 +183,16 @@ def _mx_preference(args, report_violation):
             if kind == "mx" and name == domain and content not in (primary, relay):
                 report_violation(f"domain {domain}: the live zone has an MX for {content}, which is neither the "
                                  f"primary nor the relay; senders may hand it mail. Delete that record")
+
+
+def _relay_a_record(args, report_violation):
+    try:
+        relay = environment.relay_hostname()
+    except FactError as exc:
+        report_violation(str(exc))
+        return
+    zones = {z.get("domain"): z for z in _zones(args.resources)}
+    records = _records(args.resources)
     for r, p in records:
         if str(p.get("type")).upper() == "AAAA" and _name(p) == relay:
             report_violation(f"AAAA record '{r.name}' for the relay host {relay}: the relay listens on IPv4 only, so "
@@ -208,9 +222,12 @@ def _mx_preference(args, report_violation):
 mx_preference = StackValidationPolicy(
     name="mx-preference",
     description="Every protected domain has the primary MX (live) and the backup MX (this stack) at a strictly "
-                "greater preference; the relay host's A record points at the reserved IP; the primary's MX is never "
-                "managed here.",
+                "greater preference, no other MX, and the primary's MX is never managed here.",
     validate=guarded("mx-preference", _mx_preference), enforcement_level=EnforcementLevel.MANDATORY)
+relay_a_record = StackValidationPolicy(
+    name="relay-a-record",
+    description="The relay host has an A record pointing at the reserved IP, and no AAAA record (stack or live).",
+    validate=guarded("relay-a-record", _relay_a_record), enforcement_level=EnforcementLevel.MANDATORY)
 
 
 def _unproxied(args, report_violation):

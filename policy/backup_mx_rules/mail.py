@@ -60,13 +60,12 @@ def load(props: dict, where: str) -> MailConfig:
 
 
 def _instance_policy(name: str, description: str, check: Callable[[MailConfig, dict], Iterator[str]],
-                     schema: dict | None = None) -> ResourceValidationPolicy:
-    defaults = {k: v["default"] for k, v in (schema or {}).items() if "default" in v}
+                     schema: PolicyConfigSchema | None = None) -> ResourceValidationPolicy:
 
     def validate(args, report_violation):
         if args.resource_type != INSTANCE:
             return
-        cfg = config(args, defaults)
+        cfg = config(args, schema)
         try:
             mc = load(plain(args.props), args.name)
             problems = list(check(mc, cfg))
@@ -87,7 +86,7 @@ def _instance_policy(name: str, description: str, check: Callable[[MailConfig, d
 
     return ResourceValidationPolicy(name=name, description=description, validate=guarded(name, validate),
                                     enforcement_level=EnforcementLevel.MANDATORY,
-                                    config_schema=PolicyConfigSchema(properties=schema) if schema else None)
+                                    config_schema=schema)
 
 
 def _soft_bounce(mc: MailConfig, svc: Service | None) -> bool:
@@ -154,8 +153,9 @@ never_5xx = _instance_policy(
     "filters; message_size_limit at least the primary's (stack config messageSizeLimit); a catch-all "
     "recipient map.",
     lambda mc, cfg: never_5xx_problems(mc, {**cfg, "primaryMessageSizeLimit": _primary_size(cfg)}),
-    {"primaryMessageSizeLimit": {"type": "integer", "minimum": 0, "default": 0,
-                                 "description": "Raise the size floor above the stack's messageSizeLimit."}})
+    PolicyConfigSchema(properties={"primaryMessageSizeLimit": {
+        "type": "integer", "minimum": 0, "default": 0,
+        "description": "Raise the size floor above the stack's messageSizeLimit."}}))
 
 
 # --- lifetimes -------------------------------------------------------------------------
@@ -208,19 +208,19 @@ def bounce_lifetime_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:
                "deliver a bounce, so it must not hold them long)")
 
 
-LIFETIME_SCHEMA = {
-    "queueLifetime": {"type": "string", "default": QUEUE_FLOOR, "pattern": r"^\d+[smhdw]?$",
-                      "description": "Minimum maximal_queue_lifetime (may only be raised)."},
-    "bounceLifetime": {"type": "string", "default": BOUNCE_LIFETIME, "pattern": r"^\d+[smhdw]?$",
-                       "description": "Exact bounce_queue_lifetime (may only be lowered)."},
-}
+POSTFIX_TIME = r"^\d+[smhdw]?$"
 queue_lifetime = _instance_policy(
     "queue-lifetime", "qmgr's maximal_queue_lifetime is at least 30d (policy config may raise the floor) and is "
     "a time Postfix accepts (at most 100d).", queue_lifetime_problems,
-    {"queueLifetime": LIFETIME_SCHEMA["queueLifetime"]})
+    PolicyConfigSchema(properties={"queueLifetime": {
+        "type": "string", "default": QUEUE_FLOOR, "pattern": POSTFIX_TIME,
+        "description": "Minimum maximal_queue_lifetime (may only be raised)."}}))
 bounce_lifetime = _instance_policy(
     "bounce-lifetime", "qmgr's bounce_queue_lifetime is 1d in effect (policy config may lower it).",
-    bounce_lifetime_problems, {"bounceLifetime": LIFETIME_SCHEMA["bounceLifetime"]})
+    bounce_lifetime_problems,
+    PolicyConfigSchema(properties={"bounceLifetime": {
+        "type": "string", "default": BOUNCE_LIFETIME, "pattern": POSTFIX_TIME,
+        "description": "Exact bounce_queue_lifetime (may only be lowered)."}}))
 
 
 # --- drain-port: where mail for a protected domain actually goes --------------------------
@@ -233,7 +233,7 @@ def _split_transport(value: str) -> tuple[str, str]:
     return (kind.strip(), nexthop.strip()) if sep else (value.strip(), "")
 
 
-def drain_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:  # noqa: ARG001 - same signature as every check
+def drain_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:  # same signature as every check
     host, port = environment.drain_host(), int(environment.fact("drainPort"))
     want = f"smtp:[{host}]:{port}"
     if port == 25:
@@ -346,7 +346,7 @@ def _has_required(elements: list[str]) -> bool:
     return False
 
 
-def relay_domains_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:  # noqa: ARG001
+def relay_domains_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:
     want = sorted(environment.domains())
     rewrite = mc.daemon("rewrite_service_name", ("trivial-rewrite",))
     have = sorted(d.lower().rstrip(".") for d in split_list(mc.param("relay_domains", rewrite)))
@@ -439,7 +439,7 @@ relay_domains = _instance_policy(
     "(reject_unauth_destination before anything that could permit them).", relay_domains_problems)
 
 
-# --- the relay's own mynetworks (checked with vm-not-in-mynetworks) -------------------------
+# --- relay-mynetworks: who may relay through the relay itself ------------------------------
 
 LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
 
@@ -463,13 +463,9 @@ def relay_mynetworks_problems(mc: MailConfig) -> Iterator[str]:
                        "anywhere through the backup MX; set mynetworks = 127.0.0.1/32")
 
 
-def relay_mynetworks(props: dict, where: str) -> list[str]:
-    try:
-        return list(relay_mynetworks_problems(load(props, where)))
-    except WouldNotStart as exc:
-        return [f"{STARTS}: {exc}"]
-    except (UserDataError, Unmodeled) as exc:
-        return [f"cannot determine the relay's mynetworks ({exc}); the pack fails closed"]
+relay_mynetworks = _instance_policy(
+    "relay-mynetworks", "The relay's own mynetworks is loopback only in every smtpd and postscreen, so no "
+    "client but the VM itself may relay through it.", lambda mc, cfg: relay_mynetworks_problems(mc))
 
 
 __all__ = ["never_5xx", "queue_lifetime", "bounce_lifetime", "drain_port", "relay_domains", "relay_mynetworks"]

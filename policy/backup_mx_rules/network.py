@@ -8,7 +8,6 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from . import environment
 from .environment import FactError
-from .mail import relay_mynetworks
 from .view import (
     BOOT_VOLUME,
     DEFAULT_SECURITY_LIST,
@@ -65,8 +64,13 @@ def _addresses_problem(what: str, address: str, primary: list, urn: str = "") ->
     return out
 
 
+MYNETWORKS_SCHEMA = PolicyConfigSchema(properties={
+    "primaryMynetworks": {"type": "array", "items": {"type": "string"}, "default": [],
+                          "description": "Extra networks to treat as the primary's mynetworks."}})
+
+
 def _vm_not_in_mynetworks(args, report_violation):
-    cfg = config(args, {"primaryMynetworks": []})
+    cfg = config(args, MYNETWORKS_SCHEMA)
     try:
         primary = environment.networks("primaryMynetworks")
         primary += [environment.network("policy config primaryMynetworks", n) for n in cfg["primaryMynetworks"]]
@@ -88,8 +92,6 @@ def _vm_not_in_mynetworks(args, report_violation):
             for ip in (dig(props, "createVnicDetails", "privateIp"), props.get("privateIp"), props.get("publicIp")):
                 if isinstance(ip, str) and known(ip) and ip:
                     found += _addresses_problem(f"address of instance '{r.name}'", ip, primary, r.urn)
-            for problem in relay_mynetworks(props, r.name):
-                found.append((f"instance '{r.name}': {problem}", r.urn))
     if source:
         found += _addresses_problem("drain source address (stack config drainSourceAddress)", source, primary)
     for message, urn in dict.fromkeys(found):
@@ -102,12 +104,9 @@ def _vm_not_in_mynetworks(args, report_violation):
 vm_not_in_mynetworks = StackValidationPolicy(
     name="vm-not-in-mynetworks",
     description="No address of the relay (reserved IP, private IP, drain source) is in the primary's mynetworks "
-                "(stack config primaryMynetworks, plus any policy config entries), and the relay's own mynetworks "
-                "is loopback only in every smtpd and postscreen.",
+                "(stack config primaryMynetworks, plus any policy config entries).",
     validate=guarded("vm-not-in-mynetworks", _vm_not_in_mynetworks), enforcement_level=EnforcementLevel.MANDATORY,
-    config_schema=PolicyConfigSchema(properties={
-        "primaryMynetworks": {"type": "array", "items": {"type": "string"}, "default": [],
-                              "description": "Extra networks to treat as the primary's mynetworks."}}))
+    config_schema=MYNETWORKS_SCHEMA)
 
 
 def _reserved_public_ip(args, report_violation):

@@ -4,7 +4,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pulumi_policy.proxy import _is_unknown  # the SDK's own sentinel test
+from pulumi_policy import PolicyConfigSchema
+from pulumi_policy.proxy import UnknownValueError
 
 INSTANCE = "oci:Core/instance:Instance"
 PUBLIC_IP = "oci:Core/publicIp:PublicIp"
@@ -29,24 +30,22 @@ UNKNOWN = Unknown()
 
 
 def plain(value: Any) -> Any:
-    """Unwrap the SDK's unknown-checking proxies into dicts/lists, unknowns as UNKNOWN."""
+    """The analyzer's props as plain dicts and lists, with every value the engine marked
+    unknown replaced by UNKNOWN. Read through the proxies' public Mapping/Sequence interface:
+    reading an unknown raises UnknownValueError, which becomes UNKNOWN here, so a policy sees
+    the unknown instead of being skipped by it."""
     if isinstance(value, Mapping):
-        target = value["__target"] if _has_target(value) else value
-        return {k: plain(target[k]) for k in target}
+        return {k: _read(value, k) for k in value}
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        target = value["__target"] if _has_target(value) else value
-        return [plain(v) for v in target]
-    if _is_unknown(value):
-        return UNKNOWN
+        return [_read(value, i) for i in range(len(value))]
     return value
 
 
-def _has_target(value: Any) -> bool:
+def _read(container: Any, key: Any) -> Any:
     try:
-        value["__target"]
-        return True
-    except (KeyError, TypeError, IndexError):
-        return False
+        return plain(container[key])
+    except UnknownValueError:
+        return UNKNOWN
 
 
 def known(value: Any) -> bool:
@@ -76,22 +75,22 @@ def as_int(value: Any) -> Any:
     return int(float(value))
 
 
-def config(args: Any, defaults: dict) -> dict:
-    """Policy config with schema defaults filled in (the SDK leaves that to the engine)."""
+def config(args: Any, schema: PolicyConfigSchema | None) -> dict:
+    """Policy config over its schema's defaults (the SDK leaves defaults to the engine), so
+    each default is written once, in the schema the engine validates against."""
+    defaults = {k: v["default"] for k, v in (schema.properties if schema else {}).items() if "default" in v}
     given = dict(args.get_config() or {})
     return {**defaults, **{k: v for k, v in given.items() if v is not None}}
 
 
 def guarded(name: str, validate):
     """Fail closed: a plan the policy cannot read is a violation, never an analyzer crash."""
-    from pulumi_policy.proxy import UnknownValueError
-
     def run(args, report_violation):
         try:
             return validate(args, report_violation)
         except UnknownValueError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any malformed input must still be reported
+        except Exception as exc:  # any malformed input must still be reported
             report_violation(f"{name} could not evaluate this plan ({type(exc).__name__}: {exc}); "
                              "the resource does not have the shape the backup MX program produces")
 
