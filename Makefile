@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: preview preview-first test rehearse properties system-deps lab lab-down bench verify clean
+.PHONY: preview preview-first lint test rehearse properties system-deps lab lab-down bench verify clean
 
 $(VENV)/.installed: requirements.txt policy/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ preview-first: $(VENV)/.installed
 system-deps:  ## Debian packages the real-software tests need (root; no-op when present)
 	./.ci/system-deps
 
-test: system-deps $(VENV)/.installed
+lint: $(VENV)/.installed  ## ruff (pyflakes, bugbear, pycodestyle, import order) and mypy, settings in pyproject.toml
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: system-deps lint
 	$(PY) -m pytest -q tests
 
 rehearse: system-deps $(VENV)/.installed  ## first boot on real cloud-init (also part of make test)

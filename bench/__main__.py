@@ -72,7 +72,9 @@ class CpuCap:
             (self.path / "cpu.max").write_text(f"{int(period * fraction)} {period}")
 
     def adopt(self, relay: Relay) -> None:
-        sid = os.getsid(relay.master_pid())
+        master = relay.master_pid()
+        assert master is not None, "the relay is not running"
+        sid = os.getsid(master)
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 if os.getsid(int(pid)) == sid:

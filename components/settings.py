@@ -135,7 +135,8 @@ class _Reader:
     """Typed access to raw config strings (as Pulumi passes them), collecting errors."""
 
     def __init__(self, project: str, raw: Callable[[str], Optional[str]], decls: dict[str, dict]):
-        self.project, self.raw, self.decls, self.errors = project, raw, decls, []
+        self.project, self.raw, self.decls = project, raw, decls
+        self.errors: list[str] = []
 
     def fail(self, key: str, message: str) -> None:
         self.errors.append(f"{self.project}:{key}: {message}")
@@ -292,7 +293,8 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
     relay_private_ip = ""
     try:
         vcn = ipaddress.ip_network(v["vcnCidr"])
-        if vcn.version != 4 or not any(vcn.subnet_of(n) for n in RFC1918) or not 16 <= vcn.prefixlen <= 28:
+        private = isinstance(vcn, ipaddress.IPv4Network) and any(vcn.subnet_of(n) for n in RFC1918)
+        if not private or not 16 <= vcn.prefixlen <= 28:
             r.fail("vcnCidr", f"{v['vcnCidr']!r} must be a private (RFC 1918: 10/8, 172.16/12, 192.168/16) "
                               "IPv4 block between /16 and /28")
         else:
@@ -330,6 +332,7 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
 
     if r.errors:
         raise ConfigError("invalid stack config:\n  " + "\n  ".join(r.errors))
+    assert relay_zone is not None  # else relayHostname failed above
     return Settings(
         project=project, domains=tuple(domains), zones=zones, relay_hostname=relay, relay_zone=relay_zone,
         mx_preference=v["mxPreference"], primary_mx_host=primary, primary_mx_preference=v["primaryMxPreference"],
@@ -347,7 +350,7 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
 
 
 MESSAGE_SIZE_MIN, MESSAGE_SIZE_MAX = 10 * 1024 * 1024, 1024 * 1024 * 1024
-RFC1918 = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+RFC1918 = [ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 HOMELAB_WIDEST_PUBLIC, HOMELAB_WIDEST_PRIVATE = 24, 16
 SSH_KEY = re.compile(r"(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)"
                      r"@openssh\.com) [A-Za-z0-9+/]+={0,3}( [\x21-\x7e][\x20-\x7e]*)?")
@@ -402,7 +405,7 @@ def login_server_problem(url: str) -> str:
     return ""
 
 
-def _routable_drain(ip: ipaddress.IPv4Address) -> bool:
+def _routable_drain(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return not (ip.is_loopback or ip.is_unspecified or ip.is_link_local or ip.is_multicast or ip.is_reserved
                 or ip == ipaddress.ip_address("255.255.255.255"))
 

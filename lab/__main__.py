@@ -56,7 +56,7 @@ def up(args) -> int:
         ["bash", "-c", f"while :; do bash {script} >> {RUN}/drain-watcher.log 2>&1; sleep {WATCH_EVERY_S}; done"],
         env={**os.environ, "BACKUP_MX_ENV": str(relay.base / "backup-mx.env")}, start_new_session=True,
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    STATE.write_text(json.dumps({"port": port, "drain": drain, "sink_pid": sink.proc.pid,
+    STATE.write_text(json.dumps({"port": port, "drain": drain, "sink_pid": sink.pid,
                                  "watcher_pid": watcher.pid, "relay": str(relay.conf)}))
     py = os.path.relpath(sys.executable, Path.cwd())
     print(f"""Lab is up (files from {args.config.name}, overrides listed in lab/instance.py Relay.overrides()):
@@ -98,7 +98,7 @@ def primary(args) -> int:
             print("fake primary already running")
             return 0
         sink = Sink(RUN / "primary", state["drain"]).start()
-        state["sink_pid"] = sink.proc.pid
+        state["sink_pid"] = sink.pid
         print("fake primary started: the drain watcher will flush")
     STATE.write_text(json.dumps(state))
     return 0

@@ -326,6 +326,12 @@ class Sink:
     def spool(self) -> Path:
         return self.base / "received"
 
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise LabError("the fake primary is not running")
+        return self.proc.pid
+
     def start(self) -> "Sink":
         if not port_free(self.port):
             raise LabError(f"port 127.0.0.1:{self.port} is taken; choose another drain port")
@@ -335,7 +341,7 @@ class Sink:
             ["smtp-sink", "-u", "postfix", "-c", "-d", f"{self.spool}/msg.", *self.mode,
              f"127.0.0.1:{self.port}", "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
-        (self.base / "sink.pid").write_text(str(self.proc.pid))
+        (self.base / "sink.pid").write_text(str(self.pid))
         wait_port(self.port)
         return self
 

@@ -61,6 +61,7 @@ class Analyzer:
         # The engine address is only used for logging; nothing listens there in the offline preview.
         self.proc = subprocess.Popen([sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", str(pack_dir)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=pack_dir)
+        assert self.proc.stdout is not None and self.proc.stderr is not None  # both are PIPE
         port = self.proc.stdout.readline().decode().strip()
         if not port.isdigit():
             err = self.proc.stderr.read().decode() if self.proc.poll() is not None else ""
@@ -83,7 +84,8 @@ class Analyzer:
             self.proc.kill()
         self.proc.wait()
         for stream in (self.proc.stdout, self.proc.stderr):
-            stream.close()
+            if stream:
+                stream.close()
 
     # --- the engine's sequence --------------------------------------------------------
     def info(self) -> analyzer_pb2.AnalyzerInfo:
@@ -95,13 +97,12 @@ class Analyzer:
         if unknown:
             raise PolicyConfigError(f"policy config names unknown policies: {sorted(unknown)}")
         request = analyzer_pb2.ConfigureAnalyzerRequest()
-        resolved = {}
+        resolved: dict[str, dict] = {}
         for policy in info.policies:
-            entry = given.get(policy.name, {})
-            level = LEVELS.get(policy.enforcementLevel, "advisory")
-            if isinstance(entry, str):
-                entry, level = {}, entry
-            entry = dict(entry)
+            raw = given.get(policy.name, {})
+            # `"policy": "advisory"` sets only the level
+            level = raw if isinstance(raw, str) else LEVELS.get(policy.enforcementLevel, "advisory")
+            entry = {} if isinstance(raw, str) else dict(raw)
             level = entry.pop("enforcementLevel", level)
             schema = json_format.MessageToDict(policy.configSchema) if policy.HasField("configSchema") else {}
             props = schema.get("properties", {})

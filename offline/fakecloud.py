@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 
@@ -44,7 +45,7 @@ class Zone:
     extra_records: list[dict] = field(default_factory=list)
 
     def records(self) -> list[dict]:
-        base = [
+        base: list[dict[str, Any]] = [
             {"type": "MX", "name": self.domain, "content": self.primary_mx, "priority": 1.0},
             {"type": "A", "name": self.primary_mx, "content": "198.51.100.7"},
             {"type": "TXT", "name": self.domain, "content": "v=spf1 mx -all"},

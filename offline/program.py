@@ -147,6 +147,7 @@ def _collection(node: yaml.Node, full_key: str, path: Path):
         return [_collection(item, full_key, path) for item in node.value]
     if isinstance(node, yaml.MappingNode):
         return {k.value: _collection(v, full_key, path) for k, v in node.value}
+    assert isinstance(node, yaml.ScalarNode)
     kind = _resolves_to(node)
     if kind != "string":
         raise StackFileError(f"{path}: line {node.start_mark.line + 1}: {full_key}: item {node.value!r} is read "
@@ -278,7 +279,9 @@ def _run_once(project, stack, plain, secret, first_preview, live_own) -> Run:
     try:
         runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
         loop.run_until_complete(pulumi.runtime.stack.wait_for_rpcs())
-        outputs = loop.run_until_complete(_resolve(pulumi.runtime.get_root_resource().outputs))
+        root = pulumi.runtime.get_root_resource()
+        assert isinstance(root, pulumi.runtime.stack.Stack)
+        outputs = loop.run_until_complete(_resolve(root.outputs))
     except pulumi.RunError as exc:
         error = str(exc)
     except Exception as exc:  # the program's own failure is the result

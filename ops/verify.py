@@ -79,12 +79,13 @@ def smtp_gates(host: str, port: int, relay: str, cafile: str | None, timeout: fl
         try:
             with context.wrap_socket(sock, server_hostname=relay) as tls:
                 cert = tls.getpeercert()
+                assert cert is not None  # verified handshake: the peer sent one
         except ssl.SSLCertVerificationError as exc:
             return gates + [Gate("O4 STARTTLS certificate", False,
                                  f"certificate not valid for {relay} ({exc.verify_message}): certbot has not replaced "
                                  "the bootstrap self-signed pair yet; check port 80 (HTTP-01) and that the A record "
                                  "points at the reserved IP")]
-        days = (ssl.cert_time_to_seconds(cert["notAfter"]) - time.time()) / 86400
+        days = (ssl.cert_time_to_seconds(str(cert["notAfter"])) - time.time()) / 86400
         if days <= MIN_CERT_DAYS:
             return gates + [Gate("O4 STARTTLS certificate", False,
                                  f"certificate expires in {days:.1f} days: certbot renewal is failing "

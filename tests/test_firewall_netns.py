@@ -71,7 +71,7 @@ def hosts(tmp_path):
         sh("iptables-restore", ns=relay, input=OCI_IMAGE_RULES)
         listener = subprocess.Popen(["ip", "netns", "exec", relay, "python3", "-c", LISTENER,
                                      ",".join(map(str, LISTEN))], stdout=subprocess.PIPE, text=True)
-        assert listener.stdout.readline().strip() == "ready"
+        assert listener.stdout and listener.stdout.readline().strip() == "ready"
         yield {"relay": relay, "home": home, "stranger": stranger}
         listener.kill()
         listener.wait()

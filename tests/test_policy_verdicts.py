@@ -56,8 +56,9 @@ def final_status(relay, rcpt: str, timeout: float = 60) -> str:
                           r"smtp\[\d+\]: fatal:", timeout)
     if "fatal:" in line:
         return "stuck"  # the smtp client exits at startup; the message stays in the queue
-    status = re.search(r"status=(\w+)", line).group(1)
-    return "deferred" if status == "SOFTBOUNCE" else status
+    status = re.search(r"status=(\w+)", line)
+    assert status, line
+    return "deferred" if status.group(1) == "SOFTBOUNCE" else status.group(1)
 
 
 def wait_after(relay, offset: int, pattern: str, timeout: float = 60) -> str:
@@ -88,7 +89,9 @@ def expired_or_kept(relay, offset: int, timeout: float = 60) -> str:
 
 def relay_of(relay, rcpt: str) -> str:
     line = relay.wait_log(rf"to=<{re.escape(rcpt)}>.*relay=\S+", 60)
-    return re.search(r"relay=([^,\s]+)", line).group(1)
+    relay_name = re.search(r"relay=([^,\s]+)", line)
+    assert relay_name, line
+    return relay_name.group(1)
 
 
 # (variant, what real Postfix shows, the policy that must report it or None)

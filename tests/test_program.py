@@ -17,7 +17,7 @@ TYPES = {
 
 
 def test_resource_graph_is_one_component_tree(example_plan):
-    counts = {}
+    counts: dict[str, int] = {}
     for r in example_plan["resources"]:
         counts[r["type"]] = counts.get(r["type"], 0) + 1
     assert counts == TYPES

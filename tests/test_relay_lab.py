@@ -16,7 +16,7 @@ LIMIT = 209715200
 
 
 def ids_at(sink):
-    found = collections.Counter()
+    found: collections.Counter[str] = collections.Counter()
     for text in sink.messages():
         match = re.search(r"^X-Lab-Id: (\S+)", text, re.M)
         if match:
@@ -96,7 +96,7 @@ def test_the_watcher_service_flushes_when_the_primary_returns(lab, vm_files):
     assert sorted(ids_at(primary)) == sorted(f"svc-{i}" for i in range(20))
 
 
-NEVER_5XX = {
+NEVER_5XX: dict[str, tuple[str, list[str], dict, dict]] = {
     # name: (mail_from, rcpts, data kwargs, deliver kwargs)
     "plain": ("a@example.com", [f"alice@{DOMAIN}"], {}, {}),
     "null sender (DSN)": ("", [f"alice@{DOMAIN}"], {}, {}),
@@ -275,7 +275,8 @@ def test_disk_full_answers_4xx_loses_nothing_and_recovers(small_spool, vm_files,
         primary = lab.sink()
         primary.stop()
         relay = lab.relay(primary.port)
-        acked, refused = [], []
+        acked: list[str] = []
+        refused: list[str] = []
         for i in range(40):
             s = deliver(relay.port, "a@example.com", [f"alice@{DOMAIN}"], message(f"fill-{i}", 4 * 1024 * 1024),
                         source="127.0.6.1")

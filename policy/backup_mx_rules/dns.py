@@ -1,6 +1,8 @@
 """Policies on the Cloudflare records: MX set, unproxied relay host, zone record budget."""
 from __future__ import annotations
 
+from typing import Any
+
 from pulumi_policy import EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy, StackValidationPolicy
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
@@ -26,7 +28,7 @@ def _zones(resources) -> list[dict]:
     return out
 
 
-def _records(resources) -> list[tuple[object, dict]]:
+def _records(resources) -> list[tuple[Any, dict]]:
     return [(r, plain(r.props)) for r in resources if r.resource_type == DNS_RECORD]
 
 
@@ -46,14 +48,14 @@ def _usage(args) -> list[tuple[str, int, int, int]]:
             problems.append(f"zone {domain} ({zone_id}, stack config cloudflareZoneIds) has no live record count in "
                             "the Dns component, so its record budget cannot be checked")
     for r, p in records:
-        zone_id = p.get("zoneId")
-        if known(zone_id) and zone_id not in zones:
-            problems.append(f"DNS record '{r.name}' is in zone {zone_id!r}, which the Dns component does not list, "
+        record_zone = p.get("zoneId")
+        if known(record_zone) and record_zone not in zones:
+            problems.append(f"DNS record '{r.name}' is in zone {record_zone!r}, which the Dns component does not list, "
                             "so that zone's record budget cannot be checked")
     if problems:
         raise ZoneDataError("; ".join(problems))
     result = []
-    for zone_id, zone in zones.items():
+    for listed_id, zone in zones.items():
         if not known(zone.get("liveRecordCount")):
             continue
         try:
@@ -62,19 +64,19 @@ def _usage(args) -> list[tuple[str, int, int, int]]:
             live = None
         keys = zone.get("liveRecordKeys")
         if not isinstance(live, int) or not isinstance(keys, list):
-            raise ZoneDataError(f"zone {zone.get('domain') or zone_id}: live record data is unreadable "
+            raise ZoneDataError(f"zone {zone.get('domain') or listed_id}: live record data is unreadable "
                                 f"(count {zone.get('liveRecordCount')!r})")
         live_keys = set(k.upper().split(" ", 1)[0] + " " + k.split(" ", 1)[1].lower()
                         for k in keys if isinstance(k, str) and " " in k)
         added = 0
         for _, p in records:
-            if p.get("zoneId") != zone_id:
+            if p.get("zoneId") != listed_id:
                 continue
             if all(known(p.get(f)) for f in ("type", "name", "content")) \
                     and key(p["type"], p["name"], p["content"]) in live_keys:
                 continue  # already live: counted in liveRecordCount
             added += 1
-        result.append((zone.get("domain") or zone_id, live, added, live + added))
+        result.append((str(zone.get("domain") or listed_id), live, added, live + added))
     return result
 
 

@@ -28,7 +28,7 @@ from .mailconf import (
     split_list_maps,
 )
 from .postfix import LIFETIME_MAX, boolean, dnsbl_site, long_value, split_list, time_value
-from .view import INSTANCE, config, dig, guarded, known, plain
+from .view import INSTANCE, Network, config, dig, guarded, inside, known, plain
 
 QUEUE_FLOOR, BOUNCE_LIFETIME = "30d", "1d"  # the owner's invariants (ADR-0019)
 DELIVERY_AGENTS = ("smtp", "lmtp", "local", "virtual", "pipe", "error")
@@ -441,7 +441,7 @@ relay_domains = _instance_policy(
 
 # --- relay-mynetworks: who may relay through the relay itself ------------------------------
 
-LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+LOOPBACK: list[Network] = [ipaddress.IPv4Network("127.0.0.0/8"), ipaddress.IPv6Network("::1/128")]
 
 
 def relay_mynetworks_problems(mc: MailConfig) -> Iterator[str]:
@@ -458,7 +458,7 @@ def relay_mynetworks_problems(mc: MailConfig) -> Iterator[str]:
                 yield (f"mynetworks entry {entry!r} in {_where(svc)} is not a literal address (a table, host name "
                        "or negation cannot be checked); list loopback addresses only")
                 continue
-            if not any(net.version == lo.version and net.subnet_of(lo) for lo in LOOPBACK):
+            if not inside(net, LOOPBACK):
                 yield (f"mynetworks entry {entry} in {_where(svc)} is not loopback: clients there may relay "
                        "anywhere through the backup MX; set mynetworks = 127.0.0.1/32")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from pulumi_policy import EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy, StackValidationPolicy
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
@@ -22,6 +23,7 @@ from .view import (
     config,
     dig,
     guarded,
+    inside,
     known,
     plain,
 )
@@ -231,7 +233,7 @@ def _covers(rule: dict, port: int, protocol: str = "6") -> bool:
     return rng is None or rng[0] <= port <= rng[1]
 
 
-def _ingress_rules(args) -> list[tuple[str, object, dict]]:
+def _ingress_rules(args) -> list[tuple[str, Any, dict]]:
     """(what, resource, rule) for every ingress rule of every security list and NSG rule."""
     rules = []
     for r in args.resources:
@@ -267,7 +269,7 @@ def _security_list(args, report_violation):
             report_violation(f"{what}: ingress rule from {source!r} cannot be read (source or ports); the pack "
                              "fails closed. Use a CIDR source and numeric ports", r.urn)
             continue
-        inside_homelab = any(net.version == h.version and net.subnet_of(h) for h in homelab)
+        inside_homelab = inside(net, homelab)
         if _covers(rule, 22) and (net.prefixlen == 0 or not (net.is_private or inside_homelab)):
             report_violation(f"{what}: TCP 22 is open to {net}; SSH is tailnet-only, remove the rule", r.urn)
         for port in EXPORTER_PORTS:

@@ -107,7 +107,8 @@ class Service:
 
 def _tokens(text: str, where: str) -> list[str]:
     """util/mystrtok.c mystrtokq() with '{}', then extpar() on tokens that start with '{'."""
-    out, i = [], 0
+    out: list[str] = []
+    i = 0
     while True:
         while i < len(text) and text[i] in SPACE:
             i += 1
@@ -203,7 +204,9 @@ def parse_master_cf(text: str, path: str = "master.cf") -> list[Service]:
             raise WouldNotStart(f"{where}: unknown transport type {kind!r} (allowed: {', '.join(MASTER_TYPES)})")
         args = _tokens(rest, where)
         options, operands = _daemon_options(args, where)
-        svc = Service(*fields, args=args, options=options, operands=operands)
+        name, _, private, unpriv, chroot, wakeup, maxproc, command = fields[:8]
+        svc = Service(name, kind, private, unpriv, chroot, wakeup, maxproc, command,
+                      args=args, options=options, operands=operands)
         if svc.key in seen:
             raise WouldNotStart(f"{where}: duplicate service {svc.key}")
         seen.add(svc.key)
@@ -221,7 +224,8 @@ def expand(value: str, lookup, depth: int = 0) -> str:
     ${name?text}, ${name:text}, ${name?{t}:{f}}, ${{a} <level {b} ? {t} : {f}} and $$."""
     if depth > 100:
         raise WouldNotStart("macro expansion loops (more than 100 levels)")
-    out, i = [], 0
+    out: list[str] = []
+    i = 0
     while i < len(value):
         ch = value[i]
         if ch != "$":

@@ -1,6 +1,7 @@
 """Plain views of what the analyzer hands a policy: unknowns made explicit, not raised."""
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,6 +47,21 @@ def _read(container: Any, key: Any) -> Any:
         return plain(container[key])
     except UnknownValueError:
         return UNKNOWN
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def inside(net: Network, nets: list[Network]) -> bool:
+    """net lies wholly inside one of nets of its own IP version."""
+    for other in nets:
+        if isinstance(net, ipaddress.IPv4Network) and isinstance(other, ipaddress.IPv4Network) \
+                and net.subnet_of(other):
+            return True
+        if isinstance(net, ipaddress.IPv6Network) and isinstance(other, ipaddress.IPv6Network) \
+                and net.subnet_of(other):
+            return True
+    return False
 
 
 def known(value: Any) -> bool:
