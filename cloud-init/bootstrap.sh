@@ -10,7 +10,7 @@ exec > >(tee -a /var/log/backup-mx-bootstrap.log) 2>&1
 . /etc/backup-mx/backup-mx.env
 . /usr/local/lib/backup-mx/common.sh
 
-step "firewall: 25/80 open, exporters from $HOMELAB_CIDR only"
+step "firewall: $SMTP_PORT/$HTTP_PORT open, exporters from $HOMELAB_CIDR only"
 /usr/local/sbin/backup-mx-firewall
 
 step "waiting for egress (the internet gateway route appears 30-90 s after boot; DNS answers before it)"
@@ -20,7 +20,7 @@ for i in $(seq 1 60); do
 done
 
 step "mail first: postfix from the Ubuntu archive"
-debconf-set-selections /etc/backup-mx/debconf.txt
+debconf-set-selections "$DEBCONF_FILE"
 retry 20 apt_install postfix
 
 step "postfix: install the rendered configuration (never patched in place)"
@@ -31,6 +31,8 @@ if [ ! -s /etc/postfix/tls/fullchain.pem ]; then
     -keyout /etc/postfix/tls/privkey.pem -out /etc/postfix/tls/fullchain.pem
   chmod 0600 /etc/postfix/tls/privkey.pem
 fi
+# The staging path stays literal here: it is the one copy the policy pack sanctions
+# (policy/backup_mx_rules/cloudinit.py); a variable would make the pack fail closed.
 for f in main.cf master.cf relay_recipients transport; do
   install -m 0644 "/etc/backup-mx/postfix/$f" "/etc/postfix/$f"
 done

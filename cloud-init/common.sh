@@ -28,5 +28,5 @@ apt_install() {  # apt_install PKG...: refresh the lists and install, as one ste
 }
 
 egress() {  # a TCP connection to the package mirror, not just a DNS answer
-  timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/80"' "$APT_MIRROR_HOST" 2>/dev/null
+  timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$APT_MIRROR_HOST" "$HTTP_PORT" 2>/dev/null
 }

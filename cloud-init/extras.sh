@@ -6,8 +6,8 @@
 set -uo pipefail
 . "${BACKUP_MX_ENV:-/etc/backup-mx/backup-mx.env}"
 . "${BACKUP_MX_LIB:-/usr/local/lib/backup-mx}/common.sh"
-STATE=${BACKUP_MX_STATE_DIR:-/var/lib/backup-mx}
-KEY_SOURCE=${BACKUP_MX_PREAUTH_KEY:-/etc/backup-mx/headscale-preauth-key}
+STATE=${BACKUP_MX_STATE_DIR:-$STATE_DIR}
+KEY_SOURCE=${BACKUP_MX_PREAUTH_KEY:-$PREAUTH_KEY_FILE}
 RUN_DIR=${BACKUP_MX_RUN_DIR:-/run/backup-mx}
 UP_TIMEOUT=${TAILSCALE_UP_TIMEOUT:-90}
 mkdir -p "$STATE"

@@ -6,14 +6,14 @@ set -euo pipefail
 RULES_V4=${RULES_V4:-/etc/iptables/rules.v4}
 
 rules=(
-  "-p tcp -m tcp --dport 25 -j ACCEPT"
-  "-p tcp -m tcp --dport 80 -j ACCEPT"
-  "-s $HOMELAB_CIDR -p tcp -m tcp --dport 9100 -j ACCEPT"
-  "-s $HOMELAB_CIDR -p tcp -m tcp --dport 9154 -j ACCEPT"
+  "-p tcp -m tcp --dport $SMTP_PORT -j ACCEPT"
+  "-p tcp -m tcp --dport $HTTP_PORT -j ACCEPT"
+  "-s $HOMELAB_CIDR -p tcp -m tcp --dport $NODE_EXPORTER_PORT -j ACCEPT"
+  "-s $HOMELAB_CIDR -p tcp -m tcp --dport $POSTFIX_EXPORTER_PORT -j ACCEPT"
 )
 if [ "${1:-}" = "--tailnet-ssh" ]; then
   # Only once tailscale0 exists: SSH moves from the public interface to the tailnet.
-  rules=("-i tailscale0 -p tcp -m tcp --dport 22 -j ACCEPT")
+  rules=("-i tailscale0 -p tcp -m tcp --dport $SSH_PORT -j ACCEPT")
 fi
 
 for rule in "${rules[@]}"; do
@@ -30,9 +30,9 @@ for rule in "${rules[@]}"; do
 done
 
 if [ "${1:-}" = "--tailnet-ssh" ]; then
-  # The security list already blocks public 22; drop the image's ACCEPT too.
-  while iptables -C INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT 2>/dev/null; do
-    iptables -D INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT
+  # The security list already blocks public SSH; drop the image's ACCEPT too.
+  while iptables -C INPUT -p tcp -m state --state NEW -m tcp --dport "$SSH_PORT" -j ACCEPT 2>/dev/null; do
+    iptables -D INPUT -p tcp -m state --state NEW -m tcp --dport "$SSH_PORT" -j ACCEPT
   done
 fi
 

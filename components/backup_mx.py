@@ -1,25 +1,48 @@
-"""BackupMx: the whole backup MX (network, relay VM, DNS) as one component."""
+"""BackupMx: the whole backup MX (network, relay VM, DNS) as one component.
+
+The settings are read once (components/settings.py); this is the one place that turns them
+into each child's typed args and calls the pure renderers. The OCI provider is passed one
+way, as `providers` on the children that use it.
+"""
 from __future__ import annotations
 
 import pulumi
 import pulumi_oci as oci
 
-from . import monitoring, primary
-from .dns import Dns
-from .network import Network
-from .relay import RelayVm
+from . import cloudinit, monitoring, primary
+from .dns import Dns, DnsArgs, live_zones
+from .facts import NODE_EXPORTER_PORT, POSTFIX_EXPORTER_PORT, SMTP_PORT
+from .network import Network, NetworkArgs
+from .relay import RelayVm, RelayVmArgs
 from .settings import Settings
 
 
 class BackupMx(pulumi.ComponentResource):
+    outputs: dict[str, object]
+
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
         # The resolved settings are the component's props: policies read the declared intent here.
         super().__init__("backupmx:index:BackupMx", name, settings.public_props(), opts)
         s = settings
         provider = oci.Provider(f"{name}-oci", region=s.oci_region, opts=pulumi.ResourceOptions(parent=self))
-        network = Network(f"{name}-network", s, opts=pulumi.ResourceOptions(parent=self, providers=[provider]))
-        relay = RelayVm(f"{name}-relay", s, network.subnet_id, provider, opts=pulumi.ResourceOptions(parent=self))
-        dns = Dns(f"{name}-dns", s, relay.reserved_ip, opts=pulumi.ResourceOptions(parent=self))
+        with_oci = pulumi.ResourceOptions(parent=self, providers={"oci": provider})
+
+        network = Network(f"{name}-network", NetworkArgs(
+            compartment_id=s.oci_compartment_id, vcn_cidr=s.vcn_cidr, vcn_dns_label=s.vcn_dns_label,
+            homelab_cidr=s.homelab_cidr), opts=with_oci)
+
+        key = pulumi.Output.secret(s.headscale_preauth_key)
+        relay = RelayVm(f"{name}-relay", RelayVmArgs(
+            compartment_id=s.oci_compartment_id, subnet_id=network.subnet_id, shape=s.shape,
+            hostname=s.relay_hostname, private_ip=s.relay_private_ip, boot_volume_size_gb=s.boot_volume_size_gb,
+            availability_domain_index=s.availability_domain_index,
+            user_data=key.apply(lambda k: cloudinit.user_data_b64(s, k))), opts=with_oci)
+
+        dns = Dns(f"{name}-dns", DnsArgs(
+            zones=live_zones([(z.domain, z.zone_id) for z in s.zones], pulumi.InvokeOptions(parent=self)),
+            relay_hostname=s.relay_hostname, relay_zone_id=s.relay_zone.zone_id, reserved_ip=relay.reserved_ip,
+            mx_preference=s.mx_preference, primary_mx_host=s.primary_mx_host,
+            primary_mx_preference=s.primary_mx_preference), opts=pulumi.ResourceOptions(parent=self))
 
         drain_source = pulumi.Output.from_input(s.drain_source_address or relay.reserved_ip)
         self.outputs = {
@@ -35,11 +58,14 @@ class BackupMx(pulumi.ComponentResource):
             "mxRecords": dns.mx_records,
             "zoneRecordCounts": dns.zone_record_counts,
             "scrapeTargets": relay.reserved_ip.apply(lambda ip: {
-                "node": f"{ip}:9100", "postfix": f"{ip}:9154", "smtp": f"{ip}:25"}),
+                "node": f"{ip}:{NODE_EXPORTER_PORT}", "postfix": f"{ip}:{POSTFIX_EXPORTER_PORT}",
+                "smtp": f"{ip}:{SMTP_PORT}"}),
             "consoleConnectionCommand": relay.instance_id.apply(lambda i: (
                 f"oci compute instance-console-connection create --instance-id {i} "
                 f"--ssh-public-key-file ~/.ssh/id_ed25519.pub --region {s.oci_region}")),
-            "userDataSha256": relay.user_data_sha256,
+            # Digest of the user-data: shows drift between the stack and the running VM, which
+            # ignores user_data changes until an explicit rebuild.
+            "userDataSha256": key.apply(lambda k: cloudinit.sha256(s, k)),
             # Ready-to-paste exemptions for the primary, keyed to the address it sees (never mynetworks).
             "primaryEnablement": drain_source.apply(lambda ip: primary.enablement(s, ip)),
             "monitoring": relay.reserved_ip.apply(lambda ip: monitoring.files(s, ip)),

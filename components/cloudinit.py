@@ -12,13 +12,11 @@ from pathlib import Path
 
 import yaml
 
-from . import postfix
+from . import facts, postfix
+from .facts import DEBCONF_FILE, ENV_FILE, PREAUTH_KEY_FILE, STAGING_DIR
 from .settings import Settings
 
 ASSETS = Path(__file__).resolve().parent.parent / "cloud-init"
-ENV_FILE = "/etc/backup-mx/backup-mx.env"
-PREAUTH_KEY_FILE = "/etc/backup-mx/headscale-preauth-key"
-APT_MIRROR_HOST = "archive.ubuntu.com"
 PACKAGE_DEBCONF = [
     "postfix postfix/main_mailer_type select No configuration",
     "postfix postfix/mailname string {relay}",
@@ -56,7 +54,16 @@ def env_file(s: Settings) -> str:
         "CERTBOT_EMAIL": s.certbot_email,
         "HEADSCALE_LOGIN_SERVER": s.headscale_login_server,
         "TAILNET_TAG": s.tailnet_tag,
-        "APT_MIRROR_HOST": APT_MIRROR_HOST,
+        "APT_MIRROR_HOST": facts.APT_MIRROR_HOST,
+        "SMTP_PORT": str(facts.SMTP_PORT),
+        "HTTP_PORT": str(facts.HTTP_PORT),
+        "SSH_PORT": str(facts.SSH_PORT),
+        "NODE_EXPORTER_PORT": str(facts.NODE_EXPORTER_PORT),
+        "POSTFIX_EXPORTER_PORT": str(facts.POSTFIX_EXPORTER_PORT),
+        "STAGING_DIR": STAGING_DIR,
+        "DEBCONF_FILE": DEBCONF_FILE,
+        "PREAUTH_KEY_FILE": PREAUTH_KEY_FILE,
+        "STATE_DIR": facts.STATE_DIR,
     }
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
@@ -64,12 +71,12 @@ def env_file(s: Settings) -> str:
 def staged_postfix_files(s: Settings) -> dict[str, str]:
     """Postfix files as cloud-init writes them: staged, then installed after the package,
     so neither the package's postinst nor a conffile prompt can clobber them."""
-    return {f"/etc/backup-mx/postfix/{Path(p).name}": text for p, text in postfix.files(s).items()}
+    return {f"{STAGING_DIR}/{Path(p).name}": text for p, text in postfix.files(s).items()}
 
 
 def cloud_config(s: Settings, preauth_key: str) -> dict:
     files = [{"path": ENV_FILE, "permissions": "0644", "content": env_file(s)},
-             {"path": "/etc/backup-mx/debconf.txt", "permissions": "0644",
+             {"path": DEBCONF_FILE, "permissions": "0644",
               "content": "".join(line.format(relay=s.relay_hostname) + "\n" for line in PACKAGE_DEBCONF)},
              {"path": PREAUTH_KEY_FILE, "permissions": "0600", "content": preauth_key}]
     files += [{"path": path, "permissions": "0644", "content": text}

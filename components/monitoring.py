@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import yaml
 
+from .facts import HTTP_PORT, NODE_EXPORTER_PORT, POSTFIX_EXPORTER_PORT, SMTP_PORT
 from .settings import Settings
 
 BLACKBOX = "blackbox-exporter:9115"  # the homelab's blackbox exporter, as Prometheus reaches it
@@ -45,10 +46,12 @@ def _probe_job(name: str, module: str, target: str, labels: dict) -> dict:
 def scrape_configs(s: Settings, ip: str) -> dict:
     labels = {"relay": s.relay_hostname}
     jobs = [
-        {"job_name": "backup-mx-node", "static_configs": [{"targets": [f"{ip}:9100"], "labels": labels}]},
-        {"job_name": "backup-mx-postfix", "static_configs": [{"targets": [f"{ip}:9154"], "labels": labels}]},
-        _probe_job("backup-mx-smtp", "backup_mx_smtp_starttls", f"{ip}:25", labels),
-        _probe_job("backup-mx-primary", "backup_mx_primary_smtp", f"{s.primary_mx_host}:25", labels),
+        {"job_name": "backup-mx-node",
+         "static_configs": [{"targets": [f"{ip}:{NODE_EXPORTER_PORT}"], "labels": labels}]},
+        {"job_name": "backup-mx-postfix",
+         "static_configs": [{"targets": [f"{ip}:{POSTFIX_EXPORTER_PORT}"], "labels": labels}]},
+        _probe_job("backup-mx-smtp", "backup_mx_smtp_starttls", f"{ip}:{SMTP_PORT}", labels),
+        _probe_job("backup-mx-primary", "backup_mx_primary_smtp", f"{s.primary_mx_host}:{SMTP_PORT}", labels),
     ]
     for z in s.zones:
         for role in ("backup", "primary"):
@@ -65,16 +68,16 @@ def alert_rules(s: Settings) -> dict:
          "expr": 'up{job="backup-mx-node"} == 0 or up{job="backup-mx-postfix"} == 0 '
                  'or probe_success{job="backup-mx-smtp"} == 0',
          "for": "10m", "labels": {"severity": "critical"},
-         "annotations": {"summary": f"backup MX {s.relay_hostname} is down or unreachable on 25",
+         "annotations": {"summary": f"backup MX {s.relay_hostname} is down or unreachable on {SMTP_PORT}",
                          "description": "Mail relies on senders' retries until it is back. Check the OCI console "
                                         "(reclaimed instance?), the security list, the OS iptables REJECT and "
-                                        f"Oracle's inbound-25 block (runbook: BackupMxDown). {delayed}"}},
+                                        f"Oracle's inbound-{SMTP_PORT} block (runbook: BackupMxDown). {delayed}"}},
         {"alert": "BackupMxQueueStuck",
          "expr": f'{queued} > 0 and on() min(probe_success{{job="backup-mx-primary"}}) == 1',
          "for": "2h", "labels": {"severity": "warning"},
          "annotations": {"summary": "mail has waited on the backup MX for 2h although the primary is healthy",
-                         "description": "The drain is failing: check the pfSense NAT rule for 2526, the primary's "
-                                        "exemptions for the relay address and the drain watcher log "
+                         "description": f"The drain is failing: check the pfSense NAT rule for {s.drain_port}, the "
+                                        "primary's exemptions for the relay address and the drain watcher log "
                                         f"(runbook: BackupMxQueueStuck). {delayed}"}},
         {"alert": "BackupMxMxSetDrift",
          "expr": 'probe_success{job="backup-mx-mx-set"} == 0',
@@ -88,13 +91,15 @@ def alert_rules(s: Settings) -> dict:
          "expr": 'probe_ssl_earliest_cert_expiry{job="backup-mx-smtp"} - time() < 14 * 86400',
          "for": "1h", "labels": {"severity": "warning"},
          "annotations": {"summary": f"the STARTTLS certificate of {s.relay_hostname} expires within 14 days",
-                         "description": "certbot renewal is failing: port 80 must be open for HTTP-01 "
+                         "description": f"certbot renewal is failing: port {HTTP_PORT} must be open for HTTP-01 "
                                         f"(runbook: BackupMxCertExpiring). {delayed}"}},
     ]
     return {"groups": [{"name": "backup-mx", "rules": rules}]}
 
 
 def files(s: Settings, ip: str) -> dict[str, str]:
-    dump = lambda doc: yaml.safe_dump(doc, sort_keys=False, width=1000)  # noqa: E731
+    def dump(doc: dict) -> str:
+        return yaml.safe_dump(doc, sort_keys=False, width=1000)
+
     return {"prometheus-scrape.yml": dump(scrape_configs(s, ip)), "blackbox.yml": dump(blackbox_modules(s)),
             "backup-mx-rules.yml": dump(alert_rules(s))}

@@ -68,11 +68,11 @@ def main_cf(s: Settings) -> str:
         ("smtp_tls_security_level", "may", ""),
         ("smtp_tls_loglevel", "1", ""),
         ("postscreen_access_list", "permit_mynetworks",
-         "postscreen: pregreet and conservative DNSBL, both 'enforce' (450 under soft_bounce)."),
+         "postscreen: pregreet 'enforce' (450 under soft_bounce), conservative DNSBL (dnsblAction)."),
         ("postscreen_greet_action", "enforce", ""),
         ("postscreen_dnsbl_sites", ", ".join(s.dnsbl_sites), ""),
         ("postscreen_dnsbl_threshold", str(s.dnsbl_threshold), ""),
-        ("postscreen_dnsbl_action", "enforce", ""),
+        ("postscreen_dnsbl_action", s.dnsbl_action, ""),
         ("postscreen_cache_map", "btree:$data_directory/postscreen_cache", ""),
     ]
     lines = ["# Rendered by backup-mx from the Pulumi stack config. Do not edit on the VM:",

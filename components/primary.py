@@ -7,6 +7,7 @@ emit backscatter it cannot deliver). The relay is never added to the primary's m
 """
 from __future__ import annotations
 
+from .facts import SMTP_PORT
 from .settings import Settings
 
 CIDR_MAP = "/etc/postfix/backup_mx_clients.cidr"
@@ -72,7 +73,7 @@ def enablement(s: Settings, relay_ip: str) -> dict:
             "source": cidr,
             "destinationPort": s.drain_port,
             "target": s.primary_mx_host,
-            "targetPort": 25,
+            "targetPort": SMTP_PORT,
             "description": f"backup MX drain: {s.relay_hostname} -> primary SMTP",
         },
         "neverMynetworks": True,

@@ -1,11 +1,10 @@
 """The relay VM: Always-Free instance from the rendered cloud-init, with a reserved public IP."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_oci as oci
-
-from . import cloudinit
-from .settings import Settings
 
 # The VM holds the queue, so nothing may replace it by surprise. protect=True makes `pulumi
 # preview` refuse any change that forces a replacement (availabilityDomainIndex, vcnCidr, ...).
@@ -15,38 +14,48 @@ from .settings import Settings
 IGNORED_ON_UPDATE = ["metadata", "sourceDetails"]
 
 
+@dataclass(frozen=True)
+class RelayVmArgs:
+    compartment_id: str
+    subnet_id: pulumi.Input[str]
+    shape: str
+    hostname: str  # FQDN; its first label is the VNIC hostname
+    private_ip: str
+    boot_volume_size_gb: int
+    availability_domain_index: int
+    user_data: pulumi.Input[str]  # base64 cloud-config, a secret (it carries the preauth key)
+
+
 class RelayVm(pulumi.ComponentResource):
+    """The instance and its reserved IP. The OCI provider comes from the parent's or the
+    caller's `providers`; every child and invoke is parented here and inherits it."""
     instance_id: pulumi.Output[str]
     availability_domain: pulumi.Output[str]
     reserved_ip: pulumi.Output[str]
-    user_data_sha256: pulumi.Output[str]
 
-    def __init__(self, name: str, s: Settings, subnet_id: pulumi.Input[str], provider: pulumi.ProviderResource,
-                 opts: pulumi.ResourceOptions | None = None):
-        super().__init__("backupmx:index:RelayVm", name, {"shape": s.shape}, opts)
-        child = pulumi.ResourceOptions(parent=self, provider=provider)
-        invoke = pulumi.InvokeOptions(parent=self, provider=provider)
-        ads = oci.identity.get_availability_domains_output(compartment_id=s.oci_compartment_id, opts=invoke)
-        availability_domain = ads.availability_domains.apply(lambda found: _pick_ad(found, s.availability_domain_index))
+    def __init__(self, name: str, args: RelayVmArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("backupmx:index:RelayVm", name, {"shape": args.shape}, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        invoke = pulumi.InvokeOptions(parent=self)
+        compartment = args.compartment_id
+        ads = oci.identity.get_availability_domains_output(compartment_id=compartment, opts=invoke)
+        availability_domain = ads.availability_domains.apply(
+            lambda found: _pick_ad(found, args.availability_domain_index))
         images = oci.core.get_images_output(
-            compartment_id=s.oci_compartment_id, operating_system="Canonical Ubuntu",
-            operating_system_version="24.04", shape=s.shape, sort_by="TIMECREATED", sort_order="DESC",
+            compartment_id=compartment, operating_system="Canonical Ubuntu",
+            operating_system_version="24.04", shape=args.shape, sort_by="TIMECREATED", sort_order="DESC",
             opts=invoke)
         image_id = images.images.apply(_newest_image)
 
-        key = pulumi.Output.secret(s.headscale_preauth_key)
-        user_data = key.apply(lambda k: cloudinit.user_data_b64(s, k))
-        self.user_data_sha256 = key.apply(lambda k: cloudinit.sha256(s, k))
-
         instance = oci.core.Instance(
-            f"{name}-instance", compartment_id=s.oci_compartment_id, availability_domain=availability_domain,
-            shape=s.shape, display_name=s.relay_hostname, preserve_boot_volume=True,
+            f"{name}-instance", compartment_id=compartment, availability_domain=availability_domain,
+            shape=args.shape, display_name=args.hostname, preserve_boot_volume=True,
             create_vnic_details=oci.core.InstanceCreateVnicDetailsArgs(
-                subnet_id=subnet_id, assign_public_ip="false", private_ip=s.relay_private_ip,
-                hostname_label=s.relay_hostname.split(".")[0]),
+                subnet_id=args.subnet_id, assign_public_ip="false", private_ip=args.private_ip,
+                hostname_label=args.hostname.split(".")[0]),
             source_details=oci.core.InstanceSourceDetailsArgs(
-                source_type="image", source_id=image_id, boot_volume_size_in_gbs=str(s.boot_volume_size_gb)),
-            metadata={"user_data": user_data},
+                source_type="image", source_id=image_id, boot_volume_size_in_gbs=str(args.boot_volume_size_gb)),
+            metadata={"user_data": pulumi.Output.secret(args.user_data)},
             # user_data (with the preauth key) stays readable from the VM through the metadata
             # service; the v1 endpoints answer any process without the v2 header. cloud-init's
             # Oracle datasource uses v2.
@@ -55,15 +64,15 @@ class RelayVm(pulumi.ComponentResource):
                 protect=True, ignore_changes=IGNORED_ON_UPDATE, additional_secret_outputs=["metadata"])))
 
         vnics = oci.core.get_vnic_attachments_output(
-            compartment_id=s.oci_compartment_id, instance_id=instance.id, opts=invoke)
+            compartment_id=compartment, instance_id=instance.id, opts=invoke)
         private_ips = oci.core.get_private_ips_output(
             vnic_id=vnics.vnic_attachments.apply(lambda a: a[0].vnic_id), opts=invoke)
         primary_private_ip_id = private_ips.private_ips.apply(lambda ips: next(ip.id for ip in ips if ip.is_primary))
         # The reserved IP is the relay's identity: the A record and the primary's /32
         # exemptions are keyed to it, so it outlives any rebuild of the instance.
         public_ip = oci.core.PublicIp(
-            f"{name}-reserved-ip", compartment_id=s.oci_compartment_id, lifetime="RESERVED",
-            private_ip_id=primary_private_ip_id, display_name=f"{s.relay_hostname} reserved",
+            f"{name}-reserved-ip", compartment_id=compartment, lifetime="RESERVED",
+            private_ip_id=primary_private_ip_id, display_name=f"{args.hostname} reserved",
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=True)))
 
         self.instance_id = instance.id

@@ -15,8 +15,11 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from .facts import SMTP_PORT
+
 PROJECT_FILE = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
 ALWAYS_FREE_SHAPES = ("VM.Standard.E2.1.Micro",)
+DNSBL_ACTIONS = ("enforce", "ignore")  # postscreen_dnsbl_action values that never answer 5xx
 BOOT_VOLUME_MIN_GB, ALWAYS_FREE_STORAGE_GB = 50, 200
 POSTFIX_LIFETIME_CAP_S = 100 * 86400  # qmgr refuses to start above 100d
 RELAY_HOST_NUMBER = 10  # the relay's fixed private address inside the subnet
@@ -88,6 +91,7 @@ class Settings:
     bounce_lifetime: str
     dnsbl_sites: tuple[str, ...]
     dnsbl_threshold: int
+    dnsbl_action: str
     oci_compartment_id: str
     oci_region: str
     availability_domain_index: int
@@ -103,6 +107,11 @@ class Settings:
     drain_source_address: str
     # The preauth key stays whatever the caller passed (a pulumi secret Output in the program).
     headscale_preauth_key: Any = field(repr=False, compare=False, default=None)
+
+    @property
+    def vcn_dns_label(self) -> str:
+        """OCI DNS label: letters and digits of the relay's first label, at most 15."""
+        return "".join(c for c in self.relay_hostname.split(".")[0] if c.isalnum())[:15] or "backupmx"
 
     @property
     def drain_target(self) -> str:
@@ -241,8 +250,9 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
         r.fail("drainHost", f"{drain_host!r} is the relay itself or no host at all (loopback, unspecified, "
                             "link-local, multicast): the relay would drain to itself until every message expires; "
                             "allowed: the primary's public name or address, or its tailnet address")
-    if v["drainPort"] == 25:
-        r.fail("drainPort", "25 is blocked for egress by Oracle tenancy-wide; allowed: 1..65535 except 25 (default 2526)")
+    if v["drainPort"] == SMTP_PORT:
+        r.fail("drainPort", f"{SMTP_PORT} is blocked for egress by Oracle tenancy-wide; allowed: 1..65535 except "
+                            f"{SMTP_PORT} (default {r.decls['drainPort']['default']})")
     elif not 1 <= v["drainPort"] <= 65535:
         r.fail("drainPort", f"{v['drainPort']} is outside 1..65535")
 
@@ -278,6 +288,10 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
     elif weights and v["dnsblThreshold"] > reachable:
         r.fail("dnsblThreshold", f"{v['dnsblThreshold']} can never be reached: the dnsblSites weights add up to "
                                  f"{reachable}, so DNSBL would be silently off; allowed: 1..{reachable}")
+
+    if v["dnsblAction"] not in DNSBL_ACTIONS:
+        r.fail("dnsblAction", f"{v['dnsblAction']!r} is not allowed; allowed: {', '.join(DNSBL_ACTIONS)} "
+                              "(drop is documented as a 521 reply)")
 
     if v["shape"] not in ALWAYS_FREE_SHAPES:
         r.fail("shape", f"{v['shape']!r} is not an Always-Free shape; allowed: {', '.join(ALWAYS_FREE_SHAPES)}")
@@ -339,7 +353,7 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
         primary_mynetworks=tuple(mynetworks), drain_host=drain_host, drain_port=v["drainPort"],
         message_size_limit=v["messageSizeLimit"], queue_lifetime=v["queueLifetime"],
         bounce_lifetime=v["bounceLifetime"], dnsbl_sites=tuple(v["dnsblSites"]),
-        dnsbl_threshold=v["dnsblThreshold"], oci_compartment_id=v["ociCompartmentId"],
+        dnsbl_threshold=v["dnsblThreshold"], dnsbl_action=v["dnsblAction"], oci_compartment_id=v["ociCompartmentId"],
         oci_region=v["ociRegion"], availability_domain_index=v["availabilityDomainIndex"], shape=v["shape"],
         boot_volume_size_gb=v["bootVolumeSizeGb"], vcn_cidr=v["vcnCidr"], relay_private_ip=relay_private_ip,
         homelab_cidr=str(ipaddress.ip_network(v["homelabCidr"])), certbot_email=v["certbotEmail"],

@@ -141,7 +141,8 @@ def drain_gate(outputs: dict, ssh: str) -> Gate:
     finals = [line for line in replies if len(line) < 4 or line[3] == " "]
     if proc.returncode == 90 or not finals:
         return Gate("O3 drain", False, f"the relay cannot reach {drain['host']}:{drain['port']}: the pfSense WAN NAT "
-                                       "rule for 2526 is missing (out .primaryEnablement.pfsense) or the primary is down")
+                                       f"rule for {drain['port']} is missing (out .primaryEnablement.pfsense) or the "
+                                       "primary is down")
     text = " | ".join(finals)
     if any(f.startswith("450") and "hostname" in f for f in finals):
         return Gate("O3 drain", False, f"{text}: the primary lacks the check_client_access exemption for the relay")

@@ -71,6 +71,7 @@ def valid_config(draw):
         "bounceLifetime": bounce,
         "dnsblSites": json.dumps(sites),
         "dnsblThreshold": str(draw(st.integers(1, reach)) if reach else draw(st.integers(1, 9))),
+        "dnsblAction": draw(st.sampled_from(settings.DNSBL_ACTIONS)),
     }
     return raw
 
@@ -117,6 +118,7 @@ BAD = {
                                    '["zen.spamhaus.org=127.0.0.[9..2]"]', '["zen.spamhaus.org=127.0.0.300"]',
                                    '["zen.spamhaus.org=127.0.0.2*x"]', '["bad domain=127.0.0.2"]']),
     "dnsblThreshold": st.integers(6, 10**6).map(str),  # the example's weights add up to 5
+    "dnsblAction": st.sampled_from(["drop", "defer", "reject", "ENFORCE", "enforce ", "warn"]),
     "sshAuthorizedKeys": st.sampled_from(['["ssh-ed25519 AAAA a\\nssh-ed25519 BBBB b"]', '["ssh-ed25519"]',
                                           '["from=\\"*\\" ssh-ed25519 AAAA a"]', '["ssh-ed25519 AAAA\\ta"]']),
     "certbotEmail": st.from_regex(r"[a-z]{1,5}[;&|`$<>() '\"\\][a-z]{0,5}@example\.net", fullmatch=True),

@@ -95,7 +95,7 @@ def test_mx_set_drift_fails(deployment, kwargs, expected):
 def test_missing_nat_rule_fails_o3(deployment):
     deployment["primary"].stop()
     g = gates(deployment)
-    assert not g["O3 drain"].ok and "NAT rule for 2526" in g["O3 drain"].detail
+    assert not g["O3 drain"].ok and f"NAT rule for {deployment['relay'].drain_port} " in g["O3 drain"].detail
 
 
 def test_primary_refusing_drained_mail_fails_o3(deployment):

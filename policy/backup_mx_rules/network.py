@@ -31,8 +31,10 @@ from .view import (
 ALWAYS_FREE = ("VM.Standard.E2.1.Micro", "VM.Standard.A1.Flex")
 MAX_MICRO, A1_MAX_OCPUS, A1_MAX_GB = 2, 4, 24
 FREE_STORAGE_GB, MIN_BOOT_GB, OCI_DEFAULT_VOLUME_GB = 200, 50, 1024
-# The pack's own copy of the exporter ports (node_exporter, postfix_exporter).
-EXPORTER_PORTS = (9100, 9154)
+# The pack's own copy of the relay's ports, independent of the program's components/facts.py
+# by design: the pack judges what the program emits, so it must not share its numbers.
+SMTP, HTTP, SSH = 25, 80, 22
+EXPORTER_PORTS = (9100, 9154)  # node_exporter, postfix_exporter: the homelab only
 # Instance inputs that force a replacement (and so destroy the queue), as pulumi-oci 5.x's
 # upstream marks them ForceNew: oracle/terraform-provider-oci v8.28.0,
 # internal/service/core/core_instance_resource.go. Wire names.
@@ -254,7 +256,7 @@ def _security_list(args, report_violation):
     except FactError as exc:
         report_violation(str(exc))
         return
-    world_open = {25: False, 80: False}
+    world_open = {SMTP: False, HTTP: False}
     for what, r, rule in _ingress_rules(args):
         source = rule.get("source")
         if not known(source):
@@ -264,14 +266,14 @@ def _security_list(args, report_violation):
             continue  # VNICs of this tenancy, never a public source
         try:
             net = ipaddress.ip_network(str(source), strict=False)
-            _covers(rule, 22)
+            _covers(rule, SSH)
         except ValueError:
             report_violation(f"{what}: ingress rule from {source!r} cannot be read (source or ports); the pack "
                              "fails closed. Use a CIDR source and numeric ports", r.urn)
             continue
         inside_homelab = inside(net, homelab)
-        if _covers(rule, 22) and (net.prefixlen == 0 or not (net.is_private or inside_homelab)):
-            report_violation(f"{what}: TCP 22 is open to {net}; SSH is tailnet-only, remove the rule", r.urn)
+        if _covers(rule, SSH) and (net.prefixlen == 0 or not (net.is_private or inside_homelab)):
+            report_violation(f"{what}: TCP {SSH} is open to {net}; SSH is tailnet-only, remove the rule", r.urn)
         for port in EXPORTER_PORTS:
             if _covers(rule, port) and not inside_homelab:
                 report_violation(f"{what}: exporter port {port} is open to {net}; allow it from the homelab CIDR "
@@ -282,7 +284,7 @@ def _security_list(args, report_violation):
     for port, opened in world_open.items():
         if not opened:
             report_violation(f"no security list or NSG rule opens TCP {port} to 0.0.0.0/0; the relay needs "
-                             f"{'SMTP from every sender' if port == 25 else 'HTTP-01 for certbot'}")
+                             f"{'SMTP from every sender' if port == SMTP else 'HTTP-01 for certbot'}")
     for r in args.resources:
         if r.resource_type == SUBNET:
             lists = plain(r.props).get("securityListIds")

@@ -1,0 +1,22 @@
+"""Facts about the relay that are not stack config, one home each.
+
+The program reads them from here; the scripts on the VM receive them through the rendered
+environment file (cloudinit.env_file), never as their own literals. The policy pack keeps
+its own copies on purpose (policy/backup_mx_rules/view.py): it judges the artifacts
+independently of this program.
+"""
+SMTP_PORT = 25  # inbound mail; also the port Oracle blocks for egress
+HTTP_PORT = 80  # HTTP-01 for certbot (Let's Encrypt validates from many places)
+SSH_PORT = 22  # tailnet only, once tailscale0 exists
+NODE_EXPORTER_PORT = 9100  # prometheus-node-exporter's packaged default
+POSTFIX_EXPORTER_PORT = 9154  # prometheus-postfix-exporter's packaged default
+PUBLIC_TCP_PORTS = (SMTP_PORT, HTTP_PORT)  # open to the world
+EXPORTER_PORTS = (NODE_EXPORTER_PORT, POSTFIX_EXPORTER_PORT)  # the homelab only
+
+CONFIG_DIR = "/etc/backup-mx"
+ENV_FILE = f"{CONFIG_DIR}/backup-mx.env"  # the scripts' one source; its path is their only literal
+STAGING_DIR = f"{CONFIG_DIR}/postfix"  # rendered Postfix files, installed after the package
+DEBCONF_FILE = f"{CONFIG_DIR}/debconf.txt"
+PREAUTH_KEY_FILE = f"{CONFIG_DIR}/headscale-preauth-key"  # shredded once used
+STATE_DIR = "/var/lib/backup-mx"  # one <part>.done per finished extra
+APT_MIRROR_HOST = "archive.ubuntu.com"  # the egress wait's TCP target
