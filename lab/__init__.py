@@ -10,7 +10,13 @@ import yaml
 
 from .instance import LabError, Relay, Sink, free_port, require_postfix
 
-__all__ = ["Lab", "LabError", "Relay", "Sink", "files_from_user_data", "make_tls", "free_port"]
+__all__ = ["Lab", "LabError", "Relay", "Sink", "files_from_run", "files_from_user_data", "make_tls", "free_port"]
+
+
+def files_from_run(run) -> dict[str, str]:
+    """The files the relay VM receives, from a program run (offline.program.Run)."""
+    inst = next(r for r in run.resources if r.type.endswith("instance:Instance"))
+    return files_from_user_data(inst.props["metadata"]["user_data"]["value"])
 
 
 def files_from_user_data(user_data_b64: str) -> dict[str, str]:

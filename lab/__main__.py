@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lab import Lab, LabError, Relay, Sink, files_from_user_data, make_tls
+from lab import Lab, LabError, Relay, Sink, files_from_run, make_tls
 from lab.instance import port_free, require_postfix
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,9 +29,8 @@ def vm_files(config: Path) -> tuple[dict[str, str], str]:
     result = program.run(config, stack=config.name.removeprefix("Pulumi.").removesuffix(".yaml"))
     if result.error:
         raise LabError(result.error)
-    inst = next(r for r in result.resources if r.type.endswith("instance:Instance"))
     relay_host = next(r.props["relayHostname"] for r in result.resources if r.type.endswith("BackupMx"))
-    return files_from_user_data(inst.props["metadata"]["user_data"]["value"]), relay_host
+    return files_from_run(result), relay_host
 
 
 def up(args) -> int:

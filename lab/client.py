@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 CRLF = b"\r\n"
@@ -140,3 +142,27 @@ def deliver(port: int, mail_from: str, rcpts: list[str], data: bytes, source: st
     finally:
         c.close()
     return c.session
+
+
+def send_many(port: int, count: int, prefix: str, size_of: Callable[[int], int] = lambda i: 1024,
+              threads: int = 4, source_of: Callable[[int], str] = lambda i: "127.0.0.1",
+              domain: str = "viktorbarzin.me") -> dict[str, Session]:
+    """`count` messages over `threads` parallel connections (thread t sends i = t, t+threads,
+    ...), each tagged X-Lab-Id: <prefix>-<i>; returns {lab id: Session}."""
+    sessions: dict[str, Session] = {}
+    lock = threading.Lock()
+
+    def worker(start: int) -> None:
+        for i in range(start, count, threads):
+            lab_id = f"{prefix}-{i:04d}"
+            s = deliver(port, "sender@example.com", [f"user{i % 7}@{domain}"], message(lab_id, size_of(i)),
+                        source=source_of(i))
+            with lock:
+                sessions[lab_id] = s
+
+    pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=900)
+    return sessions

@@ -68,6 +68,18 @@ def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     return proc
 
 
+def stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """Stop a process started with start_new_session=True and everything in its group:
+    SIGTERM, then SIGKILL after `grace` seconds. By pid, never by name."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def _settings(main_cf: str, names: tuple[str, ...]) -> dict[str, str]:
     """The last setting of each name in main.cf text (single-line values, as rendered)."""
     found = {}
@@ -268,13 +280,7 @@ class Relay:
 
     def stop_watchers(self) -> None:
         for proc in self.watchers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_group(proc, 15)
         self.watchers.clear()
 
     def queue(self) -> list[dict]:

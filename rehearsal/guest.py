@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.instance import stop_group
+
 from . import stubs
 
 HOST, HEADSCALE, GUEST = "10.77.0.1", "10.77.0.2", "10.77.0.10"
@@ -207,13 +209,7 @@ class Rehearsal:
     def teardown(self) -> None:
         self.poweroff()
         for name, proc in list(self.procs.items()):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_group(proc, 10)
             self.procs.pop(name)
         for table, rule in list(reversed(self.rules)):
             self._drop_rule(table, rule)

@@ -9,6 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from lab.instance import run
+
 TAILSCALE_STUB = r"""#!/bin/bash
 # Rehearsal stub of tailscale: checks its arguments and the key file, asks the login server,
 # then reports itself up. Records every call in /var/lib/tailscale/calls.
@@ -49,10 +51,6 @@ ExecStart=/usr/sbin/tailscaled
 [Install]
 WantedBy=multi-user.target
 """
-
-
-def run(*cmd: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(list(cmd), check=True, capture_output=True, text=True, **kw)
 
 
 def make_ca(directory: Path, names: dict[str, list[str]]) -> dict[str, tuple[Path, Path]]:

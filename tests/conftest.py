@@ -62,9 +62,8 @@ def policies():
 @pytest.fixture(scope="session")
 def vm_files(example_run):
     """The Postfix files exactly as the VM receives them (decoded from the real user_data)."""
-    from lab import files_from_user_data
-    inst = next(r for r in example_run.resources if r.type.endswith("Instance"))
-    return files_from_user_data(inst.props["metadata"]["user_data"]["value"])
+    from lab import files_from_run
+    return files_from_run(example_run)
 
 
 @pytest.fixture(scope="session")

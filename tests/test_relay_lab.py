@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lab.client import deliver, message
+from lab.client import deliver, message, send_many
 from tests.helpers import lab_dir
 
 DOMAIN = "viktorbarzin.me"
@@ -24,34 +24,13 @@ def ids_at(sink):
     return found
 
 
-def send_many(port, count, size_of, prefix, threads=4, source="127.0.0.1"):
-    """count messages over `threads` connections in parallel; returns {id: Session}."""
-    sessions = {}
-    lock = threading.Lock()
-
-    def worker(start):
-        for i in range(start, count, threads):
-            lab_id = f"{prefix}-{i:04d}"
-            s = deliver(port, "sender@example.com", [f"user{i % 7}@{DOMAIN}"], message(lab_id, size_of(i)),
-                        source=source)
-            with lock:
-                sessions[lab_id] = s
-
-    pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join(timeout=600)
-    return sessions
-
-
 def test_outage_queues_everything_and_the_watcher_drains_each_exactly_once(lab, vm_files):
     primary = lab.sink()
     primary.stop()  # outage: nothing listens on the drain port
     relay = lab.relay(primary.port)
     sizes = {0: 12 * 1024 * 1024, 1: LIMIT - 1024 * 1024}  # one over 10 MB, one at the limit
 
-    sessions = send_many(relay.port, 200, lambda i: sizes.get(i, 1024 + (i * 7919) % 200_000), "outage")
+    sessions = send_many(relay.port, 200, "outage", lambda i: sizes.get(i, 1024 + (i * 7919) % 200_000))
     assert all(s.accepted for s in sessions.values()), [s.replies[-3:] for s in sessions.values() if not s.accepted]
     assert all(r.code < 400 for s in sessions.values() for r in s.replies if r.command != "connection")
     # Count the senders' messages: notify_classes may add a postmaster notice of the relay's own
@@ -190,7 +169,7 @@ def test_kill_9_mid_load_loses_nothing_that_got_250(lab):
     done = threading.Event()
 
     def load():
-        results.update(send_many(relay.port, 500, lambda i: 2048, "crash", threads=10))
+        results.update(send_many(relay.port, 500, "crash", lambda i: 2048, threads=10))
         done.set()
 
     loader = threading.Thread(target=load)

@@ -3,12 +3,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from pulumi_policy import EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy, StackValidationPolicy
+from pulumi_policy import EnforcementLevel, PolicyConfigSchema
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from . import environment
 from .environment import FactError
-from .view import DNS_COMPONENT, DNS_RECORD, PUBLIC_IP, as_bool, as_int, config, guarded, known, plain
+from .view import (
+    DNS_COMPONENT,
+    DNS_RECORD,
+    PUBLIC_IP,
+    as_bool,
+    as_int,
+    config,
+    known,
+    plain,
+    resource_policy,
+    stack_policy,
+)
 
 DEFAULT_BUDGET, DEFAULT_SLACK = 200, 10
 
@@ -121,16 +132,14 @@ def _headroom(args, report_violation):
                              "schedule a record purge before the next change needs them")
 
 
-zone_record_budget = StackValidationPolicy(
-    name="zone-record-budget",
-    description="Each Cloudflare zone's live records plus this stack's new records stay under the record budget.",
-    validate=guarded("zone-record-budget", _budget), enforcement_level=EnforcementLevel.MANDATORY,
-    config_schema=BUDGET_SCHEMA)
-zone_record_headroom = StackValidationPolicy(
-    name="zone-record-headroom",
-    description="Warns when fewer than warnBelowSlots record slots would remain in a zone.",
-    validate=guarded("zone-record-headroom", _headroom), enforcement_level=EnforcementLevel.ADVISORY,
-    config_schema=HEADROOM_SCHEMA)
+zone_record_budget = stack_policy(
+    "zone-record-budget",
+    "Each Cloudflare zone's live records plus this stack's new records stay under the record budget.",
+    _budget, schema=BUDGET_SCHEMA)
+zone_record_headroom = stack_policy(
+    "zone-record-headroom",
+    "Warns when fewer than warnBelowSlots record slots would remain in a zone.",
+    _headroom, level=EnforcementLevel.ADVISORY, schema=HEADROOM_SCHEMA)
 
 
 def _name(p: dict) -> str:
@@ -221,15 +230,15 @@ def _relay_a_record(args, report_violation):
                              "reserved IP's ip_address output", r.urn)
 
 
-mx_preference = StackValidationPolicy(
-    name="mx-preference",
-    description="Every protected domain has the primary MX (live) and the backup MX (this stack) at a strictly "
-                "greater preference, no other MX, and the primary's MX is never managed here.",
-    validate=guarded("mx-preference", _mx_preference), enforcement_level=EnforcementLevel.MANDATORY)
-relay_a_record = StackValidationPolicy(
-    name="relay-a-record",
-    description="The relay host has an A record pointing at the reserved IP, and no AAAA record (stack or live).",
-    validate=guarded("relay-a-record", _relay_a_record), enforcement_level=EnforcementLevel.MANDATORY)
+mx_preference = stack_policy(
+    "mx-preference",
+    "Every protected domain has the primary MX (live) and the backup MX (this stack) at a strictly "
+    "greater preference, no other MX, and the primary's MX is never managed here.",
+    _mx_preference)
+relay_a_record = stack_policy(
+    "relay-a-record",
+    "The relay host has an A record pointing at the reserved IP, and no AAAA record (stack or live).",
+    _relay_a_record)
 
 
 def _unproxied(args, report_violation):
@@ -241,7 +250,7 @@ def _unproxied(args, report_violation):
                          "SMTP, so the MX target would be unreachable; set proxied=False")
 
 
-relay_a_unproxied = ResourceValidationPolicy(
-    name="relay-a-unproxied",
-    description="The relay's A record (every address record of this stack) is DNS-only, never proxied.",
-    validate=guarded("relay-a-unproxied", _unproxied), enforcement_level=EnforcementLevel.MANDATORY)
+relay_a_unproxied = resource_policy(
+    "relay-a-unproxied",
+    "The relay's A record (every address record of this stack) is DNS-only, never proxied.",
+    _unproxied)

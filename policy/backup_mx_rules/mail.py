@@ -12,7 +12,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterator
 
-from pulumi_policy import EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy
+from pulumi_policy import PolicyConfigSchema, ResourceValidationPolicy
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from . import environment, mailconf
@@ -28,7 +28,7 @@ from .mailconf import (
     split_list_maps,
 )
 from .postfix import LIFETIME_MAX, boolean, dnsbl_site, long_value, split_list, time_value
-from .view import INSTANCE, Network, config, dig, guarded, inside, known, plain
+from .view import INSTANCE, Network, config, dig, inside, known, plain, resource_policy
 
 QUEUE_FLOOR, BOUNCE_LIFETIME = "30d", "1d"  # the owner's invariants (ADR-0019)
 DELIVERY_AGENTS = ("smtp", "lmtp", "local", "virtual", "pipe", "error")
@@ -84,9 +84,7 @@ def _instance_policy(name: str, description: str, check: Callable[[MailConfig, d
         for problem in problems:
             report_violation(f"instance '{args.name}': {problem}")
 
-    return ResourceValidationPolicy(name=name, description=description, validate=guarded(name, validate),
-                                    enforcement_level=EnforcementLevel.MANDATORY,
-                                    config_schema=schema)
+    return resource_policy(name, description, validate, schema=schema)
 
 
 def _soft_bounce(mc: MailConfig, svc: Service | None) -> bool:

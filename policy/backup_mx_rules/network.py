@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from pulumi_policy import EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy, StackValidationPolicy
+from pulumi_policy import PolicyConfigSchema
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from . import environment
@@ -22,10 +22,11 @@ from .view import (
     as_int,
     config,
     dig,
-    guarded,
     inside,
     known,
     plain,
+    resource_policy,
+    stack_policy,
 )
 
 ALWAYS_FREE = ("VM.Standard.E2.1.Micro", "VM.Standard.A1.Flex")
@@ -105,12 +106,11 @@ def _vm_not_in_mynetworks(args, report_violation):
         raise UnknownValueError(UNKNOWN_STRING_VALUE, unknown_paths[0])
 
 
-vm_not_in_mynetworks = StackValidationPolicy(
-    name="vm-not-in-mynetworks",
-    description="No address of the relay (reserved IP, private IP, drain source) is in the primary's mynetworks "
-                "(stack config primaryMynetworks, plus any policy config entries).",
-    validate=guarded("vm-not-in-mynetworks", _vm_not_in_mynetworks), enforcement_level=EnforcementLevel.MANDATORY,
-    config_schema=MYNETWORKS_SCHEMA)
+vm_not_in_mynetworks = stack_policy(
+    "vm-not-in-mynetworks",
+    "No address of the relay (reserved IP, private IP, drain source) is in the primary's mynetworks "
+    "(stack config primaryMynetworks, plus any policy config entries).",
+    _vm_not_in_mynetworks, schema=MYNETWORKS_SCHEMA)
 
 
 def _reserved_public_ip(args, report_violation):
@@ -145,10 +145,10 @@ def _reserved_public_ip(args, report_violation):
                          "one to each instance's primary private IP")
 
 
-reserved_public_ip = StackValidationPolicy(
-    name="reserved-public-ip",
-    description="Each relay has a protected RESERVED PublicIp attached to a private IP, and no ephemeral public IP.",
-    validate=guarded("reserved-public-ip", _reserved_public_ip), enforcement_level=EnforcementLevel.MANDATORY)
+reserved_public_ip = stack_policy(
+    "reserved-public-ip",
+    "Each relay has a protected RESERVED PublicIp attached to a private IP, and no ephemeral public IP.",
+    _reserved_public_ip)
 
 
 def _size(value, default: int):
@@ -206,11 +206,11 @@ def _always_free(args, report_violation):
         raise UnknownValueError(UNKNOWN_STRING_VALUE, unknown)
 
 
-always_free = StackValidationPolicy(
-    name="always-free",
-    description="Every instance is an Always-Free shape, and the stack's totals stay inside the free tier: at "
-                "most 2 E2.1.Micro, A1 within 4 OCPUs / 24 GB, boot and block volumes within 200 GB.",
-    validate=guarded("always-free", _always_free), enforcement_level=EnforcementLevel.MANDATORY)
+always_free = stack_policy(
+    "always-free",
+    "Every instance is an Always-Free shape, and the stack's totals stay inside the free tier: at "
+    "most 2 E2.1.Micro, A1 within 4 OCPUs / 24 GB, boot and block volumes within 200 GB.",
+    _always_free)
 
 
 def _port_range(options) -> tuple[int, int] | None:
@@ -293,12 +293,12 @@ def _security_list(args, report_violation):
                                  "security list (SSH open to the world); attach this stack's security list", r.urn)
 
 
-security_list = StackValidationPolicy(
-    name="security-list",
-    description="Across every security list, default security list and NSG rule: 25 and 80 open to the world, "
-                "the exporter ports only from the homelab CIDR (stack config homelabCidr), 22 never from a "
-                "public source; the subnet never falls back to the VCN's default security list.",
-    validate=guarded("security-list", _security_list), enforcement_level=EnforcementLevel.MANDATORY)
+security_list = stack_policy(
+    "security-list",
+    "Across every security list, default security list and NSG rule: 25 and 80 open to the world, "
+    "the exporter ports only from the homelab CIDR (stack config homelabCidr), 22 never from a "
+    "public source; the subnet never falls back to the VCN's default security list.",
+    _security_list)
 
 
 def _ignored(opts) -> set[str]:
@@ -343,8 +343,8 @@ def _no_silent_replace(args, report_violation):
                          f"set protect=True on the instance so `pulumi preview` refuses it, and {rebuild}")
 
 
-no_silent_replace = ResourceValidationPolicy(
-    name="no-silent-replace",
-    description="No config change replaces the relay VM (and its queue) by surprise: the instance is protected or "
-                "ignores every replace-forcing input, and always ignores user_data and image changes.",
-    validate=guarded("no-silent-replace", _no_silent_replace), enforcement_level=EnforcementLevel.MANDATORY)
+no_silent_replace = resource_policy(
+    "no-silent-replace",
+    "No config change replaces the relay VM (and its queue) by surprise: the instance is protected or "
+    "ignores every replace-forcing input, and always ignores user_data and image changes.",
+    _no_silent_replace)

@@ -5,7 +5,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pulumi_policy import PolicyConfigSchema
+from pulumi_policy import EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy, StackValidationPolicy
 from pulumi_policy.proxy import UnknownValueError
 
 INSTANCE = "oci:Core/instance:Instance"
@@ -111,3 +111,18 @@ def guarded(name: str, validate):
                              "the resource does not have the shape the backup MX program produces")
 
     return run
+
+
+def stack_policy(name: str, description: str, validate, level: EnforcementLevel = EnforcementLevel.MANDATORY,
+                 schema: PolicyConfigSchema | None = None) -> StackValidationPolicy:
+    """Every stack policy is declared this way: guarded (fails closed), mandatory unless said."""
+    return StackValidationPolicy(name=name, description=description, validate=guarded(name, validate),
+                                 enforcement_level=level, config_schema=schema)
+
+
+def resource_policy(name: str, description: str, validate, level: EnforcementLevel = EnforcementLevel.MANDATORY,
+                    schema: PolicyConfigSchema | None = None) -> ResourceValidationPolicy:
+    """Every resource policy is declared this way: guarded (fails closed), mandatory unless said."""
+    return ResourceValidationPolicy(name=name, description=description, validate=guarded(name, validate),
+                                    enforcement_level=level, config_schema=schema)
+
