@@ -54,10 +54,10 @@ class Analyzer:
 
     def __init__(self, project: str, stack: str, dry_run: bool, config: dict[str, str] | None = None,
                  pack_dir: Path = PACK_DIR):
-        # The CLI's environment for a policy pack: the stack config (decrypted) as PULUMI_CONFIG.
+        # The CLI's environment for a policy pack: the stack config (decrypted) as PULUMI_CONFIG. The
+        # pack runs from its own directory with nothing of the program on its path, as under the CLI.
         env = {**os.environ, "PULUMI_CONFIG": json.dumps(config or {}), "PULUMI_PROJECT": project,
                "PULUMI_STACK": stack, "PULUMI_DRY_RUN": "true" if dry_run else "false"}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         # The engine address is only used for logging; nothing listens there in the offline preview.
         self.proc = subprocess.Popen([sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", str(pack_dir)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=pack_dir)
