@@ -11,6 +11,10 @@ rules=(
   "-s $HOMELAB_CIDR -p tcp -m tcp --dport $NODE_EXPORTER_PORT -j ACCEPT"
   "-s $HOMELAB_CIDR -p tcp -m tcp --dport $POSTFIX_EXPORTER_PORT -j ACCEPT"
 )
+if [ "${BREAK_GLASS_SSH:-false}" = true ]; then
+  # Break-glass SSH from the homelab only; it outlives the move of SSH to the tailnet.
+  rules+=("-s $HOMELAB_CIDR -p tcp -m tcp --dport $SSH_PORT -j ACCEPT")
+fi
 if [ "${1:-}" = "--tailnet-ssh" ]; then
   # Only once tailscale0 exists: SSH moves from the public interface to the tailnet.
   rules=("-i tailscale0 -p tcp -m tcp --dport $SSH_PORT -j ACCEPT")

@@ -29,7 +29,7 @@ class BackupMx(pulumi.ComponentResource):
 
         network = Network(f"{name}-network", NetworkArgs(
             compartment_id=s.oci_compartment_id, vcn_cidr=s.vcn_cidr, vcn_dns_label=s.vcn_dns_label,
-            homelab_cidr=s.homelab_cidr), opts=with_oci)
+            homelab_cidr=s.homelab_cidr, break_glass_ssh=s.break_glass_ssh), opts=with_oci)
 
         key = pulumi.Output.secret(s.headscale_preauth_key)
         relay = RelayVm(f"{name}-relay", RelayVmArgs(

@@ -51,6 +51,7 @@ def env_file(s: Settings) -> str:
         "DRAIN_HOST": s.drain_host,
         "DRAIN_PORT": str(s.drain_port),
         "HOMELAB_CIDR": s.homelab_cidr,
+        "BREAK_GLASS_SSH": "true" if s.break_glass_ssh else "false",
         "CERTBOT_EMAIL": s.certbot_email,
         "HEADSCALE_LOGIN_SERVER": s.headscale_login_server,
         "TAILNET_TAG": s.tailnet_tag,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_oci as oci
 
-from .facts import EXPORTER_PORTS, PUBLIC_TCP_PORTS
+from .facts import EXPORTER_PORTS, PUBLIC_TCP_PORTS, SSH_PORT
 
 WORLD = "0.0.0.0/0"
 
@@ -17,6 +17,7 @@ class NetworkArgs:
     vcn_cidr: str  # the subnet is the whole block
     vcn_dns_label: str
     homelab_cidr: str  # the only source of the exporter ports
+    break_glass_ssh: bool = False  # SSH from homelab_cidr too
 
 
 def _tcp_in(source: str, port: int, what: str) -> oci.core.SecurityListIngressSecurityRuleArgs:
@@ -43,6 +44,8 @@ class Network(pulumi.ComponentResource):
             opts=child)
         ingress = [_tcp_in(WORLD, p, f"tcp/{p} from anywhere") for p in PUBLIC_TCP_PORTS]
         ingress += [_tcp_in(args.homelab_cidr, p, f"exporter tcp/{p} from the homelab") for p in EXPORTER_PORTS]
+        if args.break_glass_ssh:
+            ingress.append(_tcp_in(args.homelab_cidr, SSH_PORT, f"break-glass ssh tcp/{SSH_PORT} from the homelab"))
         ingress.append(oci.core.SecurityListIngressSecurityRuleArgs(
             protocol="1", source=WORLD, source_type="CIDR_BLOCK", description="path MTU discovery",
             icmp_options=oci.core.SecurityListIngressSecurityRuleIcmpOptionsArgs(type=3, code=4)))

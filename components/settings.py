@@ -100,6 +100,7 @@ class Settings:
     vcn_cidr: str
     relay_private_ip: str
     homelab_cidr: str
+    break_glass_ssh: bool
     certbot_email: str
     headscale_login_server: str
     tailnet_tag: str
@@ -135,6 +136,7 @@ class Settings:
             "shape": self.shape,
             "bootVolumeSizeGb": self.boot_volume_size_gb,
             "homelabCidr": self.homelab_cidr,
+            "breakGlassSsh": self.break_glass_ssh,
             "relayPrivateIp": self.relay_private_ip,
             "tailnetTag": self.tailnet_tag,
         }
@@ -356,7 +358,8 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
         dnsbl_threshold=v["dnsblThreshold"], dnsbl_action=v["dnsblAction"], oci_compartment_id=v["ociCompartmentId"],
         oci_region=v["ociRegion"], availability_domain_index=v["availabilityDomainIndex"], shape=v["shape"],
         boot_volume_size_gb=v["bootVolumeSizeGb"], vcn_cidr=v["vcnCidr"], relay_private_ip=relay_private_ip,
-        homelab_cidr=str(ipaddress.ip_network(v["homelabCidr"])), certbot_email=v["certbotEmail"],
+        homelab_cidr=str(ipaddress.ip_network(v["homelabCidr"])), break_glass_ssh=v["breakGlassSsh"],
+        certbot_email=v["certbotEmail"],
         headscale_login_server=v["headscaleLoginServer"], tailnet_tag=v["tailnetTag"],
         ssh_authorized_keys=tuple(v["sshAuthorizedKeys"]), drain_source_address=v["drainSourceAddress"],
         headscale_preauth_key=preauth_key,

@@ -2,7 +2,7 @@
 import pytest
 
 from offline import analyzer, program
-from tests.helpers import LAB_DIRS, TWO_DOMAINS, lab_dir, run_stack
+from tests.helpers import BREAK_GLASS, LAB_DIRS, TWO_DOMAINS, lab_dir, run_stack
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +19,11 @@ def example_plan(example_run):
 @pytest.fixture(scope="session")
 def two_domain_plan():
     return program.plan(run_stack(TWO_DOMAINS), redacted=False)
+
+
+@pytest.fixture(scope="session")
+def break_glass_plan():
+    return program.plan(run_stack(BREAK_GLASS), redacted=False)
 
 
 @pytest.fixture(scope="session")

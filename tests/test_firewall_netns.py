@@ -8,7 +8,9 @@ import textwrap
 
 import pytest
 
+from lab import files_from_run
 from rehearsal.image import OCI_RULES_V4
+from tests.helpers import BREAK_GLASS, run_stack
 
 OCI_IMAGE_RULES = OCI_RULES_V4  # one home for the OCI image's shape: the rehearsal's image
 PROBE_PORTS = list(range(1, 1025)) + [2525, 2526, 3306, 8080, 9100, 9154, 9090, 10050]
@@ -121,3 +123,20 @@ def test_tailnet_step_moves_ssh_off_the_public_interfaces(hosts, vm_files, tmp_p
     assert open_ports(hosts["home"], "198.51.100.1") == {25, 80, 9100, 9154}
     saved = (tmp_path / "rules.v4").read_text()
     assert "-A INPUT -i tailscale0 -p tcp -m tcp --dport 22 -j ACCEPT" in saved
+
+
+@pytest.fixture(scope="module")
+def break_glass_files():
+    return files_from_run(run_stack(BREAK_GLASS))
+
+
+def test_break_glass_ssh_is_open_to_the_homelab_only_and_survives_the_tailnet_step(hosts, break_glass_files,
+                                                                                    tmp_path):
+    assert "BREAK_GLASS_SSH=true" in break_glass_files["backup-mx.env"]
+    run_firewall(break_glass_files, hosts, tmp_path)
+    sh("ip", "link", "add", "tailscale0", "type", "veth", "peer", "name", "ts-peer", ns=hosts["relay"])
+    run_firewall(break_glass_files, hosts, tmp_path, "--tailnet-ssh")
+    assert open_ports(hosts["stranger"], "203.0.113.1") == {25, 80}
+    assert open_ports(hosts["home"], "198.51.100.1") == {22, 25, 80, 9100, 9154}
+    saved = (tmp_path / "rules.v4").read_text()
+    assert "-A INPUT -s 198.51.100.7/32 -p tcp -m tcp --dport 22 -j ACCEPT" in saved

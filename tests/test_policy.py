@@ -251,6 +251,10 @@ MUTATIONS = {
     # security-list
     "world-open SSH": (lambda p: add_ingress(p, {"protocol": "6", "source": "0.0.0.0/0", "sourceType": "CIDR_BLOCK",
                                                   "tcpOptions": {"min": 22, "max": 22}}), "security-list"),
+    "SSH from the homelab without breakGlassSsh": (lambda p: add_ingress(p, {
+        "protocol": "6", "source": "198.51.100.7/32", "sourceType": "CIDR_BLOCK", "tcpOptions": {"min": 22, "max": 22}}),
+        "security-list"),
+    "breakGlassSsh that is not a boolean": (lambda p: set_config(p, "breakGlassSsh", "yes"), "security-list"),
     "exporter open to the world": (lambda p: edit_ingress(p, 9100, source="0.0.0.0/0"), "security-list"),
     "all protocols from the world": (lambda p: add_ingress(p, {"protocol": "all", "source": "0.0.0.0/0"}),
                                      "security-list"),
@@ -317,6 +321,22 @@ def test_example_stack_has_no_violations(policies, example_plan):
 def test_two_domain_stack_has_no_violations(policies, two_domain_plan):
     assert reported(policies.check(two_domain_plan)) == set()
     assert policies.check(two_domain_plan, dry_run=False) == []
+
+
+def test_break_glass_stack_opens_ssh_to_the_homelab_and_passes(policies, break_glass_plan):
+    rules = resource(break_glass_plan, "SecurityList")["props"]["ingressSecurityRules"]
+    ssh = [r for r in rules if r.get("tcpOptions", {}).get("min") == 22]
+    assert [r["source"] for r in ssh] == ["198.51.100.7/32"]
+    assert reported(policies.check(break_glass_plan)) == set()
+    assert policies.check(break_glass_plan, dry_run=False) == []
+
+
+@pytest.mark.parametrize("source", ["198.51.100.0/24", "0.0.0.0/0", "203.0.113.9/32"])
+def test_break_glass_accepts_nothing_wider_than_the_homelab(policies, break_glass_plan, source):
+    plan = edit_ingress(break_glass_plan, 22, source=source)
+    violations = policies.check(plan)
+    assert reported(violations) == {"security-list"}, [v.message for v in violations]
+    assert any("breakGlassSsh allows SSH from the homelab CIDR only" in v.message for v in violations)
 
 
 @pytest.mark.parametrize("case", sorted(MUTATIONS))

@@ -67,6 +67,7 @@ def test_every_required_key_is_named_when_missing():
     ("dnsblSites", ["zen.spamhaus.org=127.0.0.[11..2]"], "range 11..2 is empty"),
     ("dnsblThreshold", 99, "can never be reached"),
     ("dnsblAction", "drop", "allowed: enforce, ignore"),
+    ("breakGlassSsh", "yes", "'yes' is not a valid boolean"),
     ("sshAuthorizedKeys", ["ssh-ed25519 AAAAC3Nz a@b\nssh-ed25519 AAAAEvil evil@x"], "one SSH public key on one line"),
     ("sshAuthorizedKeys", ['command="sh" ssh-ed25519 AAAAC3Nz a@b'], "one SSH public key on one line"),
     ("certbotEmail", "ops@example.net;reboot", "not a plain e-mail address"),

@@ -22,10 +22,12 @@ from typing import Any
 FACT_DEFAULTS: dict[str, Any] = {
     "relayHostname": "", "mxPreference": 20, "primaryMxPreference": 1, "primaryMynetworks": ["127.0.0.0/8"],
     "drainHost": "", "drainPort": 2526, "messageSizeLimit": 209715200, "drainSourceAddress": "",
+    "breakGlassSsh": False,
 }
 REQUIRED = ("domains", "cloudflareZoneIds", "primaryMxHost", "homelabCidr")
 ARRAYS = ("domains", "cloudflareZoneIds", "primaryMynetworks")
 INTEGERS = ("mxPreference", "primaryMxPreference", "drainPort", "messageSizeLimit")
+BOOLEANS = ("breakGlassSsh",)
 
 
 class FactError(ValueError):
@@ -63,6 +65,11 @@ def fact(name: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise FactError(f"stack config {key} = {text!r} is not an array of strings")
         return value
+    if name in BOOLEANS:
+        word = str(text).strip().lower()
+        if word not in ("true", "false"):
+            raise FactError(f"stack config {key} = {text!r} is not a boolean (true or false)")
+        return word == "true"
     if name in INTEGERS:
         try:
             return int(str(text).strip())

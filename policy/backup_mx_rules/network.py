@@ -18,6 +18,7 @@ from .view import (
     SECURITY_LIST,
     SUBNET,
     VOLUME,
+    Network,
     as_bool,
     as_int,
     config,
@@ -35,6 +36,9 @@ FREE_STORAGE_GB, MIN_BOOT_GB, OCI_DEFAULT_VOLUME_GB = 200, 50, 1024
 # The pack's own copy of the relay's ports, independent of the program's components/facts.py
 # by design: the pack judges what the program emits, so it must not share its numbers.
 SMTP, HTTP, SSH = 25, 80, 22
+# Sources that can only be inside a VCN (RFC 1918). Not ipaddress's is_private, which also
+# counts documentation and other special-purpose ranges that are routable sources here.
+VCN_PRIVATE: list[Network] = [ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 EXPORTER_PORTS = (9100, 9154)  # node_exporter, postfix_exporter: the homelab only
 # Instance inputs that force a replacement (and so destroy the queue), as pulumi-oci 5.x's
 # upstream marks them ForceNew: oracle/terraform-provider-oci v8.28.0,
@@ -253,9 +257,11 @@ def _ingress_rules(args) -> list[tuple[str, Any, dict]]:
 def _security_list(args, report_violation):
     try:
         homelab = environment.networks("homelabCidr")
+        break_glass = environment.fact("breakGlassSsh")
     except FactError as exc:
         report_violation(str(exc))
         return
+    homelab_text = ", ".join(map(str, homelab))
     world_open = {SMTP: False, HTTP: False}
     for what, r, rule in _ingress_rules(args):
         source = rule.get("source")
@@ -272,12 +278,18 @@ def _security_list(args, report_violation):
                              "fails closed. Use a CIDR source and numeric ports", r.urn)
             continue
         inside_homelab = inside(net, homelab)
-        if _covers(rule, SSH) and (net.prefixlen == 0 or not (net.is_private or inside_homelab)):
-            report_violation(f"{what}: TCP {SSH} is open to {net}; SSH is tailnet-only, remove the rule", r.urn)
+        if _covers(rule, SSH) and not inside(net, VCN_PRIVATE):
+            if not break_glass:
+                report_violation(f"{what}: TCP {SSH} is open to {net}; SSH is tailnet-only, remove the rule (or "
+                                 f"declare breakGlassSsh: true for SSH from homelabCidr {homelab_text} only)", r.urn)
+            elif not inside_homelab:
+                report_violation(f"{what}: TCP {SSH} is open to {net}, wider than homelabCidr {homelab_text}; "
+                                 "breakGlassSsh allows SSH from the homelab CIDR only, narrow the rule's source",
+                                 r.urn)
         for port in EXPORTER_PORTS:
             if _covers(rule, port) and not inside_homelab:
                 report_violation(f"{what}: exporter port {port} is open to {net}; allow it from the homelab CIDR "
-                                 f"({', '.join(map(str, homelab))}, stack config homelabCidr) only", r.urn)
+                                 f"({homelab_text}, stack config homelabCidr) only", r.urn)
         if net.prefixlen == 0:
             for port in world_open:
                 world_open[port] = world_open[port] or _covers(rule, port)
@@ -297,7 +309,8 @@ security_list = stack_policy(
     "security-list",
     "Across every security list, default security list and NSG rule: 25 and 80 open to the world, "
     "the exporter ports only from the homelab CIDR (stack config homelabCidr), 22 never from a "
-    "public source; the subnet never falls back to the VCN's default security list.",
+    "public source (with stack config breakGlassSsh: from homelabCidr only); the subnet never falls back to "
+    "the VCN's default security list.",
     _security_list)
 
 
