@@ -6,13 +6,22 @@ from components import settings
 from components.backup_mx import BackupMx
 
 config = pulumi.Config()
-PREAUTH = f"{pulumi.get_project()}:headscalePreauthKey"
-preauth = settings.PreauthKey(
-    text=runtime_config.get_config(PREAUTH),
-    secret=runtime_config.is_config_secret(PREAUTH) or PREAUTH in runtime_config.get_config_secret_keys_env())
+
+
+def secret_config(key: str) -> settings.SecretConfig:
+    """A secret key's text and whether the stack stores it encrypted (checked, never echoed)."""
+    full = f"{pulumi.get_project()}:{key}"
+    return settings.SecretConfig(
+        text=runtime_config.get_config(full),
+        secret=runtime_config.is_config_secret(full) or full in runtime_config.get_config_secret_keys_env())
+
+
 try:
-    stack_settings = settings.load(pulumi.get_project(), config.get, preauth=preauth,
-                                   preauth_key=config.get_secret("headscalePreauthKey"))
+    stack_settings = settings.load(
+        pulumi.get_project(), config.get,
+        preauth=secret_config("headscalePreauthKey"), preauth_key=config.get_secret("headscalePreauthKey"),
+        wireguard_key=secret_config("wireguardPrivateKey"),
+        wireguard_private_key=config.get_secret("wireguardPrivateKey"))
 except settings.ConfigError as err:
     raise pulumi.RunError(str(err)) from None
 backup_mx = BackupMx("backup-mx", stack_settings)

@@ -29,6 +29,24 @@ banner() {
   timeout 10 bash -c 'exec 3<>"/dev/tcp/$0/$1" && head -n1 <&3' "$DRAIN_HOST" "$DRAIN_PORT" 2>/dev/null || true
 }
 
+tunnel() {  # drainTransport wireguard: what the relay can see of the tunnel, for the log line
+  [ "${DRAIN_TRANSPORT:-nat}" = wireguard ] || return 0
+  local flags latest now
+  if ! flags=$(ip -o link show dev "$WG_INTERFACE" 2>/dev/null); then
+    echo "; tunnel $WG_INTERFACE does not exist (wg-quick@$WG_INTERFACE down?)"; return 0
+  fi
+  case "$flags" in *"<"*UP*">"*) ;; *) echo "; tunnel $WG_INTERFACE is down"; return 0 ;; esac
+  latest=$(wg show "$WG_INTERFACE" latest-handshakes 2>/dev/null | awk -v k="$WG_PEER_PUBLIC_KEY" '$1 == k {print $2}')
+  printf -v now '%(%s)T' -1
+  if [ -z "$latest" ]; then
+    echo "; tunnel $WG_INTERFACE has no peer $WG_PEER_PUBLIC_KEY"
+  elif [ "$latest" -eq 0 ]; then
+    echo "; no WireGuard handshake with the firewall yet (is this relay still a peer there? endpoint $WG_ENDPOINT)"
+  else
+    echo "; last WireGuard handshake $((now - latest)) s ago"
+  fi
+}
+
 last_listing="" ids="" quiet=0 last_flush=0
 declare -A flushed=()  # ids flushed since the primary was last seen down
 pass() {
@@ -47,7 +65,7 @@ pass() {
     220*) ;;
     *) # one line when the primary goes away, then one every ~10 minutes, not one per probe
        if [ "$quiet" -eq 0 ]; then
-         echo "backup-mx-drain: $count deferred; drain $DRAIN_HOST:$DRAIN_PORT not ready (${reply:-no answer})"
+         echo "backup-mx-drain: $count deferred; drain $DRAIN_HOST:$DRAIN_PORT not ready (${reply:-no answer})$(tunnel)"
        fi
        quiet=$(( (quiet + 1) % (600 / PROBE_EVERY + 1) ))
        flushed=()

@@ -61,9 +61,18 @@ certificate_timer() {
   systemctl enable --now backup-mx-certificate.timer
 }
 
+wireguard() {
+  # drainTransport wireguard: the drain rides the tunnel; until it is up, mail waits in the queue.
+  apt_install wireguard-tools && \
+  systemctl enable --now "wg-quick@$WG_INTERFACE" backup-mx-wg-watch.timer
+}
+
 failed=0
 part exporters-and-upgrades exporters_and_upgrades || failed=1
 part certificate-timer certificate_timer || failed=1
+if [ "${DRAIN_TRANSPORT:-nat}" = wireguard ]; then
+  part wireguard wireguard || failed=1
+fi
 if part tailscale-package tailscale_package; then
   part tailnet enrol || failed=1
 else

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_oci as oci
 
-from . import cloudinit, monitoring, primary
+from . import cloudinit, monitoring, primary, wireguard
 from .dns import Dns, DnsArgs, live_zones
 from .facts import NODE_EXPORTER_PORT, POSTFIX_EXPORTER_PORT, SMTP_PORT
 from .network import Network, NetworkArgs
@@ -31,12 +31,16 @@ class BackupMx(pulumi.ComponentResource):
             compartment_id=s.oci_compartment_id, vcn_cidr=s.vcn_cidr, vcn_dns_label=s.vcn_dns_label,
             homelab_cidr=s.homelab_cidr, break_glass_ssh=s.break_glass_ssh), opts=with_oci)
 
-        key = pulumi.Output.secret(s.headscale_preauth_key)
+        # Both secrets reach only the renderer; what comes back (user_data) is secret too.
+        keys = pulumi.Output.all(pulumi.Output.secret(s.headscale_preauth_key),
+                                 pulumi.Output.secret(s.wireguard_private_key or ""))
         relay = RelayVm(f"{name}-relay", RelayVmArgs(
             compartment_id=s.oci_compartment_id, subnet_id=network.subnet_id, shape=s.shape,
             hostname=s.relay_hostname, private_ip=s.relay_private_ip, boot_volume_size_gb=s.boot_volume_size_gb,
             availability_domain_index=s.availability_domain_index,
-            user_data=key.apply(lambda k: cloudinit.user_data_b64(s, k))), opts=with_oci)
+            user_data=keys.apply(lambda k: cloudinit.user_data_b64(s, k[0], k[1]))), opts=with_oci)
+        # The relay's public key is not secret: the firewall's peer entry needs it.
+        public_key = pulumi.Output.unsecret(keys.apply(lambda k: wireguard.public_key(k[1]) if k[1] else ""))
 
         dns = Dns(f"{name}-dns", DnsArgs(
             zones=live_zones([(z.domain, z.zone_id) for z in s.zones], pulumi.InvokeOptions(parent=self)),
@@ -65,9 +69,12 @@ class BackupMx(pulumi.ComponentResource):
                 f"--ssh-public-key-file ~/.ssh/id_ed25519.pub --region {s.oci_region}")),
             # Digest of the user-data: shows drift between the stack and the running VM, which
             # ignores user_data changes until an explicit rebuild.
-            "userDataSha256": key.apply(lambda k: cloudinit.sha256(s, k)),
+            "userDataSha256": keys.apply(lambda k: cloudinit.sha256(s, k[0], k[1])),
             # Ready-to-paste exemptions for the primary, keyed to the address it sees (never mynetworks).
-            "primaryEnablement": drain_source.apply(lambda ip: primary.enablement(s, ip)),
+            "primaryEnablement": pulumi.Output.all(drain_source, public_key).apply(
+                lambda a: primary.enablement(s, a[0], a[1])),
             "monitoring": relay.reserved_ip.apply(lambda ip: monitoring.files(s, ip)),
         }
+        if s.wireguard:
+            self.outputs["wireguardPeer"] = public_key.apply(lambda k: primary.firewall_peer(s, k))
         self.register_outputs({**settings.public_props(), **self.outputs})

@@ -43,6 +43,13 @@ _ASSET_FILES = [
 ]
 
 
+_WIREGUARD_ASSETS = [
+    ("wg-watch.sh", "/usr/local/sbin/backup-mx-wg-watch", "0755"),
+    ("backup-mx-wg-watch.service", "/etc/systemd/system/backup-mx-wg-watch.service", "0644"),
+    ("backup-mx-wg-watch.timer", "/etc/systemd/system/backup-mx-wg-watch.timer", "0644"),
+]
+
+
 def env_file(s: Settings) -> str:
     """The one file of values the static scripts source."""
     values = {
@@ -65,7 +72,11 @@ def env_file(s: Settings) -> str:
         "DEBCONF_FILE": DEBCONF_FILE,
         "PREAUTH_KEY_FILE": PREAUTH_KEY_FILE,
         "STATE_DIR": facts.STATE_DIR,
+        "DRAIN_TRANSPORT": s.drain_transport,
     }
+    if s.wireguard:
+        values.update({"WG_INTERFACE": s.wireguard.interface, "WG_PEER_PUBLIC_KEY": s.wireguard.peer_public_key,
+                       "WG_ENDPOINT": s.wireguard.endpoint, "TEXTFILE_DIR": facts.TEXTFILE_DIR})
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
@@ -75,7 +86,25 @@ def staged_postfix_files(s: Settings) -> dict[str, str]:
     return {f"{STAGING_DIR}/{Path(p).name}": text for p, text in postfix.files(s).items()}
 
 
-def cloud_config(s: Settings, preauth_key: str) -> dict:
+def wireguard_conf(s: Settings, private_key: str) -> str:
+    """wg-quick's config: the relay as a road-warrior peer of the homelab firewall. The only
+    route into the tunnel is the primary's /32, never a default route."""
+    assert s.wireguard is not None
+    wg = s.wireguard
+    return ("# backup-mx: drain tunnel to the homelab firewall (wg-quick@wg0)\n"
+            "[Interface]\n"
+            f"PrivateKey = {private_key}\n"
+            f"Address = {wg.relay_address}/32\n"
+            "\n"
+            "[Peer]\n"
+            "# the homelab firewall; it must keep this relay as a persistent (package) peer\n"
+            f"PublicKey = {wg.peer_public_key}\n"
+            f"Endpoint = {wg.endpoint}\n"
+            f"AllowedIPs = {wg.allowed_ips}\n"
+            f"PersistentKeepalive = {facts.WIREGUARD_KEEPALIVE_S}\n")
+
+
+def cloud_config(s: Settings, preauth_key: str, wireguard_key: str = "") -> dict:
     files = [{"path": ENV_FILE, "permissions": "0644", "content": env_file(s)},
              {"path": DEBCONF_FILE, "permissions": "0644",
               "content": "".join(line.format(relay=s.relay_hostname) + "\n" for line in PACKAGE_DEBCONF)},
@@ -84,6 +113,11 @@ def cloud_config(s: Settings, preauth_key: str) -> dict:
               for path, text in staged_postfix_files(s).items()]
     files += [{"path": path, "permissions": mode, "content": (ASSETS / asset).read_text()}
               for asset, path, mode in _ASSET_FILES]
+    if s.wireguard:
+        files.append({"path": facts.WIREGUARD_CONF.format(interface=s.wireguard.interface), "permissions": "0600",
+                      "content": wireguard_conf(s, wireguard_key)})
+        files += [{"path": path, "permissions": mode, "content": (ASSETS / asset).read_text()}
+                  for asset, path, mode in _WIREGUARD_ASSETS]
     doc = {
         "hostname": s.relay_hostname.split(".")[0],
         "fqdn": s.relay_hostname,
@@ -109,20 +143,20 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(_Literal, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|"))
 
 
-def user_data(s: Settings, preauth_key: str) -> str:
+def user_data(s: Settings, preauth_key: str, wireguard_key: str = "") -> str:
     """The #cloud-config document; multi-line files as YAML literal blocks for readability."""
-    doc = cloud_config(s, preauth_key)
+    doc = cloud_config(s, preauth_key, wireguard_key)
     for f in doc["write_files"]:
         f["content"] = _Literal(f["content"]) if "\n" in f["content"] else f["content"]
     return "#cloud-config\n" + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000)
 
 
-def user_data_b64(s: Settings, preauth_key: str) -> str:
+def user_data_b64(s: Settings, preauth_key: str, wireguard_key: str = "") -> str:
     """OCI's metadata.user_data wants base64."""
-    return base64.b64encode(user_data(s, preauth_key).encode()).decode()
+    return base64.b64encode(user_data(s, preauth_key, wireguard_key).encode()).decode()
 
 
-def sha256(s: Settings, preauth_key: str) -> str:
+def sha256(s: Settings, preauth_key: str, wireguard_key: str = "") -> str:
     """Digest of the user-data: shows drift between the stack and the running VM, which
     ignores user_data changes until an explicit rebuild."""
-    return hashlib.sha256(user_data(s, preauth_key).encode()).hexdigest()
+    return hashlib.sha256(user_data(s, preauth_key, wireguard_key).encode()).hexdigest()

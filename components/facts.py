@@ -20,3 +20,7 @@ DEBCONF_FILE = f"{CONFIG_DIR}/debconf.txt"
 PREAUTH_KEY_FILE = f"{CONFIG_DIR}/headscale-preauth-key"  # shredded once used
 STATE_DIR = "/var/lib/backup-mx"  # one <part>.done per finished extra
 APT_MIRROR_HOST = "archive.ubuntu.com"  # the egress wait's TCP target
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"  # node_exporter's textfile collector (Debian/Ubuntu)
+WIREGUARD_CONF = "/etc/wireguard/{interface}.conf"  # wg-quick@<interface> reads it
+WIREGUARD_KEEPALIVE_S = 25  # keeps the firewall's state for a peer behind Oracle's NAT
+WIREGUARD_STALE_S = 135  # no handshake for this long: the peer is unreachable (WireGuard rekeys every 120 s)

@@ -62,7 +62,7 @@ def scrape_configs(s: Settings, ip: str) -> dict:
 
 def alert_rules(s: Settings) -> dict:
     delayed = DELAYED.format(relay=s.relay_hostname)
-    queued = 'sum(postfix_showq_message_size_bytes_count{job="backup-mx-postfix",queue=~"active|deferred"})'
+    queued = f"sum({QUEUE_SERIES})"
     rules = [
         {"alert": "BackupMxDown",
          "expr": 'up{job="backup-mx-node"} == 0 or up{job="backup-mx-postfix"} == 0 '
@@ -76,7 +76,7 @@ def alert_rules(s: Settings) -> dict:
          "expr": f'{queued} > 0 and on() min(probe_success{{job="backup-mx-primary"}}) == 1',
          "for": "2h", "labels": {"severity": "warning"},
          "annotations": {"summary": "mail has waited on the backup MX for 2h although the primary is healthy",
-                         "description": f"The drain is failing: check the pfSense NAT rule for {s.drain_port}, the "
+                         "description": f"The drain is failing: check {_drain_path(s)}, the "
                                         "primary's exemptions for the relay address and the drain watcher log "
                                         f"(runbook: BackupMxQueueStuck). {delayed}"}},
         {"alert": "BackupMxMxSetDrift",
@@ -94,7 +94,30 @@ def alert_rules(s: Settings) -> dict:
                          "description": f"certbot renewal is failing: port {HTTP_PORT} must be open for HTTP-01 "
                                         f"(runbook: BackupMxCertExpiring). {delayed}"}},
     ]
+    if s.wireguard:
+        rules.append(
+            {"alert": "BackupMxDrainPeerUnreachable",
+             "expr": f"(time() - max(backup_mx_wireguard_latest_handshake_timestamp_seconds{{job=\"backup-mx-node\"}})"
+                     f" > {PEER_UNREACHABLE_S}) and on() (sum(delta({QUEUE_SERIES}[30m])) > 0)",
+             "for": "10m", "labels": {"severity": "warning"},
+             "annotations": {
+                 "summary": f"the WireGuard drain peer is unreachable from {s.relay_hostname} while its queue grows",
+                 "description": f"No handshake with the homelab firewall for over {PEER_UNREACHABLE_S // 60} minutes "
+                                "and mail is piling up on the relay. Check that the firewall still has the relay as a "
+                                "package peer (a regenerated config drops hand-added peers), its endpoint "
+                                f"{s.wireguard.endpoint}, and `wg show` on the relay "
+                                f"(runbook: BackupMxDrainPeerUnreachable). {delayed}"}})
     return {"groups": [{"name": "backup-mx", "rules": rules}]}
+
+
+PEER_UNREACHABLE_S = 300  # WireGuard rekeys every 120 s: five minutes without a handshake is an outage
+QUEUE_SERIES = 'postfix_showq_message_size_bytes_count{job="backup-mx-postfix",queue=~"active|deferred"}'
+
+
+def _drain_path(s: Settings) -> str:
+    if s.wireguard:
+        return f"the WireGuard tunnel to {s.wireguard.primary_address} (`wg show`; the firewall's peer entry)"
+    return f"the pfSense NAT rule for {s.drain_port}"
 
 
 def files(s: Settings, ip: str) -> dict[str, str]:

@@ -13,6 +13,20 @@ TRANSPORT = "/etc/postfix/transport"
 PROCESS_LIMIT = 25  # ~5 MB per smtpd: fits a 1 GB VM with room for certbot and apt
 
 
+DRAIN_ROUTE = {
+    "nat": "Drain to the primary over the NAT port (Oracle blocks egress 25).",
+    "wireguard": "Drain to the primary's tunnel address, port 25 inside WireGuard (no WAN mail port).",
+}
+# Why the drain's TLS is opportunistic, per drainTransport: stated in main.cf itself.
+DRAIN_TLS = {
+    "nat": ("Drain TLS is opportunistic: the primary's certificate names its MX host, and a failed\n"
+            "# verification must defer, never hold mail hostage to a certificate problem."),
+    "wireguard": ("Drain TLS is opportunistic: the WireGuard tunnel already encrypts the drain and\n"
+                  "# authenticates the firewall by its key; the primary's certificate cannot match the\n"
+                  "# tunnel address the relay dials, so verification would only defer every message."),
+}
+
+
 def main_cf(s: Settings) -> str:
     domains = " ".join(s.domains)
     params: list[tuple[str, str, str]] = [
@@ -29,7 +43,7 @@ def main_cf(s: Settings) -> str:
         ("mynetworks", "127.0.0.1/32", "Loopback only: the relay is never an open relay."),
         ("relay_domains", domains, "Catch-all for the protected domains: every recipient is valid."),
         ("relay_recipient_maps", f"texthash:{RELAY_RECIPIENTS}", ""),
-        ("transport_maps", f"texthash:{TRANSPORT}", "Drain to the primary over the NAT port (Oracle blocks egress 25)."),
+        ("transport_maps", f"texthash:{TRANSPORT}", DRAIN_ROUTE[s.drain_transport]),
         ("smtpd_relay_restrictions", "reject_unauth_destination",
          "No client relays, loopback included: only the protected domains are destinations."),
         ("smtpd_recipient_restrictions",
@@ -65,7 +79,7 @@ def main_cf(s: Settings) -> str:
         ("smtpd_tls_key_file", f"{TLS_DIR}/privkey.pem", ""),
         ("smtpd_tls_loglevel", "1", ""),
         ("smtpd_tls_received_header", "yes", ""),
-        ("smtp_tls_security_level", "may", ""),
+        ("smtp_tls_security_level", "may", DRAIN_TLS[s.drain_transport]),
         ("smtp_tls_loglevel", "1", ""),
         ("postscreen_access_list", "permit_mynetworks",
          "postscreen: pregreet 'enforce' (450 under soft_bounce), conservative DNSBL (dnsblAction)."),

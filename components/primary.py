@@ -14,7 +14,23 @@ CIDR_MAP = "/etc/postfix/backup_mx_clients.cidr"
 RSPAMD_MAP = "/etc/rspamd/local.d/backup_mx_relays.map"
 
 
-def enablement(s: Settings, relay_ip: str) -> dict:
+def firewall_peer(s: Settings, relay_public_key: str) -> dict:
+    """drainTransport wireguard: the relay as a peer of the homelab firewall, as data."""
+    assert s.wireguard is not None
+    return {
+        "publicKey": relay_public_key,
+        "allowedIps": f"{s.wireguard.relay_address}/32",
+        "tunnelAddress": s.wireguard.relay_address,
+        "primaryAddress": s.wireguard.primary_address,
+        "persistentKeepalive": None,  # the relay keeps the path open; the firewall needs none
+        "endpoint": None,  # road warrior: the relay dials in from Oracle's NAT
+        "note": ("add this peer to the firewall's package configuration (pfSense: VPN > WireGuard > Peers), "
+                 "not by hand to a generated file: the firewall regenerates its WireGuard config on reboot, "
+                 "and a peer added outside the package is lost (post-mortem 2026-07-18)"),
+    }
+
+
+def enablement(s: Settings, relay_ip: str, relay_public_key: str = "") -> dict:
     cidr = f"{relay_ip}/32"
     restriction = f"check_client_access cidr:{CIDR_MAP}"
     spf_skip = f"127.0.0.0/8,::ffff:127.0.0.0/104,::1,{cidr}"
@@ -67,7 +83,7 @@ def enablement(s: Settings, relay_ip: str) -> dict:
             "forceActionsConf": force_actions,
             "relayMap": {"file": RSPAMD_MAP, "content": f"{relay_ip}\n"},
         },
-        "pfsense": {
+        **({"wireguardPeer": firewall_peer(s, relay_public_key)} if s.wireguard else {"pfsense": {
             "interface": "WAN",
             "protocol": "tcp",
             "source": cidr,
@@ -75,6 +91,6 @@ def enablement(s: Settings, relay_ip: str) -> dict:
             "target": s.primary_mx_host,
             "targetPort": SMTP_PORT,
             "description": f"backup MX drain: {s.relay_hostname} -> primary SMTP",
-        },
+        }}),
         "neverMynetworks": True,
     }

@@ -6,6 +6,8 @@ cannot express and fails with every bad key named at once.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import re
@@ -49,10 +51,28 @@ def _decimal(text: str) -> int:
 
 
 @dataclass(frozen=True)
-class PreauthKey:
-    """The preauth key as the program sees it: its text, and whether the stack stores it encrypted."""
+class SecretConfig:
+    """A secret config value as the program sees it: its text, and whether the stack stores it
+    encrypted. Checked without ever echoing the text."""
     text: Optional[str]
     secret: bool
+
+
+PreauthKey = SecretConfig  # the headscale preauth key's name in callers and tests
+
+
+@dataclass(frozen=True)
+class WireGuard:
+    """drainTransport wireguard: the relay is a road-warrior peer of the homelab firewall."""
+    peer_public_key: str
+    endpoint: str  # host:port
+    relay_address: str
+    primary_address: str
+    interface: str = "wg0"
+
+    @property
+    def allowed_ips(self) -> str:
+        return f"{self.primary_address}/32"
 
 
 def declarations(path: Path = PROJECT_FILE) -> dict[str, dict]:
@@ -106,6 +126,10 @@ class Settings:
     tailnet_tag: str
     ssh_authorized_keys: tuple[str, ...]
     drain_source_address: str
+    drain_transport: str = "nat"
+    wireguard: Optional[WireGuard] = None
+    # The WireGuard private key, like the preauth key, stays what the caller passed.
+    wireguard_private_key: Any = field(repr=False, compare=False, default=None)
     # The preauth key stays whatever the caller passed (a pulumi secret Output in the program).
     headscale_preauth_key: Any = field(repr=False, compare=False, default=None)
 
@@ -180,12 +204,18 @@ class _Reader:
         return text
 
 
+SECRET_KEYS = ("headscalePreauthKey", "wireguardPrivateKey")
+
+
 def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = None,
-         decls: Optional[dict[str, dict]] = None, preauth: Optional[PreauthKey] = None) -> Settings:
+         decls: Optional[dict[str, dict]] = None, preauth: Optional[SecretConfig] = None,
+         wireguard_key: Optional[SecretConfig] = None, wireguard_private_key: Any = None) -> Settings:
     """Build Settings from raw config strings; raise ConfigError naming every bad key.
-    `preauth` (the program passes it) is checked without ever echoing the key."""
+    `preauth` and `wireguard_key` (the program passes them) are checked without ever echoing
+    them; `preauth_key` and `wireguard_private_key` are what the renderers get (secret Outputs
+    in the program)."""
     r = _Reader(project, raw, decls or declarations())
-    v = {key: r.value(key) for key in r.decls if key != "headscalePreauthKey"}
+    v = {key: r.value(key) for key in r.decls if key not in SECRET_KEYS}
     if preauth is not None:
         _check_preauth(r, preauth)
     if r.errors:
@@ -252,7 +282,9 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
         r.fail("drainHost", f"{drain_host!r} is the relay itself or no host at all (loopback, unspecified, "
                             "link-local, multicast): the relay would drain to itself until every message expires; "
                             "allowed: the primary's public name or address, or its tailnet address")
-    if v["drainPort"] == SMTP_PORT:
+    if v["drainTransport"] == "wireguard":
+        pass  # drainHost, drainPort: see _wireguard
+    elif v["drainPort"] == SMTP_PORT:
         r.fail("drainPort", f"{SMTP_PORT} is blocked for egress by Oracle tenancy-wide; allowed: 1..65535 except "
                             f"{SMTP_PORT} (default {r.decls['drainPort']['default']})")
     elif not 1 <= v["drainPort"] <= 65535:
@@ -346,13 +378,27 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
     if v["drainSourceAddress"] and not _is_ip(v["drainSourceAddress"]):
         r.fail("drainSourceAddress", f"{v['drainSourceAddress']!r} is not an IPv4 address (or empty)")
 
+    wireguard = None
+    drain_source = v["drainSourceAddress"]
+    if v["drainTransport"] not in DRAIN_TRANSPORTS:
+        r.fail("drainTransport", f"{v['drainTransport']!r} is not allowed; allowed: {', '.join(DRAIN_TRANSPORTS)}")
+    elif v["drainTransport"] == "wireguard":
+        wireguard = _wireguard(r, v, mynetworks, wireguard_key)
+        if wireguard is not None:
+            drain_host, drain_source = wireguard.primary_address, wireguard.relay_address
+    else:
+        for key in WIREGUARD_KEYS:
+            if v.get(key) or (key == "wireguardPrivateKey" and wireguard_key and wireguard_key.text):
+                r.fail(key, "is set but drainTransport is nat; set drainTransport: wireguard, or remove it")
+
     if r.errors:
         raise ConfigError("invalid stack config:\n  " + "\n  ".join(r.errors))
     assert relay_zone is not None  # else relayHostname failed above
     return Settings(
         project=project, domains=tuple(domains), zones=zones, relay_hostname=relay, relay_zone=relay_zone,
         mx_preference=v["mxPreference"], primary_mx_host=primary, primary_mx_preference=v["primaryMxPreference"],
-        primary_mynetworks=tuple(mynetworks), drain_host=drain_host, drain_port=v["drainPort"],
+        primary_mynetworks=tuple(mynetworks), drain_host=drain_host,
+        drain_port=SMTP_PORT if wireguard else v["drainPort"],
         message_size_limit=v["messageSizeLimit"], queue_lifetime=v["queueLifetime"],
         bounce_lifetime=v["bounceLifetime"], dnsbl_sites=tuple(v["dnsblSites"]),
         dnsbl_threshold=v["dnsblThreshold"], dnsbl_action=v["dnsblAction"], oci_compartment_id=v["ociCompartmentId"],
@@ -361,7 +407,8 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
         homelab_cidr=str(ipaddress.ip_network(v["homelabCidr"])), break_glass_ssh=v["breakGlassSsh"],
         certbot_email=v["certbotEmail"],
         headscale_login_server=v["headscaleLoginServer"], tailnet_tag=v["tailnetTag"],
-        ssh_authorized_keys=tuple(v["sshAuthorizedKeys"]), drain_source_address=v["drainSourceAddress"],
+        ssh_authorized_keys=tuple(v["sshAuthorizedKeys"]), drain_source_address=drain_source,
+        drain_transport=v["drainTransport"], wireguard=wireguard, wireguard_private_key=wireguard_private_key,
         headscale_preauth_key=preauth_key,
     )
 
@@ -427,7 +474,82 @@ def _routable_drain(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
                 or ip == ipaddress.ip_address("255.255.255.255"))
 
 
-def _check_preauth(r: _Reader, key: PreauthKey) -> None:
+DRAIN_TRANSPORTS = ("nat", "wireguard")
+WIREGUARD_KEYS = ("wireguardPrivateKey", "wireguardPeerPublicKey", "wireguardEndpoint", "wireguardRelayAddress",
+                  "wireguardPrimaryAddress")
+_ENDPOINT = re.compile(r"^(?P<host>[^:\s]+):(?P<port>[0-9]{1,5})$")
+TUNNEL_RANGES = RFC1918 + [ipaddress.IPv4Network("100.64.0.0/10")]
+
+
+def _wg_key_problem(text: str) -> str:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        raw = b""
+    if len(text) == 44 and len(raw) == 32:
+        return ""
+    return "is not a WireGuard key (44 characters of base64, as wg genkey/wg pubkey print)"
+
+
+def _wireguard(r: "_Reader", v: dict, mynetworks: list[str], key: Optional[SecretConfig]) -> Optional[WireGuard]:
+    """drainTransport wireguard: every tunnel key present and sane; the WAN-drain keys unset."""
+    errors = len(r.errors)
+    how = "set it with `pulumi config set --secret wireguardPrivateKey <key>` (from wg genkey)"
+    if key is None or key.text is None or not key.text:
+        r.fail("wireguardPrivateKey", f"is required with drainTransport wireguard; {how}")
+    elif not key.secret:
+        r.fail("wireguardPrivateKey", "is stored in plain text in the stack file; remove it there and " + how)
+    elif _wg_key_problem(key.text):
+        r.fail("wireguardPrivateKey", f"{_wg_key_problem(key.text)}; {how}")
+    peer = v["wireguardPeerPublicKey"]
+    if not peer:
+        r.fail("wireguardPeerPublicKey", "is required with drainTransport wireguard (the firewall's public key)")
+    elif _wg_key_problem(peer):
+        r.fail("wireguardPeerPublicKey", f"{peer!r} {_wg_key_problem(peer)}")
+    endpoint = _ENDPOINT.match(v["wireguardEndpoint"])
+    if not endpoint or not (_HOSTNAME.match(endpoint["host"].lower()) or _is_ip(endpoint["host"])) \
+            or not 1 <= int(endpoint["port"]) <= 65535:
+        r.fail("wireguardEndpoint", f"{v['wireguardEndpoint']!r} is not host:port (allowed: e.g. "
+                                    "home.example.net:51820 or 198.51.100.7:51820)")
+    addresses = {}
+    for name in ("wireguardRelayAddress", "wireguardPrimaryAddress"):
+        text = v[name]
+        if not _is_ip(text) or not any(ipaddress.IPv4Address(text) in n for n in TUNNEL_RANGES):
+            r.fail(name, f"{text!r} is not a private IPv4 tunnel address (allowed: RFC 1918 or 100.64.0.0/10, "
+                         "e.g. 10.253.0.20)")
+        else:
+            addresses[name] = ipaddress.IPv4Address(text)
+    relay, primary = addresses.get("wireguardRelayAddress"), addresses.get("wireguardPrimaryAddress")
+    if relay and primary and relay == primary:
+        r.fail("wireguardRelayAddress", "equals wireguardPrimaryAddress; the relay and the primary need their own")
+    if relay and any(relay in ipaddress.ip_network(n) for n in mynetworks):
+        r.fail("wireguardRelayAddress", f"{relay} lies inside primaryMynetworks; the primary must see the relay as "
+                                        "a stranger with per-stage exemptions, never as mynetworks")
+    if relay and _is_cidr(v["vcnCidr"]) and relay in ipaddress.ip_network(v["vcnCidr"], strict=False):
+        r.fail("wireguardRelayAddress", f"{relay} lies inside vcnCidr {v['vcnCidr']}; pick a tunnel address "
+                                        "outside the VCN")
+    for name in ("drainHost", "drainSourceAddress"):
+        if r.raw(name) not in (None, ""):
+            r.fail(name, "applies to drainTransport nat only; with wireguard the relay drains to "
+                         "wireguardPrimaryAddress and the primary sees wireguardRelayAddress. Remove it")
+    if r.raw("drainPort") is not None:
+        r.fail("drainPort", f"applies to drainTransport nat only; with wireguard the drain is port {SMTP_PORT} "
+                            "inside the tunnel. Remove it")
+    if len(r.errors) > errors or relay is None or primary is None or endpoint is None:
+        return None
+    return WireGuard(peer_public_key=peer, endpoint=v["wireguardEndpoint"], relay_address=str(relay),
+                     primary_address=str(primary))
+
+
+def _is_cidr(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+        return True
+    except ValueError:
+        return False
+
+
+def _check_preauth(r: _Reader, key: SecretConfig) -> None:
     how = "set it with `pulumi config set --secret headscalePreauthKey <key>`"
     if key.text is None:
         r.fail("headscalePreauthKey", f"is required but not set; {how}")

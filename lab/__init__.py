@@ -44,8 +44,9 @@ class Lab:
         self.relays: list[Relay] = []
         self.sinks: list[Sink] = []
 
-    def sink(self, port: int | None = None, mode: list[str] | None = None, name: str = "primary") -> Sink:
-        s = Sink(self.base / name, port or free_port(), mode or []).start()
+    def sink(self, port: int | None = None, mode: list[str] | None = None, name: str = "primary",
+             **kw) -> Sink:
+        s = Sink(self.base / name, port or free_port(), mode or [], **kw).start()
         self.sinks.append(s)
         return s
 

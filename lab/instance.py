@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -59,6 +60,18 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None
         except OSError:
             time.sleep(0.05)
     raise LabError(f"nothing answers on {host}:{port} after {timeout}s")
+
+
+def wait_listening(netns: str, host: str, port: int, timeout: float = 15.0) -> None:
+    """wait_port inside a network namespace: a listening socket on host:port there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ip", "netns", "exec", netns, "ss", "-ltnH", f"sport = :{port}"],
+                             capture_output=True, text=True).stdout
+        if f"{host}:{port}" in out:
+            return
+        time.sleep(0.05)
+    raise LabError(f"nothing listens on {host}:{port} in netns {netns} after {timeout}s")
 
 
 def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -150,6 +163,7 @@ class Relay:
     tls_dir: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)  # tests only: scaled lifetimes, stock defaults
     resolv_conf: Path | None = None  # run the instance with this resolv.conf (private mount namespace)
+    env_overrides: dict[str, str] = field(default_factory=dict)  # tests only: e.g. the lab's WireGuard interface
     watchers: list = field(default_factory=list)
 
     @property
@@ -249,10 +263,10 @@ class Relay:
 
     def watcher_env(self, files: dict[str, str]) -> Path:
         """The rendered env file with the drain address pointed at the fake primary."""
-        lines = [ln for ln in files["backup-mx.env"].splitlines()
-                 if not ln.startswith(("DRAIN_HOST=", "DRAIN_PORT="))]
-        lines += [f"DRAIN_HOST={self.drain_host}", f"DRAIN_PORT={self.drain_port}",
-                  f"POSTFIX_CONFIG_DIR={self.conf}"]
+        changed = {"DRAIN_HOST": self.drain_host, "DRAIN_PORT": str(self.drain_port),
+                   "POSTFIX_CONFIG_DIR": str(self.conf), **self.env_overrides}
+        lines = [ln for ln in files["backup-mx.env"].splitlines() if ln.partition("=")[0] not in changed]
+        lines += [f"{k}={shlex.quote(v)}" for k, v in changed.items()]
         path = self.base / "backup-mx.env"
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -327,6 +341,8 @@ class Sink:
     port: int
     mode: list[str] = field(default_factory=list)  # e.g. ["-r", "RCPT"] (4xx) or ["-f", "RCPT"] (5xx)
     proc: subprocess.Popen | None = None
+    listen: str = "127.0.0.1"
+    netns: str | None = None  # run inside this network namespace (the WireGuard lab's primary side)
 
     @property
     def spool(self) -> Path:
@@ -339,16 +355,20 @@ class Sink:
         return self.proc.pid
 
     def start(self) -> "Sink":
-        if not port_free(self.port):
-            raise LabError(f"port 127.0.0.1:{self.port} is taken; choose another drain port")
+        if self.netns is None and not port_free(self.port, self.listen):
+            raise LabError(f"port {self.listen}:{self.port} is taken; choose another drain port")
         self.spool.mkdir(parents=True, exist_ok=True)
         shutil.chown(self.spool, "postfix", "postfix")
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
-            ["smtp-sink", "-u", "postfix", "-c", "-d", f"{self.spool}/msg.", *self.mode,
-             f"127.0.0.1:{self.port}", "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [*inside, "smtp-sink", "-u", "postfix", "-c", "-d", f"{self.spool}/msg.", *self.mode,
+             f"{self.listen}:{self.port}", "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
         (self.base / "sink.pid").write_text(str(self.pid))
-        wait_port(self.port)
+        if self.netns:
+            wait_listening(self.netns, self.listen, self.port)
+        else:
+            wait_port(self.port, self.listen)
         return self
 
     def stop(self) -> None:

@@ -28,6 +28,12 @@ UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 REDACTED = "[secret]"
 REDACTED_IN_TEXT = "SECRET-REDACTED"  # inside documents (user_data YAML), where [secret] would change the syntax
 PLACEHOLDER_SECRET = "offline-preview-placeholder-key"
+# Where a secret has a format the program checks, its placeholder has that format too.
+PLACEHOLDERS = {"wireguardPrivateKey": "T2ZmbGluZS1wcmV2aWV3LXBsYWNlaG9sZGVyLWtleSE="}  # 32 bytes of text
+
+
+def placeholder(key: str) -> str:
+    return PLACEHOLDERS.get(key, PLACEHOLDER_SECRET)
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -65,15 +71,15 @@ def read_stack_file(path: Path, project: str) -> tuple[dict[str, str], dict[str,
             raise StackFileError(f"{path}: {full_key} is not declared in Pulumi.yaml; "
                                  f"known keys: {', '.join(sorted(decls))}")
         if _is_secure(value):
-            secret[key] = PLACEHOLDER_SECRET
+            secret[key] = placeholder(key)
             notes.append(f"{full_key} is encrypted; the offline preview uses a placeholder secret")
         elif isinstance(value, yaml.ScalarNode):
             plain[key] = "" if _resolves_to(value) == "null" else value.value
         else:
             plain[key] = json.dumps(_collection(value, full_key, path))
     for key, decl in decls.items():
-        if decl.get("secret") and key not in secret and key not in plain:
-            secret[key] = PLACEHOLDER_SECRET
+        if decl.get("secret") and "default" not in decl and key not in secret and key not in plain:
+            secret[key] = placeholder(key)
             notes.append(f"{project}:{key} is not set; the offline preview uses a placeholder secret")
     return plain, secret, notes
 

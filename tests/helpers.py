@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from offline import program
+from offline.preview import DEFERRED
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -93,3 +94,56 @@ def lab_dir(name):
     path.chmod(0o755)  # Postfix's unprivileged processes traverse it
     LAB_DIRS.append(path)
     return path
+
+
+# Plan mutations and verdicts, shared by the pack's tests.
+
+DELETE = object()  # set_prop/set_config: remove the key
+
+
+def reported(violations, level=None):
+    return {v.policy for v in violations if not v.message.startswith(DEFERRED) and (level is None or v.level == level)}
+
+
+def set_prop(plan, type_suffix, path, value, name_part="", where=("props", "outputs")):
+    plan = copy.deepcopy(plan)
+    r = resource(plan, type_suffix, name_part)
+    for w in where:
+        node = r[w]
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        if value is DELETE:
+            node.pop(path[-1], None)
+        else:
+            node[path[-1]] = value
+    return plan
+
+
+def set_config(plan, key, value):
+    """Change one stack config value as the engine passes it to the pack (PULUMI_CONFIG)."""
+    import json
+    plan = copy.deepcopy(plan)
+    full = f"backup-mx:{key}"
+    if value is DELETE:
+        plan["config"].pop(full, None)
+    else:
+        plan["config"][full] = json.dumps(value) if isinstance(value, list) else str(value)
+    return plan
+
+
+def add_resource(plan, type_, name, props, options=None):
+    plan = copy.deepcopy(plan)
+    parent = resource(plan, "index:BackupMx")["urn"]
+    urn = f"urn:pulumi:example::backup-mx::{type_}::{name}"
+    plan["resources"].append({
+        "type": type_, "name": name, "urn": urn, "custom": True, "parent": parent, "provider": "", "id": name,
+        "props": copy.deepcopy(props), "outputs": copy.deepcopy(props), "dependencies": [],
+        "options": {"protect": False, "ignoreChanges": [], "deleteBeforeReplace": False,
+                    "additionalSecretOutputs": [], **(options or {})}})
+    return plan
+
+
+def drop_resource(plan, type_suffix, name_part=""):
+    plan = copy.deepcopy(plan)
+    plan["resources"].remove(resource(plan, type_suffix, name_part))
+    return plan

@@ -22,8 +22,11 @@ from typing import Any
 FACT_DEFAULTS: dict[str, Any] = {
     "relayHostname": "", "mxPreference": 20, "primaryMxPreference": 1, "primaryMynetworks": ["127.0.0.0/8"],
     "drainHost": "", "drainPort": 2526, "messageSizeLimit": 209715200, "drainSourceAddress": "",
-    "breakGlassSsh": False,
+    "breakGlassSsh": False, "drainTransport": "nat", "wireguardPeerPublicKey": "", "wireguardRelayAddress": "",
+    "wireguardPrimaryAddress": "",
 }
+SMTP_PORT = 25  # the pack's own copy: with drainTransport wireguard the drain is port 25 in the tunnel
+DRAIN_TRANSPORTS = ("nat", "wireguard")
 REQUIRED = ("domains", "cloudflareZoneIds", "primaryMxHost", "homelabCidr")
 ARRAYS = ("domains", "cloudflareZoneIds", "primaryMynetworks")
 INTEGERS = ("mxPreference", "primaryMxPreference", "drainPort", "messageSizeLimit")
@@ -112,6 +115,31 @@ def primary_mx_host() -> str:
 
 def drain_host() -> str:
     return (fact("drainHost") or fact("primaryMxHost")).lower().rstrip(".")
+
+
+def drain_transport() -> str:
+    value = fact("drainTransport")
+    if value not in DRAIN_TRANSPORTS:
+        raise FactError(f"stack config {project()}:drainTransport = {value!r} is not one of "
+                        f"{', '.join(DRAIN_TRANSPORTS)}; the pack cannot tell where the drain goes")
+    return value
+
+
+def tunnel_address(name: str) -> str:
+    """wireguardRelayAddress / wireguardPrimaryAddress, required with drainTransport wireguard."""
+    text = fact(name)
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise FactError(f"stack config {project()}:{name} = {text!r} is not an IPv4 address; with drainTransport "
+                        "wireguard the pack needs it") from None
+
+
+def drain_target() -> tuple[str, int, str]:
+    """(host, port, the stack key that names the host) the relay must drain to."""
+    if drain_transport() == "wireguard":
+        return tunnel_address("wireguardPrimaryAddress"), SMTP_PORT, "wireguardPrimaryAddress"
+    return drain_host(), int(fact("drainPort")), "drainHost"
 
 
 def network(name: str, text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

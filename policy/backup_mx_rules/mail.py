@@ -232,9 +232,9 @@ def _split_transport(value: str) -> tuple[str, str]:
 
 
 def drain_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:  # same signature as every check
-    host, port = environment.drain_host(), int(environment.fact("drainPort"))
+    host, port, host_key = environment.drain_target()
     want = f"smtp:[{host}]:{port}"
-    if port == 25:
+    if port == 25 and environment.drain_transport() == "nat":
         yield "stack config drainPort is 25, which Oracle blocks for egress; the drain needs another port"
     rewrite = mc.daemon("rewrite_service_name", ("trivial-rewrite",))
     for name in DIVERSIONS:
@@ -256,7 +256,7 @@ def drain_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:  # same signatur
         else:
             routes.append((f"relay_transport (no transport_maps entry for {domain})", ""))
         for what, value in routes:
-            problem = _route_problem(mc, rewrite, domain, what, value, host, port)
+            problem = _route_problem(mc, rewrite, domain, what, value, host, port, host_key)
             if problem:
                 yield problem + f"; route {domain} with '{domain} {want}' in the transport map"
 
@@ -280,7 +280,7 @@ def _parents(domain: str, plain_parent: bool) -> list[str]:
 
 
 def _route_problem(mc: MailConfig, rewrite: Service, domain: str, what: str, value: str, host: str,
-                   port: int) -> str:
+                   port: int, host_key: str = "drainHost") -> str:
     kind, nexthop = _split_transport(value)
     default_kind, default_hop = _split_transport(mc.param("relay_transport", rewrite))
     kind, nexthop = kind or default_kind, nexthop or default_hop or mc.param("relayhost", rewrite).strip()
@@ -304,16 +304,18 @@ def _route_problem(mc: MailConfig, rewrite: Service, domain: str, what: str, val
         return (f"{what} next hop {nexthop!r} is not bracketed, so Postfix looks up MX records instead of "
                 f"connecting to [{host}]")
     if got_host[1:-1].lower().rstrip(".") != host:
-        return f"{what} sends {domain} to {got_host}, not to the drain host [{host}] (stack config drainHost)"
+        return f"{what} sends {domain} to {got_host}, not to the drain host [{host}] (stack config {host_key})"
     if not got_port or not got_port.isdigit() or int(got_port) != port:
         shown = got_port or "25 (no port given)"
-        return (f"{what} drains {domain} on port {shown}, not on the drain port {port} (Oracle blocks egress 25)")
+        return (f"{what} drains {domain} on port {shown}, not on the drain port {port} "
+                f"({'inside the WireGuard tunnel' if host_key != 'drainHost' else 'Oracle blocks egress 25'})")
     return ""
 
 
 drain_port = _instance_policy(
     "drain-port", "Every recipient of a protected domain drains, unchanged, through an smtp client to "
-    "[drainHost]:drainPort from the stack config (never port 25): transport_maps as trivial-rewrite reads them "
+    "[drainHost]:drainPort from the stack config (never port 25), or with drainTransport wireguard to "
+    "[wireguardPrimaryAddress]:25 inside the tunnel: transport_maps as trivial-rewrite reads them "
     "(first map and first duplicate win), no content filter, milter, header check or rewrite that could divert it.",
     drain_problems)
 

@@ -84,6 +84,8 @@ def _vm_not_in_mynetworks(args, report_violation):
         primary = environment.networks("primaryMynetworks")
         primary += [environment.network("policy config primaryMynetworks", n) for n in cfg["primaryMynetworks"]]
         source = environment.fact("drainSourceAddress")
+        if environment.drain_transport() == "wireguard":
+            source = environment.tunnel_address("wireguardRelayAddress")
     except FactError as exc:
         report_violation(str(exc))
         return
@@ -102,7 +104,8 @@ def _vm_not_in_mynetworks(args, report_violation):
                 if isinstance(ip, str) and known(ip) and ip:
                     found += _addresses_problem(f"address of instance '{r.name}'", ip, primary, r.urn)
     if source:
-        found += _addresses_problem("drain source address (stack config drainSourceAddress)", source, primary)
+        found += _addresses_problem("drain source address (stack config drainSourceAddress, or "
+                                    "wireguardRelayAddress with drainTransport wireguard)", source, primary)
     for message, urn in dict.fromkeys(found):
         report_violation(message, urn or None)
     if unknown_paths:
