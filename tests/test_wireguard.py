@@ -457,3 +457,7 @@ def test_drain_peer_alert_fires_only_while_the_queue_grows(wg_stack, tmp_path):
     out = subprocess.run(["promtool", "test", "rules", str(tmp_path / "peer.test.yml")], capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_wireguard_tunnel_has_at_least_three_mutations():
+    assert sum(1 for _, policy in WG_MUTATIONS.values() if policy == "wireguard-tunnel") >= 3
