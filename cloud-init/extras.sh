@@ -70,6 +70,9 @@ wireguard() {
 failed=0
 part exporters-and-upgrades exporters_and_upgrades || failed=1
 part certificate-timer certificate_timer || failed=1
+if [ "${ACCOUNT_MODE:-payg}" = free ]; then
+  part keepalive systemctl enable --now backup-mx-keepalive.service || failed=1
+fi
 if [ "${DRAIN_TRANSPORT:-nat}" = wireguard ]; then
   part wireguard wireguard || failed=1
 fi

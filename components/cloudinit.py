@@ -43,6 +43,10 @@ _ASSET_FILES = [
 ]
 
 
+_KEEPALIVE_ASSETS = [
+    ("keepalive.sh", "/usr/local/sbin/backup-mx-keepalive", "0755"),
+    ("backup-mx-keepalive.service", "/etc/systemd/system/backup-mx-keepalive.service", "0644"),
+]
 _WIREGUARD_ASSETS = [
     ("wg-watch.sh", "/usr/local/sbin/backup-mx-wg-watch", "0755"),
     ("backup-mx-wg-watch.service", "/etc/systemd/system/backup-mx-wg-watch.service", "0644"),
@@ -73,7 +77,11 @@ def env_file(s: Settings) -> str:
         "PREAUTH_KEY_FILE": PREAUTH_KEY_FILE,
         "STATE_DIR": facts.STATE_DIR,
         "DRAIN_TRANSPORT": s.drain_transport,
+        "ACCOUNT_MODE": s.account_mode,
     }
+    if s.account_mode == "free":
+        values.update({"KEEPALIVE_BUSY_S": str(facts.KEEPALIVE_BUSY_S),
+                       "KEEPALIVE_PERIOD_S": str(facts.KEEPALIVE_PERIOD_S)})
     if s.wireguard:
         values.update({"WG_INTERFACE": s.wireguard.interface, "WG_PEER_PUBLIC_KEY": s.wireguard.peer_public_key,
                        "WG_ENDPOINT": s.wireguard.endpoint, "TEXTFILE_DIR": facts.TEXTFILE_DIR})
@@ -113,6 +121,9 @@ def cloud_config(s: Settings, preauth_key: str, wireguard_key: str = "") -> dict
               for path, text in staged_postfix_files(s).items()]
     files += [{"path": path, "permissions": mode, "content": (ASSETS / asset).read_text()}
               for asset, path, mode in _ASSET_FILES]
+    if s.account_mode == "free":
+        files += [{"path": path, "permissions": mode, "content": (ASSETS / asset).read_text()}
+                  for asset, path, mode in _KEEPALIVE_ASSETS]
     if s.wireguard:
         files.append({"path": facts.WIREGUARD_CONF.format(interface=s.wireguard.interface), "permissions": "0600",
                       "content": wireguard_conf(s, wireguard_key)})

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import yaml
 
-from .facts import HTTP_PORT, NODE_EXPORTER_PORT, POSTFIX_EXPORTER_PORT, SMTP_PORT
+from .facts import (
+    HTTP_PORT,
+    NODE_EXPORTER_PORT,
+    POSTFIX_EXPORTER_PORT,
+    RECLAMATION_ALERT_P95,
+    RECLAMATION_P95,
+    SMTP_PORT,
+)
 from .settings import Settings
 
 BLACKBOX = "blackbox-exporter:9115"  # the homelab's blackbox exporter, as Prometheus reaches it
@@ -94,6 +101,25 @@ def alert_rules(s: Settings) -> dict:
                          "description": f"certbot renewal is failing: port {HTTP_PORT} must be open for HTTP-01 "
                                         f"(runbook: BackupMxCertExpiring). {delayed}"}},
     ]
+    if s.account_mode == "free":
+        # Oracle judges the p95 of 1-minute CPU utilization over 7 days. "p95 < X" is "fewer than
+        # 5 % of the minutes reach X": each minute is marked busy or not, the last hour's busy
+        # fraction is recorded, and the mean of its hourly values over 7 days is compared with 5 %
+        # (168 samples per evaluation instead of 10,080, within promtool's limit too).
+        rules.append({"record": BUSY_MINUTE,
+                      "expr": f"(1 - avg(rate({IDLE_CPU}[2m]))) >= bool {RECLAMATION_ALERT_P95}"})
+        rules += [
+            {"record": BUSY_FRACTION, "expr": f"avg_over_time({BUSY_MINUTE}[1h])"},
+            {"alert": "BackupMxIdleReclamationRisk",
+             "expr": f"avg_over_time({BUSY_FRACTION}[7d:1h]) < 0.05",
+             "for": "2h", "labels": {"severity": "warning"},
+             "annotations": {
+                 "summary": f"{s.relay_hostname} looks idle to Oracle: 7-day CPU p95 under "
+                            f"{RECLAMATION_ALERT_P95:.0%}",
+                 "description": f"Oracle reclaims a free-tier Always-Free instance whose 7-day CPU p95 stays under "
+                                f"{RECLAMATION_P95:.0%}, and a reclaimed VM loses its queue. Check "
+                                "`systemctl status backup-mx-keepalive` on the relay; log in to the OCI console "
+                                f"(runbook: BackupMxIdleReclamationRisk). {delayed}"}}]
     if s.wireguard:
         rules.append(
             {"alert": "BackupMxDrainPeerUnreachable",
@@ -110,6 +136,9 @@ def alert_rules(s: Settings) -> dict:
     return {"groups": [{"name": "backup-mx", "rules": rules}]}
 
 
+BUSY_MINUTE = "backup_mx:cpu_busy_minute"  # 1 when the minute's CPU utilization reached the alert level
+BUSY_FRACTION = "backup_mx:cpu_busy_fraction:1h"
+IDLE_CPU = 'node_cpu_seconds_total{job="backup-mx-node",mode="idle"}'
 PEER_UNREACHABLE_S = 300  # WireGuard rekeys every 120 s: five minutes without a handshake is an outage
 QUEUE_SERIES = 'postfix_showq_message_size_bytes_count{job="backup-mx-postfix",queue=~"active|deferred"}'
 

@@ -21,7 +21,8 @@ from .facts import SMTP_PORT
 
 PROJECT_FILE = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
 ALWAYS_FREE_SHAPES = ("VM.Standard.E2.1.Micro",)
-DNSBL_ACTIONS = ("enforce", "ignore")  # postscreen_dnsbl_action values that never answer 5xx
+DNSBL_ACTIONS = ("enforce", "ignore")
+ACCOUNT_MODES = ("payg", "free")  # postscreen_dnsbl_action values that never answer 5xx
 BOOT_VOLUME_MIN_GB, ALWAYS_FREE_STORAGE_GB = 50, 200
 POSTFIX_LIFETIME_CAP_S = 100 * 86400  # qmgr refuses to start above 100d
 RELAY_HOST_NUMBER = 10  # the relay's fixed private address inside the subnet
@@ -127,6 +128,7 @@ class Settings:
     ssh_authorized_keys: tuple[str, ...]
     drain_source_address: str
     drain_transport: str = "nat"
+    account_mode: str = "payg"
     wireguard: Optional[WireGuard] = None
     # The WireGuard private key, like the preauth key, stays what the caller passed.
     wireguard_private_key: Any = field(repr=False, compare=False, default=None)
@@ -161,6 +163,7 @@ class Settings:
             "bootVolumeSizeGb": self.boot_volume_size_gb,
             "homelabCidr": self.homelab_cidr,
             "breakGlassSsh": self.break_glass_ssh,
+            "accountMode": self.account_mode,
             "relayPrivateIp": self.relay_private_ip,
             "tailnetTag": self.tailnet_tag,
         }
@@ -323,6 +326,8 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
         r.fail("dnsblThreshold", f"{v['dnsblThreshold']} can never be reached: the dnsblSites weights add up to "
                                  f"{reachable}, so DNSBL would be silently off; allowed: 1..{reachable}")
 
+    if v["accountMode"] not in ACCOUNT_MODES:
+        r.fail("accountMode", f"{v['accountMode']!r} is not allowed; allowed: {', '.join(ACCOUNT_MODES)}")
     if v["dnsblAction"] not in DNSBL_ACTIONS:
         r.fail("dnsblAction", f"{v['dnsblAction']!r} is not allowed; allowed: {', '.join(DNSBL_ACTIONS)} "
                               "(drop is documented as a 521 reply)")
@@ -408,7 +413,8 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
         certbot_email=v["certbotEmail"],
         headscale_login_server=v["headscaleLoginServer"], tailnet_tag=v["tailnetTag"],
         ssh_authorized_keys=tuple(v["sshAuthorizedKeys"]), drain_source_address=drain_source,
-        drain_transport=v["drainTransport"], wireguard=wireguard, wireguard_private_key=wireguard_private_key,
+        drain_transport=v["drainTransport"], account_mode=v["accountMode"], wireguard=wireguard,
+        wireguard_private_key=wireguard_private_key,
         headscale_preauth_key=preauth_key,
     )
 
