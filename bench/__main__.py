@@ -21,6 +21,7 @@ from pathlib import Path
 
 from lab import Lab, LabError, Relay, files_from_run, make_tls
 from lab.client import send_many
+from lab.instance import stop_group
 from offline import program
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,17 +123,31 @@ def first_delivery(sink, started: float, patience: float, before: int = 0) -> fl
     return None
 
 
+def start_keepalive(files: dict[str, str], base: Path) -> subprocess.Popen:
+    """accountMode free's rendered keep-alive at idle priority, busy all the time: its worst case."""
+    script, env = base / "backup-mx-keepalive", base / "keepalive.env"
+    script.write_text(files["backup-mx-keepalive"])
+    env.write_text(files["backup-mx.env"] + "KEEPALIVE_BUSY_S=86400\nKEEPALIVE_PERIOD_S=86401\n")
+    return subprocess.Popen(["chrt", "--idle", "0", "bash", str(script)], env={**os.environ, "BACKUP_MX_ENV": str(env)},
+                            start_new_session=True)
+
+
 def measure(name: str, files: dict[str, str], tls: Path | None, args, base: Path, watcher: bool,
-            cap: float = 0.0) -> dict:
+            cap: float = 0.0, keepalive: dict[str, str] | None = None) -> dict:
     lab = Lab(base / name, files, tls)
     result: dict = {}
     cgroup = CpuCap(name, cap) if cap else None
+    companion = None
     try:
         primary = lab.sink()
         primary.stop()
         relay = lab.relay(primary.port)
         if cgroup:
             cgroup.adopt(relay)  # the master's future children inherit the cap
+        if keepalive is not None:
+            companion = start_keepalive(keepalive, base / name)
+            if cgroup:
+                (cgroup.path / "cgroup.procs").write_text(str(companion.pid))
 
         # Accept throughput: 10 sessions into a relay whose primary is down (queue only).
         # The last run's mail stays queued for the recovery measurement below.
@@ -215,6 +230,8 @@ def measure(name: str, files: dict[str, str], tls: Path | None, args, base: Path
         result["peak_pss_mb"] = round(peak[0], 1)
         result["process_limit"] = relay.postconf("default_process_limit")["default_process_limit"]
     finally:
+        if companion is not None:
+            stop_group(companion, 10)
         lab.down()
         if cgroup:
             cgroup.remove()
@@ -265,7 +282,11 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu-cap", type=float, default=0.125,
                         help="also measure with the relay capped to this share of one CPU (1/8 OCPU); 0 skips")
     parser.add_argument("--capped-messages", type=int, default=400)
+    parser.add_argument("--keepalive", action="store_true",
+                        help="only the accountMode free cost: ours at --cpu-cap with and without the keep-alive")
     args = parser.parse_args(argv)
+    if args.keepalive:
+        return keepalive_cost(args)
 
     ours = files_from_run(program.run(ROOT / "Pulumi.example.yaml"))
     base = Path(tempfile.mkdtemp(prefix="backup-mx-bench-", dir="/tmp"))
@@ -300,6 +321,36 @@ def main(argv=None) -> int:
         (OUT / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
         (OUT / "results.md").write_text(render_md(doc))
         print((OUT / "results.md").read_text())
+        return 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def keepalive_cost(args) -> int:
+    """Accept and drain throughput of ours, capped to --cpu-cap, with and without the keep-alive
+    (busy all the time, idle priority, in the relay's cgroup); runs alternate, medians reported."""
+    free = files_from_run(program.run(ROOT / "examples" / "Pulumi.free.yaml"))
+    base = Path(tempfile.mkdtemp(prefix="backup-mx-bench-", dir="/tmp"))
+    small = argparse.Namespace(**{**vars(args), "messages": args.capped_messages, "repeats": 1, "recoveries": 1})
+    runs: dict[str, list[dict]] = {"without": [], "with": []}
+    try:
+        base.chmod(0o755)
+        tls = make_tls(base / "tls", "mx2.viktorbarzin.me")
+        for i in range(args.repeats):
+            for label in ("without", "with"):
+                print(f"  keep-alive {label}, run {i + 1} ...", flush=True)
+                r = measure(f"ka-{label}-{i}", free, tls, small, base, True, cap=args.cpu_cap,
+                            keepalive=free if label == "with" else None)
+                runs[label].append({k: r[k] for k in ("accept_msgs_per_s", "drain_msgs_per_s",
+                                                      "recovery_first_delivery_s")})
+        doc: dict = {"cpu_cap": args.cpu_cap, "messages": args.capped_messages, "runs": runs}
+        for key in ("accept_msgs_per_s", "drain_msgs_per_s"):
+            without = statistics.median(r[key] for r in runs["without"])
+            with_ = statistics.median(r[key] for r in runs["with"])
+            doc[key] = {"without": without, "with": with_, "ratio": round(with_ / without, 2)}
+        doc["machine"] = f"{platform.node()} {platform.machine()} {os.cpu_count()} cores"
+        (OUT / "keepalive.json").write_text(json.dumps(doc, indent=2) + "\n")
+        print(json.dumps(doc, indent=2))
         return 0
     finally:
         shutil.rmtree(base, ignore_errors=True)
