@@ -347,7 +347,7 @@ def keepalive_cost(args) -> int:
         for key in ("accept_msgs_per_s", "drain_msgs_per_s"):
             without = statistics.median(r[key] for r in runs["without"])
             with_ = statistics.median(r[key] for r in runs["with"])
-            doc[key] = {"without": without, "with": with_, "ratio": round(with_ / without, 2)}
+            doc[key] = {"without": round(without, 1), "with": round(with_, 1), "ratio": round(with_ / without, 2)}
         doc["machine"] = f"{platform.node()} {platform.machine()} {os.cpu_count()} cores"
         (OUT / "keepalive.json").write_text(json.dumps(doc, indent=2) + "\n")
         print(json.dumps(doc, indent=2))
