@@ -290,6 +290,17 @@ def test_two_domain_stack_has_no_violations(policies, two_domain_plan):
     assert policies.check(two_domain_plan, dry_run=False) == []
 
 
+@pytest.mark.parametrize("stack", sorted(p.name for p in (ROOT / "examples").glob("Pulumi.*.yaml")))
+def test_every_example_shape_previews_and_passes_the_pack(policies, stack):
+    """What `make preview ARGS="--config examples/<stack>"` does: the program (with the offline
+    placeholders for encrypted secrets) and the pack, at preview and after up."""
+    path = ROOT / "examples" / stack
+    _, secret, _ = program.read_stack_file(path, "backup-mx")
+    plan = program.plan(run_stack(path, secret_overrides=secret), redacted=False)
+    assert reported(policies.check(plan)) == set()
+    assert policies.check(plan, dry_run=False) == []
+
+
 def test_break_glass_stack_opens_ssh_to_the_homelab_and_passes(policies, break_glass_plan):
     rules = resource(break_glass_plan, "SecurityList")["props"]["ingressSecurityRules"]
     ssh = [r for r in rules if r.get("tcpOptions", {}).get("min") == 22]
