@@ -298,8 +298,17 @@ class Relay:
         self.watchers.clear()
 
     def queue(self) -> list[dict]:
-        out = run("postqueue", "-c", str(self.conf), "-j", check=False).stdout
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        """postqueue -j, read until two listings agree: showq can miss a queue file while qmgr
+        moves it between queues, so a single listing may be momentarily short."""
+        previous = None
+        for _ in range(10):
+            out = run("postqueue", "-c", str(self.conf), "-j", check=False).stdout
+            listing = [json.loads(line) for line in out.splitlines() if line.strip()]
+            ids = sorted(m["queue_id"] for m in listing)
+            if ids == previous:
+                return listing
+            previous = ids
+        return listing
 
     def flush(self) -> None:
         run("postqueue", "-c", str(self.conf), "-f")
