@@ -10,11 +10,16 @@ import pulumi
 import pulumi_oci as oci
 
 from . import cloudinit, monitoring, primary, wireguard
-from .dns import Dns, DnsArgs, live_zones
+from .dns import Dns, DnsArgs, RelayRecordArgs, live_zones
 from .facts import NODE_EXPORTER_PORT, POSTFIX_EXPORTER_PORT, SMTP_PORT
 from .network import Network, NetworkArgs
 from .relay import RelayVm, RelayVmArgs
-from .settings import Settings
+from .settings import RelaySpec, Settings
+
+
+def _renderer(own: Settings):
+    """One relay's user-data from the two secrets (bound here, not in a loop's late-binding lambda)."""
+    return lambda k: cloudinit.user_data_b64(own, k[0], k[1])
 
 
 class BackupMx(pulumi.ComponentResource):
@@ -34,47 +39,74 @@ class BackupMx(pulumi.ComponentResource):
         # Both secrets reach only the renderer; what comes back (user_data) is secret too.
         keys = pulumi.Output.all(pulumi.Output.secret(s.headscale_preauth_key),
                                  pulumi.Output.secret(s.wireguard_private_key or ""))
-        relay = RelayVm(f"{name}-relay", RelayVmArgs(
-            compartment_id=s.oci_compartment_id, subnet_id=network.subnet_id, shape=s.shape,
-            hostname=s.relay_hostname, private_ip=s.relay_private_ip, boot_volume_size_gb=s.boot_volume_size_gb,
-            availability_domain_index=s.availability_domain_index,
-            user_data=keys.apply(lambda k: cloudinit.user_data_b64(s, k[0], k[1]))), opts=with_oci)
+        relays = []
+        for number, spec in enumerate(s.relays, start=1):
+            own = s.for_relay(spec)  # each VM is rendered with its own name and address
+            vm = RelayVm(f"{name}-relay" + ("" if number == 1 else f"-{number}"), RelayVmArgs(
+                compartment_id=s.oci_compartment_id, subnet_id=network.subnet_id, shape=s.shape,
+                hostname=spec.hostname, private_ip=spec.private_ip, boot_volume_size_gb=s.boot_volume_size_gb,
+                availability_domain_index=s.availability_domain_index, fault_domain=spec.fault_domain,
+                user_data=keys.apply(_renderer(own))), opts=with_oci)
+            relays.append((spec, own, vm))
         # The relay's public key is not secret: the firewall's peer entry needs it.
         public_key = pulumi.Output.unsecret(keys.apply(lambda k: wireguard.public_key(k[1]) if k[1] else ""))
 
         dns = Dns(f"{name}-dns", DnsArgs(
             zones=live_zones([(z.domain, z.zone_id) for z in s.zones], pulumi.InvokeOptions(parent=self)),
-            relay_hostname=s.relay_hostname, relay_zone_id=s.relay_zone.zone_id, reserved_ip=relay.reserved_ip,
-            mx_preference=s.mx_preference, primary_mx_host=s.primary_mx_host,
-            primary_mx_preference=s.primary_mx_preference), opts=pulumi.ResourceOptions(parent=self))
+            relays=[RelayRecordArgs(hostname=spec.hostname, zone_id=spec.zone.zone_id, reserved_ip=vm.reserved_ip,
+                                    mx_preference=spec.mx_preference) for spec, _, vm in relays],
+            primary_mx_host=s.primary_mx_host, primary_mx_preference=s.primary_mx_preference),
+            opts=pulumi.ResourceOptions(parent=self))
 
-        drain_source = pulumi.Output.from_input(s.drain_source_address or relay.reserved_ip)
+        # The address the primary sees from each relay: its drain identity there.
+        sources = [pulumi.Output.from_input(s.drain_source_address or vm.reserved_ip) for _, _, vm in relays]
+        described = [self._relay_outputs(spec, own, vm, source)
+                     for (spec, own, vm), source in zip(relays, sources, strict=True)]
+        first = described[0]
         self.outputs = {
-            "relayHostname": s.relay_hostname,
-            "reservedIp": relay.reserved_ip,
-            "relayPrivateIp": s.relay_private_ip,
-            "instanceId": relay.instance_id,
+            # The first relay's facts at the top level (as before relayCount); every relay under "relays".
+            **{key: first[key] for key in ("relayHostname", "reservedIp", "relayPrivateIp", "instanceId")},
             "region": s.oci_region,
-            "availabilityDomain": relay.availability_domain,
+            "availabilityDomain": first["availabilityDomain"],
             "drainTarget": {"host": s.drain_host, "port": s.drain_port, "postfix": f"smtp:{s.drain_target}"},
-            "drainSourceAddress": drain_source,
+            "drainSourceAddress": first["drainSourceAddress"],
             "domains": list(s.domains),
             "mxRecords": dns.mx_records,
             "zoneRecordCounts": dns.zone_record_counts,
-            "scrapeTargets": relay.reserved_ip.apply(lambda ip: {
-                "node": f"{ip}:{NODE_EXPORTER_PORT}", "postfix": f"{ip}:{POSTFIX_EXPORTER_PORT}",
-                "smtp": f"{ip}:{SMTP_PORT}"}),
-            "consoleConnectionCommand": relay.instance_id.apply(lambda i: (
-                f"oci compute instance-console-connection create --instance-id {i} "
-                f"--ssh-public-key-file ~/.ssh/id_ed25519.pub --region {s.oci_region}")),
+            **{key: first[key] for key in ("scrapeTargets", "consoleConnectionCommand")},
             # Digest of the user-data: shows drift between the stack and the running VM, which
-            # ignores user_data changes until an explicit rebuild.
-            "userDataSha256": keys.apply(lambda k: cloudinit.sha256(s, k[0], k[1])),
-            # Ready-to-paste exemptions for the primary, keyed to the address it sees (never mynetworks).
-            "primaryEnablement": pulumi.Output.all(drain_source, public_key).apply(
-                lambda a: primary.enablement(s, a[0], a[1])),
-            "monitoring": relay.reserved_ip.apply(lambda ip: monitoring.files(s, ip)),
+            # ignores user_data changes until an explicit rebuild. Secret, as it derives from the keys.
+            "userDataSha256": keys.apply(lambda k: cloudinit.sha256(relays[0][1], k[0], k[1])),
+            "relays": described,
+            # Ready-to-paste exemptions for the primary, keyed to the addresses it sees (never mynetworks).
+            "primaryEnablement": pulumi.Output.all(public_key, *sources).apply(
+                lambda a: primary.enablement(s, [(spec.hostname, ip) for (spec, _, _), ip in zip(relays, a[1:], strict=True)],
+                                             a[0])),
+            "monitoring": pulumi.Output.all(*[vm.reserved_ip for _, _, vm in relays]).apply(
+                lambda ips: monitoring.files(s, list(zip(s.relays, ips, strict=True)))),
         }
+        if len(relays) > 1:
+            self.outputs["relayUserDataSha256"] = keys.apply(
+                lambda k: {spec.hostname: cloudinit.sha256(own, k[0], k[1]) for spec, own, _ in relays})
         if s.wireguard:
             self.outputs["wireguardPeer"] = public_key.apply(lambda k: primary.firewall_peer(s, k))
         self.register_outputs({**settings.public_props(), **self.outputs})
+
+    @staticmethod
+    def _relay_outputs(spec: RelaySpec, own: Settings, vm: RelayVm, source: pulumi.Output[str]) -> dict:
+        return {
+            "relayHostname": spec.hostname,
+            "reservedIp": vm.reserved_ip,
+            "relayPrivateIp": spec.private_ip,
+            "instanceId": vm.instance_id,
+            "availabilityDomain": vm.availability_domain,
+            "faultDomain": spec.fault_domain or "",
+            "mxPreference": spec.mx_preference,
+            "drainSourceAddress": source,
+            "scrapeTargets": vm.reserved_ip.apply(lambda ip: {
+                "node": f"{ip}:{NODE_EXPORTER_PORT}", "postfix": f"{ip}:{POSTFIX_EXPORTER_PORT}",
+                "smtp": f"{ip}:{SMTP_PORT}"}),
+            "consoleConnectionCommand": vm.instance_id.apply(lambda i: (
+                f"oci compute instance-console-connection create --instance-id {i} "
+                f"--ssh-public-key-file ~/.ssh/id_ed25519.pub --region {own.oci_region}")),
+        }

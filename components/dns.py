@@ -28,12 +28,17 @@ class ZoneArgs:
 
 
 @dataclass(frozen=True)
-class DnsArgs:
-    zones: Sequence[ZoneArgs]
-    relay_hostname: str
-    relay_zone_id: str  # the zone that holds the relay's A record
+class RelayRecordArgs:
+    hostname: str
+    zone_id: str  # the zone that holds its A record
     reserved_ip: pulumi.Input[str]
     mx_preference: int
+
+
+@dataclass(frozen=True)
+class DnsArgs:
+    zones: Sequence[ZoneArgs]
+    relays: Sequence[RelayRecordArgs]  # the first keeps the resource names from before relayCount
     primary_mx_host: str  # reported only; never managed here
     primary_mx_preference: int
 
@@ -61,19 +66,22 @@ class Dns(pulumi.ComponentResource):
         super().__init__("backupmx:index:Dns", name, {"zones": zones}, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        cloudflare.DnsRecord(
-            f"{name}-relay-a", zone_id=args.relay_zone_id, name=args.relay_hostname, type="A",
-            content=args.reserved_ip, ttl=300, proxied=False, comment="backup MX relay (managed by Pulumi)",
-            opts=child)
-        self.mx_records = {}
-        for z in args.zones:
+        backups = [{"host": r.hostname, "preference": r.mx_preference} for r in args.relays]
+        # "backup" is the first relay (as before relayCount); "backups" lists every relay.
+        self.mx_records = {z.domain: {
+            "backup": backups[0], "backups": backups,
+            "primary": {"host": args.primary_mx_host, "preference": args.primary_mx_preference}} for z in args.zones}
+        for number, relay in enumerate(args.relays, start=1):
+            suffix = "" if number == 1 else f"-{number}"
             cloudflare.DnsRecord(
-                f"{name}-mx-{z.domain}", zone_id=z.zone_id, name=z.domain, type="MX",
-                content=args.relay_hostname, priority=args.mx_preference, ttl=300,
-                comment="backup MX (managed by Pulumi)", opts=child)
-            self.mx_records[z.domain] = {
-                "backup": {"host": args.relay_hostname, "preference": args.mx_preference},
-                "primary": {"host": args.primary_mx_host, "preference": args.primary_mx_preference}}
+                f"{name}-relay{suffix}-a", zone_id=relay.zone_id, name=relay.hostname, type="A",
+                content=relay.reserved_ip, ttl=300, proxied=False, comment="backup MX relay (managed by Pulumi)",
+                opts=child)
+            for z in args.zones:
+                cloudflare.DnsRecord(
+                    f"{name}-mx{suffix}-{z.domain}", zone_id=z.zone_id, name=z.domain, type="MX",
+                    content=relay.hostname, priority=relay.mx_preference, ttl=300,
+                    comment="backup MX (managed by Pulumi)", opts=child)
         self.zone_record_counts = pulumi.Output.all(
             *[pulumi.Output.all(z.domain, z.live_record_count) for z in args.zones]).apply(dict)
         self.register_outputs({"zones": zones, "zoneRecordCounts": self.zone_record_counts})

@@ -1,5 +1,9 @@
-"""Settings (and the reserved IP) in, Prometheus artifacts out: scrape jobs, blackbox
-modules and alerting rules for the homelab Prometheus (the exporters allow only the homelab)."""
+"""Settings (and each relay's reserved IP) in, Prometheus artifacts out: scrape jobs, blackbox
+modules and alerting rules for the homelab Prometheus (the exporters allow only the homelab).
+
+Every series carries a `relay` label (the scrape jobs set it). With one relay the names are as
+they were before relayCount; with two, each relay gets its own blackbox modules and its own
+rule group whose selectors match only its series, so an alert names the relay it is about."""
 from __future__ import annotations
 
 import yaml
@@ -12,32 +16,42 @@ from .facts import (
     RECLAMATION_P95,
     SMTP_PORT,
 )
-from .settings import Settings
+from .settings import RelaySpec, Settings
 
 BLACKBOX = "blackbox-exporter:9115"  # the homelab's blackbox exporter, as Prometheus reaches it
 DELAYED = ("While this fires, a failing mail roundtrip probe may mean mail is delayed via {relay} "
            "(queued there, drains when the primary answers), not lost.")
 
 
+def _suffix(s: Settings, relay: RelaySpec) -> str:
+    """Per-relay module name suffix: none with one relay (the names before relayCount)."""
+    return "" if len(s.relays) == 1 else "_" + relay.hostname.replace(".", "_").replace("-", "_")
+
+
+def _mx_module(domain: str, host: str, preference: int) -> dict:
+    return {"prober": "dns", "timeout": "10s", "dns": {
+        "query_name": domain, "query_type": "MX",
+        "validate_answer_rrs": {"fail_if_none_matches_regexp": [
+            rf".*\tIN\tMX\t{preference} {host.replace('.', '[.]')}[.]$"]}}}
+
+
 def blackbox_modules(s: Settings) -> dict:
-    modules = {
-        "backup_mx_smtp_starttls": {"prober": "tcp", "timeout": "15s", "tcp": {
+    modules: dict[str, dict] = {}
+    for relay in s.relays:
+        modules[f"backup_mx_smtp_starttls{_suffix(s, relay)}"] = {"prober": "tcp", "timeout": "15s", "tcp": {
             "query_response": [
-                {"expect": f"^220 {s.relay_hostname} "}, {"send": "EHLO prometheus.invalid"},
+                {"expect": f"^220 {relay.hostname} "}, {"send": "EHLO prometheus.invalid"},
                 {"expect": "^250[ -]STARTTLS"}, {"send": "STARTTLS"}, {"expect": "^220"},
                 {"starttls": True}, {"send": "QUIT"}],
-            "tls_config": {"server_name": s.relay_hostname}}},
-        "backup_mx_primary_smtp": {"prober": "tcp", "timeout": "10s",
-                                   "tcp": {"query_response": [{"expect": "^220"}, {"send": "QUIT"}]}},
-    }
+            "tls_config": {"server_name": relay.hostname}}}
+    modules["backup_mx_primary_smtp"] = {"prober": "tcp", "timeout": "10s",
+                                         "tcp": {"query_response": [{"expect": "^220"}, {"send": "QUIT"}]}}
     for z in s.zones:
-        for role, host, pref in (("backup", s.relay_hostname, s.mx_preference),
-                                 ("primary", s.primary_mx_host, s.primary_mx_preference)):
-            modules[f"backup_mx_mx_{role}_{z.domain.replace('.', '_')}"] = {
-                "prober": "dns", "timeout": "10s", "dns": {
-                    "query_name": z.domain, "query_type": "MX",
-                    "validate_answer_rrs": {"fail_if_none_matches_regexp": [
-                        rf".*\tIN\tMX\t{pref} {host.replace('.', '[.]')}[.]$"]}}}
+        domain = z.domain.replace('.', '_')
+        for relay in s.relays:
+            modules[f"backup_mx_mx_backup_{domain}{_suffix(s, relay)}"] = _mx_module(
+                z.domain, relay.hostname, relay.mx_preference)
+        modules[f"backup_mx_mx_primary_{domain}"] = _mx_module(z.domain, s.primary_mx_host, s.primary_mx_preference)
     return {"modules": modules}
 
 
@@ -50,44 +64,66 @@ def _probe_job(name: str, module: str, target: str, labels: dict) -> dict:
                 {"target_label": "__address__", "replacement": BLACKBOX}]}
 
 
-def scrape_configs(s: Settings, ip: str) -> dict:
-    labels = {"relay": s.relay_hostname}
-    jobs = [
-        {"job_name": "backup-mx-node",
-         "static_configs": [{"targets": [f"{ip}:{NODE_EXPORTER_PORT}"], "labels": labels}]},
-        {"job_name": "backup-mx-postfix",
-         "static_configs": [{"targets": [f"{ip}:{POSTFIX_EXPORTER_PORT}"], "labels": labels}]},
-        _probe_job("backup-mx-smtp", "backup_mx_smtp_starttls", f"{ip}:{SMTP_PORT}", labels),
-        _probe_job("backup-mx-primary", "backup_mx_primary_smtp", f"{s.primary_mx_host}:{SMTP_PORT}", labels),
-    ]
-    for z in s.zones:
-        for role in ("backup", "primary"):
-            jobs.append(_probe_job("backup-mx-mx-set", f"backup_mx_mx_{role}_{z.domain.replace('.', '_')}",
-                                   "1.1.1.1", {**labels, "domain": z.domain, "mx": role}))
+def scrape_configs(s: Settings, relays: list[tuple[RelaySpec, str]]) -> dict:
+    """relays: each relay with its reserved IP. Every series is labelled with its relay."""
+    def targets(port: int) -> list[dict]:
+        return [{"targets": [f"{ip}:{port}"], "labels": {"relay": relay.hostname}} for relay, ip in relays]
+
+    jobs = [{"job_name": "backup-mx-node", "static_configs": targets(NODE_EXPORTER_PORT)},
+            {"job_name": "backup-mx-postfix", "static_configs": targets(POSTFIX_EXPORTER_PORT)}]
+    for relay, ip in relays:
+        labels = {"relay": relay.hostname}
+        jobs.append(_probe_job("backup-mx-smtp", f"backup_mx_smtp_starttls{_suffix(s, relay)}", f"{ip}:{SMTP_PORT}",
+                               labels))
+        # The primary as each relay's drain sees it (one probe per relay, so each rule group has its own).
+        jobs.append(_probe_job("backup-mx-primary", "backup_mx_primary_smtp", f"{s.primary_mx_host}:{SMTP_PORT}",
+                               labels))
+        for z in s.zones:
+            domain = z.domain.replace('.', '_')
+            for role, module in (("backup", f"backup_mx_mx_backup_{domain}{_suffix(s, relay)}"),
+                                 ("primary", f"backup_mx_mx_primary_{domain}")):
+                jobs.append(_probe_job("backup-mx-mx-set", module, "1.1.1.1",
+                                       {**labels, "domain": z.domain, "mx": role}))
     return {"scrape_configs": jobs}
 
 
 def alert_rules(s: Settings) -> dict:
+    """One rule group with one relay; one per relay, each matching only its series, with two."""
+    if len(s.relays) == 1:
+        return {"groups": [{"name": "backup-mx", "rules": _rules(s, "")}]}
+    return {"groups": [{"name": f"backup-mx-{relay.hostname}", "rules": _rules(s.for_relay(relay),
+                                                                               f',relay="{relay.hostname}"')}
+                       for relay in s.relays]}
+
+
+def _rules(s: Settings, only: str) -> list[dict]:
+    """The rules for the relay `s` is rendered for; `only` narrows every selector to its series."""
+    def series(selector: str) -> str:
+        return selector[:-1] + only + "}"
+
+    def narrow(name: str) -> str:  # a recorded series, which has no other matchers
+        return name + "{" + only[1:] + "}" if only else name
+
     delayed = DELAYED.format(relay=s.relay_hostname)
-    queued = f"sum({QUEUE_SERIES})"
+    queue = series(QUEUE_SERIES)
+    queued = f"sum({queue})"
     rules = [
         {"alert": "BackupMxDown",
-         "expr": 'up{job="backup-mx-node"} == 0 or up{job="backup-mx-postfix"} == 0 '
-                 'or probe_success{job="backup-mx-smtp"} == 0',
+         "expr": f'{series(UP_NODE)} == 0 or {series(UP_POSTFIX)} == 0 or {series(SMTP_PROBE)} == 0',
          "for": "10m", "labels": {"severity": "critical"},
          "annotations": {"summary": f"backup MX {s.relay_hostname} is down or unreachable on {SMTP_PORT}",
                          "description": "Mail relies on senders' retries until it is back. Check the OCI console "
                                         "(reclaimed instance?), the security list, the OS iptables REJECT and "
                                         f"Oracle's inbound-{SMTP_PORT} block (runbook: BackupMxDown). {delayed}"}},
         {"alert": "BackupMxQueueStuck",
-         "expr": f'{queued} > 0 and on() min(probe_success{{job="backup-mx-primary"}}) == 1',
+         "expr": f'{queued} > 0 and on() min({series(PRIMARY_PROBE)}) == 1',
          "for": "2h", "labels": {"severity": "warning"},
          "annotations": {"summary": "mail has waited on the backup MX for 2h although the primary is healthy",
                          "description": f"The drain is failing: check {_drain_path(s)}, the "
                                         "primary's exemptions for the relay address and the drain watcher log "
                                         f"(runbook: BackupMxQueueStuck). {delayed}"}},
         {"alert": "BackupMxMxSetDrift",
-         "expr": 'probe_success{job="backup-mx-mx-set"} == 0',
+         "expr": f'{series(MX_SET_PROBE)} == 0',
          "for": "15m", "labels": {"severity": "warning"},
          "annotations": {"summary": "MX record {{ $labels.mx }} for {{ $labels.domain }} is missing or has the wrong "
                                     "preference",
@@ -95,7 +131,7 @@ def alert_rules(s: Settings) -> dict:
                                         f"{s.relay_hostname} at {s.mx_preference}. Run `pulumi up` or fix the zone "
                                         f"(runbook: BackupMxMxSetDrift). {delayed}"}},
         {"alert": "BackupMxCertExpiring",
-         "expr": 'probe_ssl_earliest_cert_expiry{job="backup-mx-smtp"} - time() < 14 * 86400',
+         "expr": f'{series(CERT_EXPIRY)} - time() < 14 * 86400',
          "for": "1h", "labels": {"severity": "warning"},
          "annotations": {"summary": f"the STARTTLS certificate of {s.relay_hostname} expires within 14 days",
                          "description": f"certbot renewal is failing: port {HTTP_PORT} must be open for HTTP-01 "
@@ -107,11 +143,11 @@ def alert_rules(s: Settings) -> dict:
         # fraction is recorded, and the mean of its hourly values over 7 days is compared with 5 %
         # (168 samples per evaluation instead of 10,080, within promtool's limit too).
         rules.append({"record": BUSY_MINUTE,
-                      "expr": f"(1 - avg(rate({IDLE_CPU}[2m]))) >= bool {RECLAMATION_ALERT_P95}"})
+                      "expr": f"(1 - avg by (relay) (rate({series(IDLE_CPU)}[2m]))) >= bool {RECLAMATION_ALERT_P95}"})
         rules += [
-            {"record": BUSY_FRACTION, "expr": f"avg_over_time({BUSY_MINUTE}[1h])"},
+            {"record": BUSY_FRACTION, "expr": f"avg_over_time({narrow(BUSY_MINUTE)}[1h])"},
             {"alert": "BackupMxIdleReclamationRisk",
-             "expr": f"avg_over_time({BUSY_FRACTION}[7d:1h]) < 0.05",
+             "expr": f"avg_over_time({narrow(BUSY_FRACTION)}[7d:1h]) < 0.05",
              "for": "2h", "labels": {"severity": "warning"},
              "annotations": {
                  "summary": f"{s.relay_hostname} looks idle to Oracle: 7-day CPU p95 under "
@@ -123,8 +159,8 @@ def alert_rules(s: Settings) -> dict:
     if s.wireguard:
         rules.append(
             {"alert": "BackupMxDrainPeerUnreachable",
-             "expr": f"(time() - max(backup_mx_wireguard_latest_handshake_timestamp_seconds{{job=\"backup-mx-node\"}})"
-                     f" > {PEER_UNREACHABLE_S}) and on() (sum(delta({QUEUE_SERIES}[30m])) > 0)",
+             "expr": f"(time() - max({series(HANDSHAKE)}) > {PEER_UNREACHABLE_S}) "
+                     f"and on() (sum(delta({queue}[30m])) > 0)",
              "for": "10m", "labels": {"severity": "warning"},
              "annotations": {
                  "summary": f"the WireGuard drain peer is unreachable from {s.relay_hostname} while its queue grows",
@@ -133,13 +169,18 @@ def alert_rules(s: Settings) -> dict:
                                 "package peer (a regenerated config drops hand-added peers), its endpoint "
                                 f"{s.wireguard.endpoint}, and `wg show` on the relay "
                                 f"(runbook: BackupMxDrainPeerUnreachable). {delayed}"}})
-    return {"groups": [{"name": "backup-mx", "rules": rules}]}
+    return rules
 
 
 BUSY_MINUTE = "backup_mx:cpu_busy_minute"  # 1 when the minute's CPU utilization reached the alert level
 BUSY_FRACTION = "backup_mx:cpu_busy_fraction:1h"
 IDLE_CPU = 'node_cpu_seconds_total{job="backup-mx-node",mode="idle"}'
 PEER_UNREACHABLE_S = 300  # WireGuard rekeys every 120 s: five minutes without a handshake is an outage
+UP_NODE, UP_POSTFIX = 'up{job="backup-mx-node"}', 'up{job="backup-mx-postfix"}'
+SMTP_PROBE, PRIMARY_PROBE = 'probe_success{job="backup-mx-smtp"}', 'probe_success{job="backup-mx-primary"}'
+MX_SET_PROBE = 'probe_success{job="backup-mx-mx-set"}'
+CERT_EXPIRY = 'probe_ssl_earliest_cert_expiry{job="backup-mx-smtp"}'
+HANDSHAKE = 'backup_mx_wireguard_latest_handshake_timestamp_seconds{job="backup-mx-node"}'
 QUEUE_SERIES = 'postfix_showq_message_size_bytes_count{job="backup-mx-postfix",queue=~"active|deferred"}'
 
 
@@ -149,9 +190,9 @@ def _drain_path(s: Settings) -> str:
     return f"the pfSense NAT rule for {s.drain_port}"
 
 
-def files(s: Settings, ip: str) -> dict[str, str]:
+def files(s: Settings, relays: list[tuple[RelaySpec, str]]) -> dict[str, str]:
     def dump(doc: dict) -> str:
         return yaml.safe_dump(doc, sort_keys=False, width=1000)
 
-    return {"prometheus-scrape.yml": dump(scrape_configs(s, ip)), "blackbox.yml": dump(blackbox_modules(s)),
+    return {"prometheus-scrape.yml": dump(scrape_configs(s, relays)), "blackbox.yml": dump(blackbox_modules(s)),
             "backup-mx-rules.yml": dump(alert_rules(s))}

@@ -14,6 +14,23 @@ CIDR_MAP = "/etc/postfix/backup_mx_clients.cidr"
 RSPAMD_MAP = "/etc/rspamd/local.d/backup_mx_relays.map"
 
 
+def _nat_rule(s: Settings, relays: list[tuple[str, str]]) -> dict:
+    """One WAN port forward; with several relays its source is a host alias listing them."""
+    rule = {
+        "interface": "WAN",
+        "protocol": "tcp",
+        "source": f"{relays[0][1]}/32" if len(relays) == 1 else PFSENSE_ALIAS,
+        "destinationPort": s.drain_port,
+        "target": s.primary_mx_host,
+        "targetPort": SMTP_PORT,
+        "description": f"backup MX drain: {', '.join(host for host, _ in relays)} -> primary SMTP",
+    }
+    if len(relays) > 1:
+        rule["alias"] = {"name": PFSENSE_ALIAS, "type": "host", "addresses": [ip for _, ip in relays],
+                         "note": "Firewall > Aliases: one host alias with every relay's address"}
+    return rule
+
+
 def firewall_peer(s: Settings, relay_public_key: str) -> dict:
     """drainTransport wireguard: the relay as a peer of the homelab firewall, as data."""
     assert s.wireguard is not None
@@ -30,10 +47,15 @@ def firewall_peer(s: Settings, relay_public_key: str) -> dict:
     }
 
 
-def enablement(s: Settings, relay_ip: str, relay_public_key: str = "") -> dict:
-    cidr = f"{relay_ip}/32"
+PFSENSE_ALIAS = "BACKUP_MX_RELAYS"
+
+
+def enablement(s: Settings, relays: list[tuple[str, str]], relay_public_key: str = "") -> dict:
+    """relays: (hostname, the address the primary sees) of every relay, the first first."""
+    cidrs = [f"{ip}/32" for _, ip in relays]
     restriction = f"check_client_access cidr:{CIDR_MAP}"
-    spf_skip = f"127.0.0.0/8,::ffff:127.0.0.0/104,::1,{cidr}"
+    spf_skip = ",".join(["127.0.0.0/8,::ffff:127.0.0.0/104,::1", *cidrs])
+    map_content = "".join(f"{cidr} OK\n" for cidr in cidrs)
     external_relay = (
         "# /etc/rspamd/local.d/external_relay.conf: score drained mail against the original sender's IP\n"
         "# (the ip_map strategy is newer than rspamd 3.4; the module ships disabled)\n"
@@ -55,22 +77,23 @@ def enablement(s: Settings, relay_ip: str, relay_public_key: str = "") -> dict:
         "  }\n"
         "}\n")
     return {
-        "address": relay_ip,
+        "address": relays[0][1],  # the first relay, as before relayCount
+        "addresses": [ip for _, ip in relays],
         "postfix": {
             "checkClientAccess": {
                 "mapFile": CIDR_MAP,
-                "mapContent": f"{cidr} OK\n",
+                "mapContent": map_content,
                 "restriction": restriction,
                 "placement": ("first element of smtpd_sender_restrictions, the stage where "
                               "reject_unknown_client_hostname and the sender spoof check sit on the primary "
                               "(and of smtpd_client_restrictions if they sit there)"),
-                "text": (f"# {CIDR_MAP}\n{cidr} OK\n\n# main.cf: prepend to the restriction list that holds "
+                "text": (f"# {CIDR_MAP}\n{map_content}\n# main.cf: prepend to the restriction list that holds "
                          f"reject_unknown_client_hostname\nsmtpd_sender_restrictions = {restriction}, <existing list>\n"),
             },
             "anvil": {
                 "parameter": "smtpd_client_event_limit_exceptions",
-                "value": f"$mynetworks {cidr}",
-                "text": f"smtpd_client_event_limit_exceptions = $mynetworks {cidr}\n",
+                "value": " ".join(["$mynetworks", *cidrs]),
+                "text": f"smtpd_client_event_limit_exceptions = {' '.join(['$mynetworks', *cidrs])}\n",
             },
         },
         "policydSpf": {
@@ -81,16 +104,8 @@ def enablement(s: Settings, relay_ip: str, relay_public_key: str = "") -> dict:
         "rspamd": {
             "externalRelayConf": external_relay,
             "forceActionsConf": force_actions,
-            "relayMap": {"file": RSPAMD_MAP, "content": f"{relay_ip}\n"},
+            "relayMap": {"file": RSPAMD_MAP, "content": "".join(f"{ip}\n" for _, ip in relays)},
         },
-        **({"wireguardPeer": firewall_peer(s, relay_public_key)} if s.wireguard else {"pfsense": {
-            "interface": "WAN",
-            "protocol": "tcp",
-            "source": cidr,
-            "destinationPort": s.drain_port,
-            "target": s.primary_mx_host,
-            "targetPort": SMTP_PORT,
-            "description": f"backup MX drain: {s.relay_hostname} -> primary SMTP",
-        }}),
+        **({"wireguardPeer": firewall_peer(s, relay_public_key)} if s.wireguard else {"pfsense": _nat_rule(s, relays)}),
         "neverMynetworks": True,
     }

@@ -23,6 +23,7 @@ class RelayVmArgs:
     private_ip: str
     boot_volume_size_gb: int
     availability_domain_index: int
+    fault_domain: str | None  # None: OCI picks one
     user_data: pulumi.Input[str]  # base64 cloud-config, a secret (it carries the preauth key)
 
 
@@ -49,7 +50,7 @@ class RelayVm(pulumi.ComponentResource):
 
         instance = oci.core.Instance(
             f"{name}-instance", compartment_id=compartment, availability_domain=availability_domain,
-            shape=args.shape, display_name=args.hostname, preserve_boot_volume=True,
+            shape=args.shape, display_name=args.hostname, preserve_boot_volume=True, fault_domain=args.fault_domain,
             create_vnic_details=oci.core.InstanceCreateVnicDetailsArgs(
                 subnet_id=args.subnet_id, assign_public_ip="false", private_ip=args.private_ip,
                 hostname_label=args.hostname.split(".")[0]),

@@ -11,7 +11,7 @@ import binascii
 import ipaddress
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -25,7 +25,9 @@ DNSBL_ACTIONS = ("enforce", "ignore")
 ACCOUNT_MODES = ("payg", "free")  # postscreen_dnsbl_action values that never answer 5xx
 BOOT_VOLUME_MIN_GB, ALWAYS_FREE_STORAGE_GB = 50, 200
 POSTFIX_LIFETIME_CAP_S = 100 * 86400  # qmgr refuses to start above 100d
-RELAY_HOST_NUMBER = 10  # the relay's fixed private address inside the subnet
+RELAY_HOST_NUMBER = 10  # the first relay's fixed private address inside the subnet; the second takes the next
+RELAY_COUNTS = (1, 2)  # Always-Free allows two E2.1.Micro instances per tenancy
+FAULT_DOMAINS = ("FAULT-DOMAIN-1", "FAULT-DOMAIN-2", "FAULT-DOMAIN-3")  # every OCI availability domain has three
 
 _TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
@@ -95,6 +97,16 @@ class Zone:
 
 
 @dataclass(frozen=True)
+class RelaySpec:
+    """What differs between relays: name, address, MX preference, placement."""
+    hostname: str
+    private_ip: str
+    mx_preference: int
+    zone: Zone  # the zone that holds its A record
+    fault_domain: Optional[str]  # None: OCI picks (one relay, as before relayCount existed)
+
+
+@dataclass(frozen=True)
 class Settings:
     project: str
     domains: tuple[str, ...]
@@ -130,10 +142,16 @@ class Settings:
     drain_transport: str = "nat"
     account_mode: str = "payg"
     wireguard: Optional[WireGuard] = None
+    relays: tuple[RelaySpec, ...] = ()  # every relay; the relay_* fields above are the first one's
     # The WireGuard private key, like the preauth key, stays what the caller passed.
     wireguard_private_key: Any = field(repr=False, compare=False, default=None)
     # The preauth key stays whatever the caller passed (a pulumi secret Output in the program).
     headscale_preauth_key: Any = field(repr=False, compare=False, default=None)
+
+    def for_relay(self, relay: RelaySpec) -> "Settings":
+        """The settings one relay's VM is rendered from: its own name, address and preference."""
+        return replace(self, relay_hostname=relay.hostname, relay_private_ip=relay.private_ip,
+                       mx_preference=relay.mx_preference, relay_zone=relay.zone)
 
     @property
     def vcn_dns_label(self) -> str:
@@ -151,6 +169,8 @@ class Settings:
             "zones": [{"domain": z.domain, "zoneId": z.zone_id} for z in self.zones],
             "relayHostname": self.relay_hostname,
             "mxPreference": self.mx_preference,
+            "relays": [{"hostname": r.hostname, "privateIp": r.private_ip, "mxPreference": r.mx_preference,
+                        "faultDomain": r.fault_domain} for r in self.relays],
             "primaryMxHost": self.primary_mx_host,
             "primaryMxPreference": self.primary_mx_preference,
             "primaryMynetworks": list(self.primary_mynetworks),
@@ -396,6 +416,8 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
             if v.get(key) or (key == "wireguardPrivateKey" and wireguard_key and wireguard_key.text):
                 r.fail(key, "is set but drainTransport is nat; set drainTransport: wireguard, or remove it")
 
+    relays = _relays(r, v, domains, zones, relay, relay_zone, primary, relay_private_ip)
+
     if r.errors:
         raise ConfigError("invalid stack config:\n  " + "\n  ".join(r.errors))
     assert relay_zone is not None  # else relayHostname failed above
@@ -413,7 +435,7 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
         certbot_email=v["certbotEmail"],
         headscale_login_server=v["headscaleLoginServer"], tailnet_tag=v["tailnetTag"],
         ssh_authorized_keys=tuple(v["sshAuthorizedKeys"]), drain_source_address=drain_source,
-        drain_transport=v["drainTransport"], account_mode=v["accountMode"], wireguard=wireguard,
+        drain_transport=v["drainTransport"], account_mode=v["accountMode"], wireguard=wireguard, relays=relays,
         wireguard_private_key=wireguard_private_key,
         headscale_preauth_key=preauth_key,
     )
@@ -545,6 +567,57 @@ def _wireguard(r: "_Reader", v: dict, mynetworks: list[str], key: Optional[Secre
         return None
     return WireGuard(peer_public_key=peer, endpoint=v["wireguardEndpoint"], relay_address=str(relay),
                      primary_address=str(primary))
+
+
+SECOND_RELAY_KEYS = ("secondRelayHostname", "secondMxPreference")
+
+
+def _relays(r: _Reader, v: dict, domains: list[str], zones: tuple[Zone, ...], first: str,
+            first_zone: Optional[Zone], primary: str, first_ip: str) -> tuple[RelaySpec, ...]:
+    """relayCount: one relay (as before), or two on separate fault domains with their own names."""
+    count = v["relayCount"]
+    if count not in RELAY_COUNTS:
+        r.fail("relayCount", f"{count} is not allowed; allowed: 1, 2 (Always-Free allows two E2.1.Micro instances)")
+        return ()
+    if first_zone is None or not first_ip:
+        return ()  # relayHostname or vcnCidr failed; named above
+    if count == 1:
+        for key in SECOND_RELAY_KEYS:
+            if r.raw(key) is not None:
+                r.fail(key, "is set but relayCount is 1; set relayCount: 2, or remove it")
+        return (RelaySpec(first, first_ip, v["mxPreference"], first_zone, None),)
+    errors = len(r.errors)
+    second = (v["secondRelayHostname"] or (f"mx3.{domains[0]}" if domains else "")).lower().rstrip(".")
+    second_zone = next((z for z in sorted(zones, key=lambda z: -len(z.domain))
+                        if second.endswith("." + z.domain)), None)
+    if not _HOSTNAME.match(second):
+        r.fail("secondRelayHostname", f"{second!r} is not a host name")
+    elif second_zone is None:
+        r.fail("secondRelayHostname", f"{second!r} must lie inside one of domains {domains} (its A record goes there)")
+    elif second in (first, primary):
+        r.fail("secondRelayHostname", f"{second!r} is already {'relayHostname' if second == first else 'primaryMxHost'}"
+                                      "; each relay needs its own name (e.g. mx3.<domain>)")
+    preference = v["secondMxPreference"] or v["mxPreference"]
+    if not 0 <= preference <= 65535:
+        r.fail("secondMxPreference", f"{preference} is outside 1..65535 (0 means equal to mxPreference)")
+    elif preference <= v["primaryMxPreference"]:
+        r.fail("secondMxPreference", f"{preference} must be greater than primaryMxPreference "
+                                     f"({v['primaryMxPreference']}) so senders try the primary first")
+    if v["bootVolumeSizeGb"] * count > ALWAYS_FREE_STORAGE_GB:
+        r.fail("bootVolumeSizeGb", f"{v['bootVolumeSizeGb']} GB per relay is {v['bootVolumeSizeGb'] * count} GB for "
+                                   f"{count} relays, over Always-Free's {ALWAYS_FREE_STORAGE_GB} GB; allowed with "
+                                   f"relayCount {count}: {BOOT_VOLUME_MIN_GB}..{ALWAYS_FREE_STORAGE_GB // count}")
+    if v["drainTransport"] != "nat":
+        r.fail("relayCount", "2 works with drainTransport nat only (each relay would need its own WireGuard key and "
+                             "tunnel address, which this version does not render); allowed with wireguard: 1")
+    if v["drainSourceAddress"]:
+        r.fail("drainSourceAddress", "names one address, but with relayCount 2 each relay drains from its own "
+                                     "reserved IP; remove it")
+    if len(r.errors) > errors or second_zone is None:
+        return ()
+    second_ip = str(ipaddress.IPv4Address(first_ip) + 1)
+    return (RelaySpec(first, first_ip, v["mxPreference"], first_zone, FAULT_DOMAINS[0]),
+            RelaySpec(second, second_ip, preference, second_zone, FAULT_DOMAINS[1]))
 
 
 def _is_cidr(text: str) -> bool:

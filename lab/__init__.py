@@ -13,10 +13,14 @@ from .instance import LabError, Relay, Sink, free_port, require_postfix
 __all__ = ["Lab", "LabError", "Relay", "Sink", "files_from_run", "files_from_user_data", "make_tls", "free_port"]
 
 
-def files_from_run(run) -> dict[str, str]:
-    """The files the relay VM receives, from a program run (offline.program.Run)."""
-    inst = next(r for r in run.resources if r.type.endswith("instance:Instance"))
-    return files_from_user_data(inst.props["metadata"]["user_data"]["value"])
+def files_from_run(run, relay: str | None = None) -> dict[str, str]:
+    """The files a relay VM receives, from a program run (offline.program.Run): the only relay,
+    or with several, the one whose host name is `relay`."""
+    instances = [r for r in run.resources if r.type.endswith("instance:Instance")
+                 and relay in (None, r.props.get("displayName"))]
+    if len(instances) != 1:
+        raise LabError(f"{len(instances)} relay instances match {relay or 'any name'}; name one relay")
+    return files_from_user_data(instances[0].props["metadata"]["user_data"]["value"])
 
 
 def files_from_user_data(user_data_b64: str) -> dict[str, str]:

@@ -63,10 +63,11 @@ def print_plan(plan: dict, outputs: dict) -> None:
     intent = next(r["props"] for r in plan["resources"] if r["type"] == "backupmx:index:BackupMx")
     shown = program.public_outputs(outputs)
     rows = [("protected domains", ", ".join(intent["domains"])),
-            ("relay", f"{intent['relayHostname']}  MX {int(intent['mxPreference'])} "
-                      f"(primary {intent['primaryMxHost']} MX {int(intent['primaryMxPreference'])})"),
-            ("reserved IP", shown.get("reservedIp")),
-            ("drain", shown["drainTarget"]["postfix"]),
+            ("primary", f"{intent['primaryMxHost']}  MX {int(intent['primaryMxPreference'])}")]
+    for relay in shown.get("relays") or []:
+        rows.append(("relay", f"{relay['relayHostname']}  MX {int(relay['mxPreference'])}  reserved IP "
+                              f"{relay['reservedIp']}  {relay['faultDomain'] or 'fault domain: OCI picks'}"))
+    rows += [("drain", shown["drainTarget"]["postfix"]),
             ("queue / bounce lifetime", f"{intent['queueLifetime']} / {intent['bounceLifetime']}"),
             ("message size limit", str(int(intent["messageSizeLimit"]))),
             ("zone records (live)", json.dumps(shown.get("zoneRecordCounts")))]

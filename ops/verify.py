@@ -3,10 +3,12 @@
     python -m ops.verify [--outputs FILE] [--resolver IP[:PORT]] [--smtp-port 25]
                              [--cafile PEM] [--ssh "ssh ubuntu@mx2"]
 
-Without --outputs it runs `pulumi stack output --json`. Gates: O2 (TCP 25 and a 220 banner
-naming the relay), O4 (STARTTLS with a certificate valid for the relay host, > 14 days
-left), MX set (both MX records at their preferences, A record = reserved IP) and, with
---ssh, O3 (a probe message from the relay to the drain target). Every failure names the
+Without --outputs it runs `pulumi stack output --json`. Gates, for every relay of the stack
+(`relays` output): O2 (TCP 25 and a 220 banner naming the relay), O4 (STARTTLS with a
+certificate valid for the relay host, > 14 days left), MX set (every MX record at its
+preference, each relay's A record = its reserved IP) and, with --ssh, O3 (a probe message
+from the relay to the drain target; with several relays the --ssh command names the relay as
+{relay}, e.g. "ssh ubuntu@{relay}", replaced by its first label). Every failure names the
 likely cause. Exit status 1 if any gate fails.
 """
 from __future__ import annotations
@@ -102,26 +104,28 @@ def mx_gate(outputs: dict, resolver: str | None) -> Gate:
         res.nameservers, res.port = [host], int(port or 53)
     res.lifetime = 10
     problems = []
-    try:
-        addresses = sorted(r.address for r in res.resolve(outputs["relayHostname"], "A"))
-    except dns.exception.DNSException as exc:
-        addresses = []
-        problems.append(f"A {outputs['relayHostname']}: {exc.__class__.__name__}")
-    if addresses != [outputs["reservedIp"]]:
-        problems.append(f"A {outputs['relayHostname']} is {addresses}, expected [{outputs['reservedIp']}] "
-                        "(run pulumi up; the record is managed by this stack)")
+    for relay in relays_of(outputs):
+        host, ip = relay["relayHostname"], relay["reservedIp"]
+        try:
+            addresses = sorted(r.address for r in res.resolve(host, "A"))
+        except dns.exception.DNSException as exc:
+            addresses = []
+            problems.append(f"A {host}: {exc.__class__.__name__}")
+        if addresses != [ip]:
+            problems.append(f"A {host} is {addresses}, expected [{ip}] (run pulumi up; the record is managed by "
+                            "this stack)")
     for domain, mx in outputs["mxRecords"].items():
         try:
             found = {(str(r.exchange).rstrip(".").lower(), r.preference) for r in res.resolve(domain, "MX")}
         except dns.exception.DNSException as exc:
             problems.append(f"MX {domain}: {exc.__class__.__name__}")
             continue
-        for role in ("primary", "backup"):
-            want = (mx[role]["host"], mx[role]["preference"])
+        for role, record in [("primary", mx["primary"])] + [("backup", b) for b in mx.get("backups", [mx["backup"]])]:
+            want = (record["host"], record["preference"])
             if want not in found:
                 fix = "restore the primary's MX in the zone" if role == "primary" else "run pulumi up"
                 problems.append(f"MX {domain}: {role} {want[0]} at {want[1]} missing (found {sorted(found)}); {fix}")
-    return Gate("MX set", not problems, "; ".join(problems) or "both MX records and the A record are as deployed")
+    return Gate("MX set", not problems, "; ".join(problems) or "every MX record and A record is as deployed")
 
 
 PROBE = r"""exec 3<>/dev/tcp/{host}/{port} || exit 90
@@ -132,9 +136,9 @@ say 'RCPT TO:<postmaster@{domain}>'; reply; say 'DATA'; reply
 printf 'Subject: backup-mx drain probe\r\nX-Backup-Mx-Probe: O3\r\n\r\nprobe\r\n.\r\n' >&3; reply; say QUIT; reply"""
 
 
-def drain_gate(outputs: dict, ssh: str) -> Gate:
+def drain_gate(outputs: dict, ssh: str, relay: str) -> Gate:
     drain, domain = outputs["drainTarget"], outputs["domains"][0]
-    script = PROBE.format(host=drain["host"], port=drain["port"], relay=outputs["relayHostname"], domain=domain)
+    script = PROBE.format(host=drain["host"], port=drain["port"], relay=relay, domain=domain)
     cmd = shlex.split(ssh) + ["bash", "-c", shlex.quote(script) if ssh else script]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     replies = [line for line in proc.stdout.splitlines() if line[:3].isdigit()]
@@ -154,11 +158,31 @@ def drain_gate(outputs: dict, ssh: str) -> Gate:
     return Gate("O3 drain", True, f"the primary accepted the probe: {finals[5]}")
 
 
+def relays_of(outputs: dict) -> list[dict]:
+    """Every relay of the stack; outputs from before relayCount list one at the top level."""
+    return outputs.get("relays") or [{"relayHostname": outputs["relayHostname"], "reservedIp": outputs["reservedIp"]}]
+
+
+def _named(gate: Gate, relay: str, several: bool) -> Gate:
+    return Gate(f"{gate.name} ({relay})", gate.ok, gate.detail) if several else gate
+
+
 def run(outputs: dict, resolver: str | None, smtp_port: int, cafile: str | None, ssh: str | None) -> list[Gate]:
-    gates = smtp_gates(outputs["reservedIp"], smtp_port, outputs["relayHostname"], cafile)
+    relays = relays_of(outputs)
+    several = len(relays) > 1
+    gates = [_named(g, r["relayHostname"], several)
+             for r in relays for g in smtp_gates(r["reservedIp"], smtp_port, r["relayHostname"], cafile)]
     gates.append(mx_gate(outputs, resolver))
-    if ssh is not None:
-        gates.append(drain_gate(outputs, ssh))
+    if ssh is None:
+        return gates
+    if several and "{relay}" not in ssh:
+        return gates + [Gate("O3 drain", False, "--ssh reaches one host, but the stack has "
+                                                f"{len(relays)} relays; name each as {{relay}}, e.g. "
+                                                "--ssh 'ssh ubuntu@{relay}'")]
+    for r in relays:
+        host = r["relayHostname"]
+        command = ssh.replace("{relay}", host.split(".")[0])
+        gates.append(_named(drain_gate(outputs, command, host), host, several))
     return gates
 
 

@@ -15,6 +15,7 @@ DATA = Path(__file__).resolve().parent / "data"
 EXAMPLE = ROOT / "Pulumi.example.yaml"
 TWO_DOMAINS = DATA / "Pulumi.twodomain.yaml"
 BREAK_GLASS = ROOT / "examples" / "Pulumi.breakglass.yaml"
+TWO_RELAYS = ROOT / "examples" / "Pulumi.tworelays.yaml"
 # The required stack keys, as the CLI hands them to the program (lists as JSON).
 REQUIRED = {
     "domains": json.dumps(["example.net"]),

@@ -271,8 +271,10 @@ MUTATIONS = {
 def test_every_policy_has_at_least_three_mutations(policies):
     names = {p.name for p in policies.info.policies}
     counts = {n: sum(1 for _, policy in MUTATIONS.values() if policy == n) for n in names}
-    # wireguard-tunnel judges the WireGuard shape: its mutations are in tests/test_wireguard.py.
-    assert {n for n, c in counts.items() if c < 3} <= {"zone-record-headroom", "wireguard-tunnel"}, counts
+    # wireguard-tunnel and relay-fault-domains judge other shapes: their mutations are in
+    # tests/test_wireguard.py and tests/test_two_relays.py.
+    assert {n for n, c in counts.items() if c < 3} <= {"zone-record-headroom", "wireguard-tunnel",
+                                                       "relay-fault-domains"}, counts
     assert len(MUTATIONS) >= 50
 
 

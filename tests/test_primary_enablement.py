@@ -57,7 +57,7 @@ def drain(vm_files, tls_dir):
 
 def snippets():
     s = settings.load("backup-mx", program.read_stack_file(EXAMPLE, "backup-mx")[0].get)
-    return primary_snippets.enablement(s, RELAY_SOURCE)
+    return primary_snippets.enablement(s, [(s.relay_hostname, RELAY_SOURCE)])
 
 
 def apply_verbatim(primary, e, anvil=True):

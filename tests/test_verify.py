@@ -14,7 +14,7 @@ RELAY = "mx2.viktorbarzin.me"
 @pytest.fixture
 def outputs(example_run):
     out = copy.deepcopy(program.public_outputs(example_run.outputs))
-    out["reservedIp"] = "127.0.0.1"  # the lab relay's address stands in for the reserved IP
+    out["reservedIp"] = out["relays"][0]["reservedIp"] = "127.0.0.1"  # the lab relay stands in for the reserved IP
     return out
 
 
@@ -115,3 +115,67 @@ def test_cli_reads_outputs_file_and_exits_nonzero_on_failure(deployment, tmp_pat
                         str(deployment["relay"].port)])  # system CAs do not trust the lab certificate
     out = capsys.readouterr().out
     assert code == 1 and "PASS  O2 SMTP reachable" in out and "FAIL  O4 STARTTLS certificate" in out
+
+
+# --- two relays: every gate per relay ------------------------------------------------------
+
+MX3 = "mx3.viktorbarzin.me"
+
+
+@pytest.fixture
+def two_relays(tls_dir):
+    from lab import Lab, files_from_run, free_port
+    from tests.helpers import TWO_RELAYS, lab_dir, run_stack
+    run = run_stack(TWO_RELAYS)
+    out = copy.deepcopy(program.public_outputs(run.outputs))
+    base = lab_dir("verify-two")
+    port = free_port("127.0.0.2")
+    labs, bundle = [], base / "ca.pem"
+    with bundle.open("w") as ca:
+        for relay, address in zip(out["relays"], ("127.0.0.2", "127.0.0.3"), strict=True):
+            relay["reservedIp"] = address  # each lab relay's own address stands in for its reserved IP
+            host = relay["relayHostname"]
+            certs = make_tls(base / host, host)
+            ca.write((certs / "fullchain.pem").read_text())
+            labs.append(Lab(base / f"lab-{host}", files_from_run(run, host), certs))
+    try:
+        primary = labs[0].sink()
+        for lab_, relay in zip(labs, out["relays"], strict=True):
+            lab_.relay(primary.port, port=port, listen=relay["reservedIp"], name="relay")
+        out["drainTarget"] = {"host": "127.0.0.1", "port": primary.port, "postfix": ""}
+        records = {(r["relayHostname"], "A"): [r["reservedIp"]] for r in out["relays"]}
+        records[("viktorbarzin.me", "MX")] = [f"20 {RELAY}.", f"20 {MX3}.", "1 mail.viktorbarzin.me."]
+        yield {"outputs": out, "port": port, "cafile": str(bundle), "records": records, "primary": primary}
+    finally:
+        for lab_ in labs:
+            lab_.down()
+
+
+def test_two_relays_are_each_checked_by_every_gate(two_relays):
+    d = two_relays
+    dns = ZoneServer("127.0.0.1", 0, d["records"])
+    try:
+        # Like ssh, the prefix hands the joined words to a shell ({relay} is the host it would reach).
+        result = {g.name: g for g in verify.run(d["outputs"], dns.address, d["port"], d["cafile"],
+                                                  """sh -c 'eval "$*"' {relay}""")}
+    finally:
+        dns.close()
+    assert {n: g.ok for n, g in result.items()} == {
+        f"O2 SMTP reachable ({RELAY})": True, f"O4 STARTTLS certificate ({RELAY})": True,
+        f"O2 SMTP reachable ({MX3})": True, f"O4 STARTTLS certificate ({MX3})": True, "MX set": True,
+        f"O3 drain ({RELAY})": True, f"O3 drain ({MX3})": True}, {n: g.detail for n, g in result.items()}
+    assert len(d["primary"].messages()) == 2  # one O3 probe from each relay
+
+
+def test_two_relays_a_missing_second_record_or_a_single_ssh_fails(two_relays):
+    d = two_relays
+    records = {k: v for k, v in d["records"].items() if k != (MX3, "A")}
+    records[("viktorbarzin.me", "MX")] = [f"20 {RELAY}.", "1 mail.viktorbarzin.me."]
+    dns = ZoneServer("127.0.0.1", 0, records)
+    try:
+        result = {g.name: g for g in verify.run(d["outputs"], dns.address, d["port"], d["cafile"], "")}
+    finally:
+        dns.close()
+    assert not result["MX set"].ok
+    assert f"A {MX3}" in result["MX set"].detail and f"backup {MX3} at 20 missing" in result["MX set"].detail
+    assert not result["O3 drain"].ok and "{relay}" in result["O3 drain"].detail

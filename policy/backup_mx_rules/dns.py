@@ -149,41 +149,45 @@ def _name(p: dict) -> str:
 def _mx_preference(args, report_violation):
     try:
         domains = environment.domains()
-        relay, primary = environment.relay_hostname(), environment.primary_mx_host()
-        backup_pref, primary_pref = environment.fact("mxPreference"), environment.fact("primaryMxPreference")
+        relays, primary = environment.relays(), environment.primary_mx_host()
+        primary_pref = environment.fact("primaryMxPreference")
         zone_ids = environment.zone_ids()
     except FactError as exc:
         report_violation(str(exc))
         return
-    if backup_pref <= primary_pref:
-        report_violation(f"backup MX preference {backup_pref} (stack config mxPreference) is not greater than the "
-                         f"primary's {primary_pref}: senders would prefer the relay; set mxPreference above "
-                         "primaryMxPreference")
+    hosts = [host for host, _ in relays]
+    for host, backup_pref in relays:
+        key = "mxPreference" if host == hosts[0] else "secondMxPreference"
+        if backup_pref <= primary_pref:
+            report_violation(f"backup MX preference {backup_pref} of {host} (stack config {key}) is not greater than "
+                             f"the primary's {primary_pref}: senders would prefer the relay; set {key} above "
+                             "primaryMxPreference")
     zones = {z.get("domain"): z for z in _zones(args.resources)}
     records = _records(args.resources)
     for domain in domains:
         mx = [(r, p) for r, p in records if str(p.get("type")).upper() == "MX" and _name(p) in (domain, "@")
               and p.get("zoneId") == zone_ids.get(domain, p.get("zoneId"))]
-        backup = [(r, p) for r, p in mx if str(p.get("content", "")).lower().rstrip(".") == relay]
-        if not backup:
-            report_violation(f"domain {domain}: no MX record for the relay {relay}; add one at the apex with "
-                             f"priority {backup_pref}")
-        for r, p in backup:
-            priority = as_int(p.get("priority"))
-            if isinstance(priority, int) and priority <= primary_pref:
-                report_violation(f"MX record '{r.name}': priority {priority} is not greater than the primary's "
-                                 f"{primary_pref}; set it to {backup_pref}", r.urn)
-            elif isinstance(priority, int) and priority != backup_pref:
-                report_violation(f"MX record '{r.name}': priority {priority} differs from mxPreference "
-                                 f"{backup_pref}; set it to {backup_pref}", r.urn)
+        for host, backup_pref in relays:
+            backup = [(r, p) for r, p in mx if str(p.get("content", "")).lower().rstrip(".") == host]
+            if not backup:
+                report_violation(f"domain {domain}: no MX record for the relay {host}; add one at the apex with "
+                                 f"priority {backup_pref}")
+            for r, p in backup:
+                priority = as_int(p.get("priority"))
+                if isinstance(priority, int) and priority <= primary_pref:
+                    report_violation(f"MX record '{r.name}': priority {priority} is not greater than the primary's "
+                                     f"{primary_pref}; set it to {backup_pref}", r.urn)
+                elif isinstance(priority, int) and priority != backup_pref:
+                    report_violation(f"MX record '{r.name}': priority {priority} differs from the configured "
+                                     f"{backup_pref} for {host}; set it to {backup_pref}", r.urn)
         for r, p in mx:
             content = str(p.get("content", "")).lower().rstrip(".")
             if content == primary:
                 report_violation(f"MX record '{r.name}' manages the primary's MX; this stack must never create or "
                                  "change it, remove the record from the program", r.urn)
-            elif known(p.get("content")) and content != relay:
+            elif known(p.get("content")) and content not in hosts:
                 report_violation(f"MX record '{r.name}' sends {domain} mail to {content}, which is neither the "
-                                 f"primary {primary} nor the relay {relay}; remove it", r.urn)
+                                 f"primary {primary} nor a relay ({', '.join(hosts)}); remove it", r.urn)
         live = [k.lower() for k in (zones.get(domain) or {}).get("liveRecordKeys") or [] if isinstance(k, str)]
         if domain in zones and not any(k.startswith(f"mx {domain} {primary}") for k in live):
             report_violation(f"domain {domain}: the primary MX {primary} is not in the live zone; the relay would "
@@ -191,43 +195,55 @@ def _mx_preference(args, report_violation):
         for k in live:
             kind, _, rest = k.partition(" ")
             name, _, content = rest.partition(" ")
-            if kind == "mx" and name == domain and content not in (primary, relay):
+            if kind == "mx" and name == domain and content not in (primary, *hosts):
                 report_violation(f"domain {domain}: the live zone has an MX for {content}, which is neither the "
-                                 f"primary nor the relay; senders may hand it mail. Delete that record")
+                                 f"primary nor a relay; senders may hand it mail. Delete that record")
 
 
 def _relay_a_record(args, report_violation):
     try:
-        relay = environment.relay_hostname()
+        hosts = [host for host, _ in environment.relays()]
     except FactError as exc:
         report_violation(str(exc))
         return
     zones = {z.get("domain"): z for z in _zones(args.resources)}
     records = _records(args.resources)
     for r, p in records:
-        if str(p.get("type")).upper() == "AAAA" and _name(p) == relay:
-            report_violation(f"AAAA record '{r.name}' for the relay host {relay}: the relay listens on IPv4 only, so "
-                             "IPv6 senders would fail to connect; remove it", r.urn)
+        if str(p.get("type")).upper() == "AAAA" and _name(p) in hosts:
+            report_violation(f"AAAA record '{r.name}' for the relay host {_name(p)}: the relay listens on IPv4 only, "
+                             "so IPv6 senders would fail to connect; remove it", r.urn)
     for z in zones.values():
         for k in z.get("liveRecordKeys") or []:
-            if isinstance(k, str) and k.lower().startswith(f"aaaa {relay} "):
-                report_violation(f"the live zone has an AAAA record for the relay host {relay}; the relay listens on "
-                                 "IPv4 only, delete it")
-    a_records = [(r, p) for r, p in records if str(p.get("type")).upper() == "A" and _name(p) == relay]
-    if relay and not a_records:
-        report_violation(f"no A record for the relay host {relay}; add one pointing at the reserved IP")
+            for host in hosts:
+                if isinstance(k, str) and k.lower().startswith(f"aaaa {host} "):
+                    report_violation(f"the live zone has an AAAA record for the relay host {host}; the relay "
+                                     "listens on IPv4 only, delete it")
+    a_records = {host: [(r, p) for r, p in records if str(p.get("type")).upper() == "A" and _name(p) == host]
+                 for host in hosts}
+    for host, found in a_records.items():
+        if not found:
+            report_violation(f"no A record for the relay host {host}; add one pointing at its reserved IP")
     addresses = [plain(r.props).get("ipAddress") for r in args.resources if r.resource_type == PUBLIC_IP]
     reserved = {ip for ip in addresses if isinstance(ip, str) and known(ip) and ip}
-    if a_records and not reserved:
+    if any(a_records.values()) and not reserved:
         # Everything else was checked; the A record's target waits for the reserved IP (`pulumi up`).
         public_ip = next(r.name for r in args.resources if r.resource_type == PUBLIC_IP) if addresses else "reserved IP"
         raise UnknownValueError(UNKNOWN_STRING_VALUE, [public_ip, "ipAddress"])
-    for r, p in a_records:
-        content = p.get("content")
-        if reserved and isinstance(content, str) and known(content) and content not in reserved:
-            report_violation(f"A record '{r.name}' points {relay} at {content}, not at the reserved IP "
-                             f"{sorted(reserved)[0]}; senders would hand mail to the wrong host. Point it at the "
-                             "reserved IP's ip_address output", r.urn)
+    pointed: dict[str, str] = {}
+    for host, found in a_records.items():
+        for r, p in found:
+            content = p.get("content")
+            if not (isinstance(content, str) and known(content)):
+                continue
+            if reserved and content not in reserved:
+                report_violation(f"A record '{r.name}' points {host} at {content}, not at a reserved IP "
+                                 f"({', '.join(sorted(reserved))}); senders would hand mail to the wrong host. Point "
+                                 "it at the reserved IP's ip_address output", r.urn)
+            elif content in pointed and pointed[content] != host:
+                report_violation(f"A record '{r.name}' points {host} at {content}, the address of {pointed[content]}: "
+                                 "both names would reach one relay, so the second is no fallback. Point each relay "
+                                 "name at its own reserved IP", r.urn)
+            pointed.setdefault(content, host)
 
 
 mx_preference = stack_policy(
@@ -237,7 +253,7 @@ mx_preference = stack_policy(
     _mx_preference)
 relay_a_record = stack_policy(
     "relay-a-record",
-    "The relay host has an A record pointing at the reserved IP, and no AAAA record (stack or live).",
+    "Each relay host has an A record pointing at its own reserved IP, and no AAAA record (stack or live).",
     _relay_a_record)
 
 

@@ -23,13 +23,14 @@ FACT_DEFAULTS: dict[str, Any] = {
     "relayHostname": "", "mxPreference": 20, "primaryMxPreference": 1, "primaryMynetworks": ["127.0.0.0/8"],
     "drainHost": "", "drainPort": 2526, "messageSizeLimit": 209715200, "drainSourceAddress": "",
     "breakGlassSsh": False, "drainTransport": "nat", "wireguardPeerPublicKey": "", "wireguardRelayAddress": "",
-    "wireguardPrimaryAddress": "",
+    "wireguardPrimaryAddress": "", "relayCount": 1, "secondRelayHostname": "", "secondMxPreference": 0,
 }
 SMTP_PORT = 25  # the pack's own copy: with drainTransport wireguard the drain is port 25 in the tunnel
 DRAIN_TRANSPORTS = ("nat", "wireguard")
 REQUIRED = ("domains", "cloudflareZoneIds", "primaryMxHost", "homelabCidr")
 ARRAYS = ("domains", "cloudflareZoneIds", "primaryMynetworks")
-INTEGERS = ("mxPreference", "primaryMxPreference", "drainPort", "messageSizeLimit")
+INTEGERS = ("mxPreference", "primaryMxPreference", "drainPort", "messageSizeLimit", "relayCount", "secondMxPreference")
+RELAY_COUNTS = (1, 2)
 BOOLEANS = ("breakGlassSsh",)
 
 
@@ -107,6 +108,19 @@ def zone_ids() -> dict[str, str]:
 
 def relay_hostname() -> str:
     return (fact("relayHostname") or f"mx2.{domains()[0]}").lower().rstrip(".")
+
+
+def relays() -> list[tuple[str, int]]:
+    """(host name, MX preference) of every relay the stack declares (relayCount)."""
+    count = fact("relayCount")
+    if count not in RELAY_COUNTS:
+        raise FactError(f"stack config {project()}:relayCount = {count} is not one of 1, 2; the pack cannot tell "
+                        "which relays to expect")
+    found = [(relay_hostname(), fact("mxPreference"))]
+    if count == 2:
+        second = (fact("secondRelayHostname") or f"mx3.{domains()[0]}").lower().rstrip(".")
+        found.append((second, fact("secondMxPreference") or fact("mxPreference")))
+    return found
 
 
 def primary_mx_host() -> str:

@@ -364,3 +364,36 @@ no_silent_replace = resource_policy(
     "No config change replaces the relay VM (and its queue) by surprise: the instance is protected or "
     "ignores every replace-forcing input, and always ignores user_data and image changes.",
     _no_silent_replace)
+
+
+def _fault_domains(args, report_violation):
+    try:
+        declared = len(environment.relays())
+    except FactError as exc:
+        report_violation(str(exc))
+        return
+    if declared < 2:
+        return  # one relay (stack config relayCount): OCI's placement is fine
+    instances = [(r, plain(r.props)) for r in args.resources if r.resource_type == INSTANCE]
+    placed: dict[tuple[str, str], str] = {}
+    for r, props in instances:
+        fault_domain, ad = props.get("faultDomain"), props.get("availabilityDomain")
+        if not known(fault_domain):
+            raise UnknownValueError(UNKNOWN_STRING_VALUE, [r.name, "faultDomain"])
+        if not isinstance(fault_domain, str) or not fault_domain:
+            report_violation(f"instance '{r.name}' has no faultDomain: with {len(instances)} relays OCI may place them "
+                             "on the same hardware, and one fault takes both; set fault_domain (FAULT-DOMAIN-1..3), "
+                             "a different one per relay", r.urn)
+            continue
+        where = (str(ad) if known(ad) else "", fault_domain.upper())
+        if where in placed:
+            report_violation(f"instance '{r.name}' shares {fault_domain} with '{placed[where]}': one hardware fault "
+                             "would take both relays; give each relay its own fault domain", r.urn)
+        placed.setdefault(where, r.name)
+
+
+relay_fault_domains = stack_policy(
+    "relay-fault-domains",
+    "With two relays (stack config relayCount), each instance has an explicit fault domain of its own, so one "
+    "hardware fault cannot take both.",
+    _fault_domains)
