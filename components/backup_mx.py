@@ -9,8 +9,8 @@ from __future__ import annotations
 import pulumi
 import pulumi_oci as oci
 
-from . import cloudinit, monitoring, primary, wireguard
-from .dns import Dns, DnsArgs, RelayRecordArgs, live_zones
+from . import cloudinit, monitoring, mtasts, primary, wireguard
+from .dns import Dns, DnsArgs, MtaStsArgs, RelayRecordArgs, live_zones
 from .facts import NODE_EXPORTER_PORT, POSTFIX_EXPORTER_PORT, SMTP_PORT
 from .network import Network, NetworkArgs
 from .relay import RelayVm, RelayVmArgs
@@ -20,6 +20,17 @@ from .settings import RelaySpec, Settings
 def _renderer(own: Settings):
     """One relay's user-data from the two secrets (bound here, not in a loop's late-binding lambda)."""
     return lambda k: cloudinit.user_data_b64(own, k[0], k[1])
+
+
+def _mta_sts_args(name: str, s: Settings) -> MtaStsArgs | None:
+    if s.mta_sts is None:
+        return None
+    text = mtasts.policy_text(s)
+    return MtaStsArgs(
+        account_id=s.mta_sts.account_id, worker_name=f"{name}-mta-sts", worker_script=mtasts.worker_script(s),
+        main_module=mtasts.WORKER_MAIN, compatibility_date=mtasts.WORKER_COMPATIBILITY_DATE,
+        policy_hosts={d: mtasts.policy_host(d) for d in s.domains},
+        sts_records={d: mtasts.sts_record(text) for d in s.domains}, tls_rpt_record=mtasts.tls_rpt_record(s))
 
 
 class BackupMx(pulumi.ComponentResource):
@@ -55,8 +66,8 @@ class BackupMx(pulumi.ComponentResource):
             zones=live_zones([(z.domain, z.zone_id) for z in s.zones], pulumi.InvokeOptions(parent=self)),
             relays=[RelayRecordArgs(hostname=spec.hostname, zone_id=spec.zone.zone_id, reserved_ip=vm.reserved_ip,
                                     mx_preference=spec.mx_preference) for spec, _, vm in relays],
-            primary_mx_host=s.primary_mx_host, primary_mx_preference=s.primary_mx_preference),
-            opts=pulumi.ResourceOptions(parent=self))
+            primary_mx_host=s.primary_mx_host, primary_mx_preference=s.primary_mx_preference,
+            mta_sts=_mta_sts_args(name, s)), opts=pulumi.ResourceOptions(parent=self))
 
         # The address the primary sees from each relay: its drain identity there.
         sources = [pulumi.Output.from_input(s.drain_source_address or vm.reserved_ip) for _, _, vm in relays]
@@ -88,6 +99,13 @@ class BackupMx(pulumi.ComponentResource):
         if len(relays) > 1:
             self.outputs["relayUserDataSha256"] = keys.apply(
                 lambda k: {spec.hostname: cloudinit.sha256(own, k[0], k[1]) for spec, own, _ in relays})
+        if s.mta_sts:
+            text = mtasts.policy_text(s)
+            self.outputs["mtaSts"] = {
+                "mode": s.mta_sts.mode, "policy": text, "id": mtasts.policy_id(text), "mx": mtasts.mx_hosts(s),
+                "urls": [f"https://{mtasts.policy_host(d)}{mtasts.POLICY_PATH}" for d in s.domains],
+                "records": {d: {f"_mta-sts.{d}": mtasts.sts_record(text), f"_smtp._tls.{d}": mtasts.tls_rpt_record(s)}
+                            for d in s.domains}}
         if s.wireguard:
             self.outputs["wireguardPeer"] = public_key.apply(lambda k: primary.firewall_peer(s, k))
         self.register_outputs({**settings.public_props(), **self.outputs})

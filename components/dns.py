@@ -36,11 +36,25 @@ class RelayRecordArgs:
 
 
 @dataclass(frozen=True)
+class MtaStsArgs:
+    """mtaSts on: the Worker that serves every policy, and per domain its policy host and records."""
+    account_id: str
+    worker_name: str
+    worker_script: str
+    main_module: str
+    compatibility_date: str
+    policy_hosts: dict[str, str]  # domain -> mta-sts.<domain>
+    sts_records: dict[str, str]  # domain -> "v=STSv1; id=..."
+    tls_rpt_record: str
+
+
+@dataclass(frozen=True)
 class DnsArgs:
     zones: Sequence[ZoneArgs]
     relays: Sequence[RelayRecordArgs]  # the first keeps the resource names from before relayCount
     primary_mx_host: str  # reported only; never managed here
     primary_mx_preference: int
+    mta_sts: MtaStsArgs | None = None
 
 
 def live_zones(zones: Sequence[tuple[str, str]], opts: pulumi.InvokeOptions) -> list[ZoneArgs]:
@@ -82,6 +96,26 @@ class Dns(pulumi.ComponentResource):
                     f"{name}-mx{suffix}-{z.domain}", zone_id=z.zone_id, name=z.domain, type="MX",
                     content=relay.hostname, priority=relay.mx_preference, ttl=300,
                     comment="backup MX (managed by Pulumi)", opts=child)
+        if args.mta_sts:
+            self._mta_sts(name, args.mta_sts, args.zones, child)
         self.zone_record_counts = pulumi.Output.all(
             *[pulumi.Output.all(z.domain, z.live_record_count) for z in args.zones]).apply(dict)
         self.register_outputs({"zones": zones, "zoneRecordCounts": self.zone_record_counts})
+
+    @staticmethod
+    def _mta_sts(name: str, m: MtaStsArgs, zones: Sequence[ZoneArgs], child: pulumi.ResourceOptions) -> None:
+        worker = cloudflare.WorkersScript(
+            f"{name}-mta-sts-worker", account_id=m.account_id, script_name=m.worker_name, content=m.worker_script,
+            main_module=m.main_module, compatibility_date=m.compatibility_date, opts=child)
+        for z in zones:
+            # The custom domain adds the policy host's record to the zone (counted in its budget).
+            cloudflare.WorkersCustomDomain(
+                f"{name}-mta-sts-host-{z.domain}", account_id=m.account_id, hostname=m.policy_hosts[z.domain],
+                service=worker.script_name, zone_id=z.zone_id, opts=child)
+            cloudflare.DnsRecord(
+                f"{name}-mta-sts-{z.domain}", zone_id=z.zone_id, name=f"_mta-sts.{z.domain}", type="TXT",
+                content=f'"{m.sts_records[z.domain]}"', ttl=300, comment="MTA-STS policy id (managed by Pulumi)",
+                opts=child)
+            cloudflare.DnsRecord(
+                f"{name}-tls-rpt-{z.domain}", zone_id=z.zone_id, name=f"_smtp._tls.{z.domain}", type="TXT",
+                content=f'"{m.tls_rpt_record}"', ttl=300, comment="TLS-RPT (managed by Pulumi)", opts=child)

@@ -97,6 +97,15 @@ class Zone:
 
 
 @dataclass(frozen=True)
+class MtaSts:
+    """mtaSts testing|enforce: what the stack publishes for every protected domain."""
+    mode: str
+    max_age: int
+    tls_rpt_rua: str
+    account_id: str
+
+
+@dataclass(frozen=True)
 class RelaySpec:
     """What differs between relays: name, address, MX preference, placement."""
     hostname: str
@@ -143,6 +152,7 @@ class Settings:
     account_mode: str = "payg"
     wireguard: Optional[WireGuard] = None
     relays: tuple[RelaySpec, ...] = ()  # every relay; the relay_* fields above are the first one's
+    mta_sts: Optional[MtaSts] = None  # None: mtaSts off
     # The WireGuard private key, like the preauth key, stays what the caller passed.
     wireguard_private_key: Any = field(repr=False, compare=False, default=None)
     # The preauth key stays whatever the caller passed (a pulumi secret Output in the program).
@@ -186,6 +196,7 @@ class Settings:
             "accountMode": self.account_mode,
             "relayPrivateIp": self.relay_private_ip,
             "tailnetTag": self.tailnet_tag,
+            "mtaSts": self.mta_sts.mode if self.mta_sts else "off",
         }
 
 
@@ -417,6 +428,7 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
                 r.fail(key, "is set but drainTransport is nat; set drainTransport: wireguard, or remove it")
 
     relays = _relays(r, v, domains, zones, relay, relay_zone, primary, relay_private_ip)
+    mta_sts = _mta_sts(r, v)
 
     if r.errors:
         raise ConfigError("invalid stack config:\n  " + "\n  ".join(r.errors))
@@ -436,6 +448,7 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
         headscale_login_server=v["headscaleLoginServer"], tailnet_tag=v["tailnetTag"],
         ssh_authorized_keys=tuple(v["sshAuthorizedKeys"]), drain_source_address=drain_source,
         drain_transport=v["drainTransport"], account_mode=v["accountMode"], wireguard=wireguard, relays=relays,
+        mta_sts=mta_sts,
         wireguard_private_key=wireguard_private_key,
         headscale_preauth_key=preauth_key,
     )
@@ -567,6 +580,47 @@ def _wireguard(r: "_Reader", v: dict, mynetworks: list[str], key: Optional[Secre
         return None
     return WireGuard(peer_public_key=peer, endpoint=v["wireguardEndpoint"], relay_address=str(relay),
                      primary_address=str(primary))
+
+
+MTA_STS_MODES = ("off", "testing", "enforce")
+MTA_STS_MAX_AGE = (86400, 31557600)  # a day .. RFC 8461's cap (about a year)
+MTA_STS_KEYS = ("tlsRptRua", "cloudflareAccountId")
+
+
+def _mta_sts(r: _Reader, v: dict) -> Optional[MtaSts]:
+    mode = v["mtaSts"]
+    if mode not in MTA_STS_MODES:
+        r.fail("mtaSts", f"{mode!r} is not allowed; allowed: {', '.join(MTA_STS_MODES)}")
+        return None
+    if mode == "off":
+        for key in MTA_STS_KEYS:
+            if v[key]:
+                r.fail(key, "is set but mtaSts is off; set mtaSts: testing (then enforce), or remove it")
+        return None
+    errors = len(r.errors)
+    low, high = MTA_STS_MAX_AGE
+    if not low <= v["mtaStsMaxAge"] <= high:
+        r.fail("mtaStsMaxAge", f"{v['mtaStsMaxAge']} is outside {low}..{high} seconds (a day .. RFC 8461's cap)")
+    rua = v["tlsRptRua"]
+    if not rua:
+        r.fail("tlsRptRua", f"is required with mtaSts {mode}: where senders send TLS reports, e.g. "
+                            "mailto:tls-reports@example.net")
+    for uri in filter(None, (u.strip() for u in rua.split(","))):
+        if not (_mailto_ok(uri) or (uri.startswith("https://") and not login_server_problem(uri))):
+            r.fail("tlsRptRua", f"{uri!r} is not a mailto: address or an https:// URL (RFC 8460)")
+    if not re.fullmatch(r"[0-9a-f]{32}", v["cloudflareAccountId"]):
+        r.fail("cloudflareAccountId", f"{v['cloudflareAccountId']!r} is not a Cloudflare account id (32 hex digits); "
+                                      f"required with mtaSts {mode}: the policy is served by a Worker in that account")
+    if len(r.errors) > errors:
+        return None
+    return MtaSts(mode=mode, max_age=v["mtaStsMaxAge"], tls_rpt_rua=",".join(u.strip() for u in rua.split(",")),
+                  account_id=v["cloudflareAccountId"])
+
+
+def _mailto_ok(uri: str) -> bool:
+    local, _, domain = uri.removeprefix("mailto:").rpartition("@")
+    return uri.startswith("mailto:") and bool(re.fullmatch(r"[A-Za-z0-9._+-]{1,64}", local)) \
+        and bool(_HOSTNAME.match(domain.lower()))
 
 
 SECOND_RELAY_KEYS = ("secondRelayHostname", "secondMxPreference")

@@ -37,11 +37,12 @@ class ZoneServer:
             response = dns.message.make_response(query)
             self.queries.append(question.name.to_text().rstrip("."))
             kind = dns.rdatatype.to_text(question.rdtype)
-            values = self.records.get((question.name.to_text().lower(), kind))
+            name = question.name.to_text().lower()
+            values = self.records.get((name, kind))
             if values:
                 response.answer.append(dns.rrset.from_text_list(question.name, 300, "IN", kind, values))
-            else:
-                response.set_rcode(dns.rcode.NXDOMAIN)
+            elif not any(known == name for known, _ in self.records):
+                response.set_rcode(dns.rcode.NXDOMAIN)  # else NODATA: the name exists with other types
             self.sock.sendto(response.to_wire(), peer)
 
     def close(self) -> None:

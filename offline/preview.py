@@ -64,17 +64,53 @@ def print_plan(plan: dict, outputs: dict) -> None:
     shown = program.public_outputs(outputs)
     rows = [("protected domains", ", ".join(intent["domains"])),
             ("primary", f"{intent['primaryMxHost']}  MX {int(intent['primaryMxPreference'])}")]
-    for relay in shown.get("relays") or []:
-        rows.append(("relay", f"{relay['relayHostname']}  MX {int(relay['mxPreference'])}  reserved IP "
-                              f"{relay['reservedIp']}  {relay['faultDomain'] or 'fault domain: OCI picks'}"))
+    deployed = shown.get("relays")
+    ips = {r["relayHostname"]: r["reservedIp"] for r in deployed} if isinstance(deployed, list) else {}
+    for relay in intent["relays"]:  # the declared relays; their IPs once known
+        rows.append(("relay", f"{relay['hostname']}  MX {int(relay['mxPreference'])}  reserved IP "
+                              f"{ips.get(relay['hostname'], '[unknown until pulumi up]')}  "
+                              f"{relay['faultDomain'] or 'fault domain: OCI picks'}"))
     rows += [("drain", shown["drainTarget"]["postfix"]),
             ("queue / bounce lifetime", f"{intent['queueLifetime']} / {intent['bounceLifetime']}"),
             ("message size limit", str(int(intent["messageSizeLimit"]))),
-            ("zone records (live)", json.dumps(shown.get("zoneRecordCounts")))]
+            *zone_budget_rows(plan)]
+    mta_sts = shown.get("mtaSts")
+    if isinstance(mta_sts, dict):
+        rows += [("MTA-STS", f"mode {mta_sts['mode']}, id {mta_sts['id']}, mx {', '.join(mta_sts['mx'])}"),
+                 *(("  policy URL", url) for url in mta_sts["urls"]),
+                 *((f"  {name}", value) for records in mta_sts["records"].values() for name, value in records.items())]
     print(" Relay settings:")
     for label, value in rows:
         print(f"   {label:<26} {value}")
     print()
+
+
+ZONE_BUDGET = 200  # the pack's zone-record-budget default (the Cloudflare Free quota)
+ZONE_ENTRY_TYPES = ("cloudflare:index/dnsRecord:DnsRecord", "cloudflare:index/workersCustomDomain:WorkersCustomDomain")
+
+
+def zone_budget_rows(plan: dict) -> list[tuple[str, str]]:
+    """Per zone: live records + what this stack adds (DNS records and Worker custom domains,
+    which Cloudflare adds a record for) against the budget; the pack enforces the same sum."""
+    dns = next(r["props"] for r in plan["resources"] if r["type"] == "backupmx:index:Dns")
+    rows = []
+    for zone in dns["zones"]:
+        live_keys = {k.lower() for k in zone["liveRecordKeys"]} if isinstance(zone["liveRecordKeys"], list) else set()
+        added = 0
+        for r in plan["resources"]:
+            p = r["props"]
+            if r["type"] not in ZONE_ENTRY_TYPES or p.get("zoneId") != zone["zoneId"]:
+                continue
+            if "content" in p and f"{p['type']} {p['name']} {p['content']}".lower().rstrip(".") in live_keys:
+                continue
+            added += 1
+        live = zone["liveRecordCount"]
+        if isinstance(live, (int, float)):
+            figure = f"{int(live)} live + {added} from this stack = {int(live) + added}"
+        else:
+            figure = f"{live} live + {added} from this stack"
+        rows.append((f"zone {zone['domain']}", f"{figure} (budget {ZONE_BUDGET}: under it, or the pack refuses)"))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from .view import (
     DNS_COMPONENT,
     DNS_RECORD,
     PUBLIC_IP,
+    WORKER_DOMAIN,
     as_bool,
     as_int,
     config,
@@ -43,6 +44,12 @@ def _records(resources) -> list[tuple[Any, dict]]:
     return [(r, plain(r.props)) for r in resources if r.resource_type == DNS_RECORD]
 
 
+def _zone_entries(resources) -> list[tuple[Any, dict]]:
+    """Everything of this stack that takes a record slot in a zone: DNS records, and Worker
+    custom domains (Cloudflare adds a record for the hostname)."""
+    return [(r, plain(r.props)) for r in resources if r.resource_type in (DNS_RECORD, WORKER_DOMAIN)]
+
+
 class ZoneDataError(ValueError):
     """The zone data the budget needs is missing or unreadable."""
 
@@ -50,7 +57,7 @@ class ZoneDataError(ValueError):
 def _usage(args) -> list[tuple[str, int, int, int]]:
     """(zone, live, added, total) per protected zone, never counting this stack's existing
     records twice. Missing or unreadable zone data fails closed."""
-    records = _records(args.resources)
+    records = _zone_entries(args.resources)
     zones = {z.get("zoneId"): z for z in _zones(args.resources)}
     expected = environment.zone_ids()
     problems = []
@@ -60,7 +67,10 @@ def _usage(args) -> list[tuple[str, int, int, int]]:
                             "the Dns component, so its record budget cannot be checked")
     for r, p in records:
         record_zone = p.get("zoneId")
-        if known(record_zone) and record_zone not in zones:
+        if r.resource_type == WORKER_DOMAIN and not (known(record_zone) and record_zone):
+            problems.append(f"Worker custom domain '{r.name}' names no zone_id, so the zone its record takes a slot "
+                            "in cannot be told; set zone_id")
+        elif known(record_zone) and record_zone not in zones:
             problems.append(f"DNS record '{r.name}' is in zone {record_zone!r}, which the Dns component does not list, "
                             "so that zone's record budget cannot be checked")
     if problems:
@@ -80,10 +90,14 @@ def _usage(args) -> list[tuple[str, int, int, int]]:
         live_keys = set(k.upper().split(" ", 1)[0] + " " + k.split(" ", 1)[1].lower()
                         for k in keys if isinstance(k, str) and " " in k)
         added = 0
-        for _, p in records:
+        live_names = {k.split(" ")[1] for k in live_keys if k.count(" ") >= 2}
+        for r, p in records:
             if p.get("zoneId") != listed_id:
                 continue
-            if all(known(p.get(f)) for f in ("type", "name", "content")) \
+            if r.resource_type == WORKER_DOMAIN:
+                if str(p.get("hostname", "")).lower().rstrip(".") in live_names:
+                    continue  # its record is live already
+            elif all(known(p.get(f)) for f in ("type", "name", "content")) \
                     and key(p["type"], p["name"], p["content"]) in live_keys:
                 continue  # already live: counted in liveRecordCount
             added += 1

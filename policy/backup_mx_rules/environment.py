@@ -24,6 +24,7 @@ FACT_DEFAULTS: dict[str, Any] = {
     "drainHost": "", "drainPort": 2526, "messageSizeLimit": 209715200, "drainSourceAddress": "",
     "breakGlassSsh": False, "drainTransport": "nat", "wireguardPeerPublicKey": "", "wireguardRelayAddress": "",
     "wireguardPrimaryAddress": "", "relayCount": 1, "secondRelayHostname": "", "secondMxPreference": 0,
+    "mtaSts": "off",
 }
 SMTP_PORT = 25  # the pack's own copy: with drainTransport wireguard the drain is port 25 in the tunnel
 DRAIN_TRANSPORTS = ("nat", "wireguard")

@@ -17,6 +17,9 @@ SUBNET = "oci:Core/subnet:Subnet"
 VOLUME = "oci:Core/volume:Volume"
 BOOT_VOLUME = "oci:Core/bootVolume:BootVolume"
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
+WORKER_SCRIPT = "cloudflare:index/workersScript:WorkersScript"
+# A Worker custom domain adds a record for its hostname to the zone.
+WORKER_DOMAIN = "cloudflare:index/workersCustomDomain:WorkersCustomDomain"
 DNS_COMPONENT = "backupmx:index:Dns"
 
 

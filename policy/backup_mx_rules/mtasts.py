@@ -1,0 +1,215 @@
+"""Policies on MTA-STS (RFC 8461) and TLS-RPT (RFC 8460): a sender that enforces MTA-STS
+delivers only to MX hosts the domain's policy lists, so a relay missing from it takes no
+mail from such senders during an outage while every other check stays green.
+
+The pack reads the policies where senders get them: the Worker script's one data line
+(`const POLICIES = {json};`, policy host -> text), parsed as RFC 8461 section 3.2 does, and
+the TXT records as the stack creates them. Its own copy of the id contract: the id is the
+first 32 hex digits of the SHA-256 of the policy text.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from pulumi_policy import EnforcementLevel
+
+from . import environment
+from .environment import FactError
+from .view import DNS_COMPONENT, DNS_RECORD, WORKER_DOMAIN, WORKER_SCRIPT, known, plain, stack_policy
+
+MODES = ("off", "testing", "enforce")
+MAX_AGE_CAP = 31557600
+POLICIES_LINE = "const POLICIES = "
+
+
+class PolicyError(ValueError):
+    pass
+
+
+def policy_id(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def parse_policy(text: str) -> dict:
+    """RFC 8461 3.2: "key: value" lines ending in CRLF or LF; `mx` repeats; version first."""
+    fields: dict = {"mx": []}
+    lines = [line for line in re.split(r"\r?\n", text) if line != ""]
+    for n, line in enumerate(lines):
+        name, sep, value = line.partition(":")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_]+", name):
+            raise PolicyError(f"line {line!r} is not key: value")
+        value = value.strip(" \t")
+        if name == "version" and n != 0:
+            raise PolicyError("version is not the first line")
+        if name == "mx":
+            fields["mx"].append(value.lower())
+        else:
+            fields.setdefault(name, value)
+    if fields.get("version") != "STSv1":
+        raise PolicyError(f"version is {fields.get('version')!r}, not STSv1")
+    if fields.get("mode") not in ("none", "testing", "enforce"):
+        raise PolicyError(f"mode is {fields.get('mode')!r}")
+    if not re.fullmatch(r"[0-9]{1,10}", fields.get("max_age", "")) or int(fields["max_age"]) > MAX_AGE_CAP:
+        raise PolicyError(f"max_age is {fields.get('max_age')!r}, not 0..{MAX_AGE_CAP}")
+    return fields
+
+
+def matches(host: str, pattern: str) -> bool:
+    """RFC 8461 4.1: an exact name, or "*." plus a suffix matching exactly one more label."""
+    host, pattern = host.lower().rstrip("."), pattern.lower().rstrip(".")
+    if pattern.startswith("*."):
+        label, _, rest = host.partition(".")
+        return bool(label) and rest == pattern[2:]
+    return host == pattern
+
+
+def worker_policies(args) -> tuple[dict[str, str], set[str]]:
+    """(policy host -> text, the Worker script names) from every Worker script of the stack."""
+    found: dict[str, str] = {}
+    names = set()
+    for r in args.resources:
+        if r.resource_type != WORKER_SCRIPT:
+            continue
+        props = plain(r.props)
+        names.add(str(props.get("scriptName")))
+        content = props.get("content")
+        lines = [line for line in str(content).splitlines() if line.startswith(POLICIES_LINE)]
+        if not isinstance(content, str) or len(lines) != 1:
+            raise PolicyError(f"Worker script '{r.name}' has no single `{POLICIES_LINE}{{...}};` line the pack can read")
+        try:
+            data = json.loads(lines[0][len(POLICIES_LINE):].rstrip().rstrip(";"))
+        except json.JSONDecodeError as exc:
+            raise PolicyError(f"Worker script '{r.name}': its policies are not a JSON object ({exc})") from None
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise PolicyError(f"Worker script '{r.name}': its policies are not host -> text")
+        found.update({k.lower(): v for k, v in data.items()})
+    return found, names
+
+
+def _txt(p: dict) -> str:
+    return str(p.get("content", "")).strip().strip('"')
+
+
+def _record_name(p: dict) -> str:
+    return str(p.get("name", "")).lower().rstrip(".")
+
+
+def _mta_sts(args, report_violation):
+    try:
+        mode = environment.fact("mtaSts")
+        if mode not in MODES:
+            raise FactError(f"stack config {environment.project()}:mtaSts = {mode!r} is not one of {', '.join(MODES)}")
+        domains = environment.domains()
+        hosts = [environment.primary_mx_host()] + [h for h, _ in environment.relays()]
+    except FactError as exc:
+        report_violation(f"{exc}; the pack fails closed")
+        return
+    records = [(r, plain(r.props)) for r in args.resources if r.resource_type == DNS_RECORD]
+    if mode == "off":
+        for r, p in records:
+            if _record_name(p).startswith("_mta-sts."):
+                report_violation(f"DNS record '{r.name}' publishes MTA-STS although stack config mtaSts is off; "
+                                 "set mtaSts so the pack checks that the policy lists every relay", r.urn)
+        return
+    try:
+        policies, scripts = worker_policies(args)
+    except PolicyError as exc:
+        report_violation(f"{exc}; the pack fails closed")
+        return
+    custom = {str(p.get("hostname", "")).lower().rstrip("."): p for p in
+              (plain(r.props) for r in args.resources if r.resource_type == WORKER_DOMAIN)}
+    for domain in domains:
+        # Every MX host this stack manages for the domain, plus the primary and every declared relay.
+        managed = {str(p.get("content", "")).lower().rstrip(".") for _, p in records
+                   if str(p.get("type")).upper() == "MX" and _record_name(p) == domain and known(p.get("content"))}
+        want = sorted(set(hosts) | managed)
+        host = f"mta-sts.{domain}"
+        text = policies.get(host)
+        if text is None:
+            report_violation(f"domain {domain}: no MTA-STS policy is served for {host} (the Worker's POLICIES has "
+                             f"{sorted(policies)}); senders that enforce MTA-STS would find none")
+            continue
+        try:
+            policy = parse_policy(text)
+        except PolicyError as exc:
+            report_violation(f"domain {domain}: the policy served at https://{host}/.well-known/mta-sts.txt is "
+                             f"invalid ({exc}); senders ignore it")
+            continue
+        if policy["mode"] != mode:
+            report_violation(f"domain {domain}: the policy's mode is {policy['mode']}, but stack config mtaSts is "
+                             f"{mode}; render the policy from the stack")
+        for mx in want:
+            if not any(matches(mx, pattern) for pattern in policy["mx"]):
+                report_violation(f"domain {domain}: the MTA-STS policy does not list the MX host {mx} (its mx: "
+                                 f"{policy['mx']}); senders that enforce MTA-STS would never deliver to it. Add "
+                                 f"`mx: {mx}` to the policy")
+        site = custom.get(host)
+        if site is None:
+            report_violation(f"domain {domain}: no Worker custom domain serves {host}; the policy URL would not answer")
+        elif known(site.get("service")) and str(site.get("service")) not in scripts:
+            report_violation(f"domain {domain}: the custom domain {host} routes to Worker {site.get('service')!r}, "
+                             f"which is not the one that carries the policies ({sorted(scripts)})")
+        sts = [p for _, p in records if str(p.get("type")).upper() == "TXT" and _record_name(p) == f"_mta-sts.{domain}"]
+        if len(sts) != 1:
+            report_violation(f"domain {domain}: {len(sts)} _mta-sts TXT records in the stack; exactly one "
+                             "(v=STSv1; id=...) is needed, and two make senders ignore the policy")
+        else:
+            content = _txt(sts[0])
+            found = re.fullmatch(r"v=STSv1;\s*id=([A-Za-z0-9]{1,32});?\s*", content) if known(content) else None
+            if known(content) and not found:
+                report_violation(f"domain {domain}: _mta-sts.{domain} is {content!r}, not `v=STSv1; id=<1..32 "
+                                 "letters or digits>`")
+            elif found and found.group(1) != policy_id(text):
+                report_violation(f"domain {domain}: the _mta-sts id {found.group(1)} is not derived from the policy "
+                                 f"text (expected {policy_id(text)}, the first 32 hex digits of its SHA-256): senders "
+                                 "that cached an older policy would not refetch it. Derive the id from the text")
+        rpt = [p for _, p in records if str(p.get("type")).upper() == "TXT"
+               and _record_name(p) == f"_smtp._tls.{domain}"]
+        if not any(re.fullmatch(r"v=TLSRPTv1;\s*rua=\S+", _txt(p)) for p in rpt):
+            report_violation(f"domain {domain}: no _smtp._tls TXT record `v=TLSRPTv1; rua=...`; without TLS-RPT "
+                             "nobody hears of senders that fail MTA-STS")
+
+
+mta_sts = stack_policy(
+    "mta-sts",
+    "With stack config mtaSts on, every protected domain's MTA-STS policy (served by the stack's Worker) lists "
+    "every MX host (the primary and every relay), its mode is the stack's, its _mta-sts id is derived from the "
+    "text, and a TLS-RPT record exists.",
+    _mta_sts)
+
+
+def _live_sts(args, report_violation):
+    try:
+        mode = environment.fact("mtaSts")
+        domains = environment.domains()
+        relays = [h for h, _ in environment.relays()]
+    except FactError:
+        return  # mta-sts reports it
+    ours = {_record_name(p): _txt(p).lower() for p in (plain(r.props) for r in args.resources
+                                                      if r.resource_type == DNS_RECORD)}
+    for r in args.resources:
+        if r.resource_type != DNS_COMPONENT:
+            continue
+        for zone in plain(r.props).get("zones") or []:
+            for k in zone.get("liveRecordKeys") or [] if isinstance(zone, dict) else []:
+                kind, _, rest = str(k).partition(" ")
+                name, _, content = rest.partition(" ")
+                if kind.lower() != "txt" or not name.startswith("_mta-sts.") or name[len("_mta-sts."):] not in domains:
+                    continue
+                if mode == "off":
+                    report_violation(f"the live zone already publishes MTA-STS for {name[9:]} ({content}), which this "
+                                     f"stack does not manage: its policy must list {', '.join(relays)}, or senders "
+                                     "that enforce MTA-STS will never use the relay. Add them, or set mtaSts so the "
+                                     "stack publishes the policy")
+                elif content.strip('"') != ours.get(name, "").strip('"'):
+                    report_violation(f"the live zone has {name} = {content}, and this stack publishes "
+                                     f"{ours.get(name)}: unless the live one is this stack's previous record, "
+                                     "delete it, as two STSv1 records make senders ignore the policy")
+
+
+mta_sts_live_record = stack_policy(
+    "mta-sts-live-record",
+    "Warns when the live zone has an _mta-sts record this stack does not manage: its policy must list the relay.",
+    _live_sts, level=EnforcementLevel.ADVISORY)
