@@ -1,7 +1,7 @@
 #!/bin/bash
 # Everything the relay wants besides mail, each part done once and recorded: exporters and
-# unattended-upgrades, the tailscale repository and package, tailnet enrolment, then the
-# certificate timer. Run at the end of the first boot and by backup-mx-extras.timer until
+# unattended-upgrades, the tailscale repository and package, tailnet enrolment, the
+# certificate timer and the outage-readiness timers. Run at the end of the first boot and by backup-mx-extras.timer until
 # every part has succeeded; a failure here never touches Postfix.
 set -uo pipefail
 . "${BACKUP_MX_ENV:-/etc/backup-mx/backup-mx.env}"
@@ -70,6 +70,8 @@ wireguard() {
 failed=0
 part exporters-and-upgrades exporters_and_upgrades || failed=1
 part certificate-timer certificate_timer || failed=1
+# Outage readiness: the drain canary (daily) and the queue age (every 5 minutes) for node_exporter.
+part readiness-timers systemctl enable --now backup-mx-drain-canary.timer backup-mx-queue-age.timer || failed=1
 if [ "${ACCOUNT_MODE:-payg}" = free ]; then
   part keepalive systemctl enable --now backup-mx-keepalive.service || failed=1
 fi

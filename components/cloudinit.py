@@ -14,7 +14,7 @@ import yaml
 
 from . import facts, postfix
 from .facts import DEBCONF_FILE, ENV_FILE, PREAUTH_KEY_FILE, STAGING_DIR
-from .settings import Settings
+from .settings import Settings, postfix_seconds
 
 ASSETS = Path(__file__).resolve().parent.parent / "cloud-init"
 PACKAGE_DEBCONF = [
@@ -38,6 +38,12 @@ _ASSET_FILES = [
     ("backup-mx-certificate.timer", "/etc/systemd/system/backup-mx-certificate.timer", "0644"),
     ("postfix-exporter-restart.conf",
      "/etc/systemd/system/prometheus-postfix-exporter.service.d/backup-mx-restart.conf", "0644"),
+    ("drain-canary.py", "/usr/local/sbin/backup-mx-drain-canary", "0755"),
+    ("backup-mx-drain-canary.service", "/etc/systemd/system/backup-mx-drain-canary.service", "0644"),
+    ("backup-mx-drain-canary.timer", "/etc/systemd/system/backup-mx-drain-canary.timer", "0644"),
+    ("queue-age.py", "/usr/local/sbin/backup-mx-queue-age", "0755"),
+    ("backup-mx-queue-age.service", "/etc/systemd/system/backup-mx-queue-age.service", "0644"),
+    ("backup-mx-queue-age.timer", "/etc/systemd/system/backup-mx-queue-age.timer", "0644"),
     ("20auto-upgrades", "/etc/apt/apt.conf.d/20auto-upgrades", "0644"),
     ("52backup-mx-unattended-upgrades", "/etc/apt/apt.conf.d/52backup-mx-unattended-upgrades", "0644"),
 ]
@@ -78,13 +84,17 @@ def env_file(s: Settings) -> str:
         "STATE_DIR": facts.STATE_DIR,
         "DRAIN_TRANSPORT": s.drain_transport,
         "ACCOUNT_MODE": s.account_mode,
+        "TEXTFILE_DIR": facts.TEXTFILE_DIR,
+        "DRAIN_CANARY_SENDER": facts.DRAIN_CANARY_SENDER,
+        "DRAIN_CANARY_SIZE": str(s.message_size_limit),  # the largest message the relay may have to drain
+        "QUEUE_LIFETIME_S": str(postfix_seconds(s.queue_lifetime)),
     }
     if s.account_mode == "free":
         values.update({"KEEPALIVE_BUSY_S": str(facts.KEEPALIVE_BUSY_S),
                        "KEEPALIVE_PERIOD_S": str(facts.KEEPALIVE_PERIOD_S)})
     if s.wireguard:
         values.update({"WG_INTERFACE": s.wireguard.interface, "WG_PEER_PUBLIC_KEY": s.wireguard.peer_public_key,
-                       "WG_ENDPOINT": s.wireguard.endpoint, "TEXTFILE_DIR": facts.TEXTFILE_DIR})
+                       "WG_ENDPOINT": s.wireguard.endpoint})
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
@@ -112,6 +122,10 @@ def wireguard_conf(s: Settings, private_key: str) -> str:
             f"PersistentKeepalive = {facts.WIREGUARD_KEEPALIVE_S}\n")
 
 
+def _assets(assets: list[tuple[str, str, str]]) -> list[dict]:
+    return [{"path": path, "permissions": mode, "content": (ASSETS / asset).read_text()} for asset, path, mode in assets]
+
+
 def cloud_config(s: Settings, preauth_key: str, wireguard_key: str = "") -> dict:
     files = [{"path": ENV_FILE, "permissions": "0644", "content": env_file(s)},
              {"path": DEBCONF_FILE, "permissions": "0644",
@@ -119,16 +133,13 @@ def cloud_config(s: Settings, preauth_key: str, wireguard_key: str = "") -> dict
              {"path": PREAUTH_KEY_FILE, "permissions": "0600", "content": preauth_key}]
     files += [{"path": path, "permissions": "0644", "content": text}
               for path, text in staged_postfix_files(s).items()]
-    files += [{"path": path, "permissions": mode, "content": (ASSETS / asset).read_text()}
-              for asset, path, mode in _ASSET_FILES]
+    files += _assets(_ASSET_FILES)
     if s.account_mode == "free":
-        files += [{"path": path, "permissions": mode, "content": (ASSETS / asset).read_text()}
-                  for asset, path, mode in _KEEPALIVE_ASSETS]
+        files += _assets(_KEEPALIVE_ASSETS)
     if s.wireguard:
         files.append({"path": facts.WIREGUARD_CONF.format(interface=s.wireguard.interface), "permissions": "0600",
                       "content": wireguard_conf(s, wireguard_key)})
-        files += [{"path": path, "permissions": mode, "content": (ASSETS / asset).read_text()}
-                  for asset, path, mode in _WIREGUARD_ASSETS]
+        files += _assets(_WIREGUARD_ASSETS)
     doc = {
         "hostname": s.relay_hostname.split(".")[0],
         "fqdn": s.relay_hostname,

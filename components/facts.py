@@ -33,3 +33,7 @@ RECLAMATION_ALERT_P95 = 0.25  # alert with margin above it
 WIREGUARD_CONF = "/etc/wireguard/{interface}.conf"  # wg-quick@<interface> reads it
 WIREGUARD_KEEPALIVE_S = 25  # keeps the firewall's state for a peer behind Oracle's NAT
 WIREGUARD_STALE_S = 135  # no handshake for this long: the peer is unreachable (WireGuard rekeys every 120 s)
+# The drain canary's MAIL FROM: an external sender whose domain publishes "v=spf1 -all"
+# (example.com, reserved by RFC 2606, does), so an SPF check on the primary fails for the
+# relay's address exactly as it does for real drained mail.
+DRAIN_CANARY_SENDER = "drain-canary@example.com"

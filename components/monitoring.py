@@ -136,6 +136,25 @@ def _rules(s: Settings, only: str) -> list[dict]:
          "annotations": {"summary": f"the STARTTLS certificate of {s.relay_hostname} expires within 14 days",
                          "description": f"certbot renewal is failing: port {HTTP_PORT} must be open for HTTP-01 "
                                         f"(runbook: BackupMxCertExpiring). {delayed}"}},
+        {"alert": "BackupMxDrainNotReady",
+         "expr": f'{series(CANARY_READY)} == 0 and on() min({series(PRIMARY_PROBE)}) == 1',
+         "for": "10m", "labels": {"severity": "warning"},
+         "annotations": {"summary": f"the primary would refuse or defer the drain stream from {s.relay_hostname}",
+                         "description": "The drain readiness canary (EHLO, MAIL FROM a strict-SPF sender with a "
+                                        "large SIZE, RCPT to postmaster, then RSET) was not accepted by "
+                                        f"the drain target {s.drain_target} although the primary answers: the next outage "
+                                        "would end with mail stuck on the relay. Read its replies "
+                                        "(`journalctl -u backup-mx-drain-canary`) and re-apply the primary's "
+                                        "exemptions for the relay (runbook: BackupMxDrainNotReady). " + delayed}},
+        {"alert": "BackupMxMailNearExpiry",
+         "expr": f"{series(OLDEST_MESSAGE)} > {series(QUEUE_LIFETIME)} - {NEAR_EXPIRY_S}",
+         "for": "15m", "labels": {"severity": "critical"},
+         "annotations": {"summary": f"mail on {s.relay_hostname} is within {NEAR_EXPIRY_S // 86400} days of "
+                                    "its queue lifetime",
+                         "description": "The oldest queued message will be returned to its sender when it reaches "
+                                        f"queueLifetime ({s.queue_lifetime}). Restore the drain now (runbook: "
+                                        "BackupMxMailNearExpiry); if it cannot be restored in time, copy the queue "
+                                        "off the relay before it expires. " + delayed}},
     ]
     if s.account_mode == "free":
         # Oracle judges the p95 of 1-minute CPU utilization over 7 days. "p95 < X" is "fewer than
@@ -181,6 +200,10 @@ SMTP_PROBE, PRIMARY_PROBE = 'probe_success{job="backup-mx-smtp"}', 'probe_succes
 MX_SET_PROBE = 'probe_success{job="backup-mx-mx-set"}'
 CERT_EXPIRY = 'probe_ssl_earliest_cert_expiry{job="backup-mx-smtp"}'
 HANDSHAKE = 'backup_mx_wireguard_latest_handshake_timestamp_seconds{job="backup-mx-node"}'
+CANARY_READY = 'backup_mx_drain_canary_ready{job="backup-mx-node"}'
+OLDEST_MESSAGE = 'backup_mx_queue_oldest_message_age_seconds{job="backup-mx-node"}'
+QUEUE_LIFETIME = 'backup_mx_queue_lifetime_seconds{job="backup-mx-node"}'
+NEAR_EXPIRY_S = 3 * 86400  # BackupMxMailNearExpiry: this long before queueLifetime
 QUEUE_SERIES = 'postfix_showq_message_size_bytes_count{job="backup-mx-postfix",queue=~"active|deferred"}'
 
 

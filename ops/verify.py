@@ -8,13 +8,16 @@ Without --outputs it runs `pulumi stack output --json`. Gates, for every relay o
 certificate valid for the relay host, > 14 days left), MX set (every MX record at its
 preference, each relay's A record = its reserved IP) and, with --ssh, O3 (a probe message
 from the relay to the drain target; with several relays the --ssh command names the relay as
-{relay}, e.g. "ssh ubuntu@{relay}", replaced by its first label). Every failure names the
-likely cause. Exit status 1 if any gate fails.
+{relay}, e.g. "ssh ubuntu@{relay}", replaced by its first label) and O3b (the relay's drain
+readiness canary: the drain stream's EHLO, MAIL with a strict-SPF sender and a large SIZE,
+RCPT, stopped before DATA). Every failure names the likely cause. Exit status 1 if any gate
+fails.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import socket
 import ssl
@@ -158,6 +161,30 @@ def drain_gate(outputs: dict, ssh: str, relay: str) -> Gate:
     return Gate("O3 drain", True, f"the primary accepted the probe: {finals[5]}")
 
 
+CANARY = "sudo /usr/local/sbin/backup-mx-drain-canary --check"  # installed on every relay by cloud-init
+
+
+def canary_gate(ssh: str) -> Gate:
+    proc = subprocess.run(shlex.split(ssh) + shlex.split(CANARY), capture_output=True, text=True, timeout=180)
+    lines = proc.stdout.strip().splitlines()
+    text = " | ".join(lines) or proc.stderr.strip()[-300:]
+    if proc.returncode == 0 and lines and lines[-1].endswith(" ready"):
+        return Gate("O3b drain readiness", True, text)
+    if not lines:
+        return Gate("O3b drain readiness", False, f"the canary did not run ({text}): is the relay provisioned "
+                                                  "(backup-mx-extras done)?")
+    if any(re.match(r"\S+ 0 ", line) for line in lines):
+        cause = "the relay cannot reach the drain target (NAT rule, tunnel, or the primary is down)"
+    elif any(re.match(r"\S+ 4\d\d .*(hostname|reverse)", line, re.I) for line in lines):
+        cause = "the primary defers the relay's address for FCrDNS: apply primaryEnablement.postfix.checkClientAccess"
+    elif any(re.match(r"\S+ 4\d\d ", line) for line in lines):
+        cause = "the primary defers the drain stream (anvil limits, greylisting, a policy service): see the replies"
+    else:
+        cause = ("the primary refuses the drain stream (policyd-spf skip_addresses, rspamd, or a size limit below "
+                 "the relay's)")
+    return Gate("O3b drain readiness", False, f"{text}: {cause}")
+
+
 def relays_of(outputs: dict) -> list[dict]:
     """Every relay of the stack; outputs from before relayCount list one at the top level."""
     return outputs.get("relays") or [{"relayHostname": outputs["relayHostname"], "reservedIp": outputs["reservedIp"]}]
@@ -183,6 +210,7 @@ def run(outputs: dict, resolver: str | None, smtp_port: int, cafile: str | None,
         host = r["relayHostname"]
         command = ssh.replace("{relay}", host.split(".")[0])
         gates.append(_named(drain_gate(outputs, command, host), host, several))
+        gates.append(_named(canary_gate(command), host, several))
     return gates
 
 

@@ -20,7 +20,7 @@ def test_promtool_checks_the_rules(example_run, tmp_path):
     out = subprocess.run(["promtool", "check", "rules", str(tmp_path / "backup-mx-rules.yml")],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 4 rules found" in out.stdout
+    assert "SUCCESS: 6 rules found" in out.stdout
 
 
 def test_promtool_unit_tests_each_alert_fires_and_stays_quiet(example_run, tmp_path):

@@ -289,6 +289,6 @@ def test_a_policy_without_the_relay_keeps_enforcing_senders_off_it(sts_lab):
     relays["primary"].stop()
     send(sender, "sts-unlisted")
     line = sender.wait_log(rf"to=<user@{DOMAIN}>, relay={re.escape(MX2)}\[[0-9.]+\]:\d+, .*status=deferred.*", 90)
-    assert "certificate" in line.lower(), line
+    assert "Server certificate not verified" in line, line
     assert not relays["mx2"].queue(), "mx2 must not have taken the message"
     assert any(q["recipients"][0]["address"] == f"user@{DOMAIN}" for q in sender.queue())  # held, not lost

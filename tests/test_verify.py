@@ -25,10 +25,21 @@ def zone(a="127.0.0.1", backup_pref=20, primary=True):
     return ZoneServer("127.0.0.1", 0, records)
 
 
+def use_canary(monkeypatch, tmp_path, files, drain_port):
+    """O3b runs the relay's installed canary over ssh; here the rendered one, pointed at the
+    lab's primary (paths and the drain port are the overrides)."""
+    script, env_file = tmp_path / "backup-mx-drain-canary", tmp_path / "backup-mx.env"
+    script.write_text(files["backup-mx-drain-canary"])
+    env_file.write_text(files["backup-mx.env"] + f"DRAIN_HOST=127.0.0.1\nDRAIN_PORT={drain_port}\n"
+                        f"TEXTFILE_DIR={tmp_path}\n")
+    monkeypatch.setattr(verify, "CANARY", f"env BACKUP_MX_ENV={env_file} python3 {script} --check")
+
+
 @pytest.fixture
-def deployment(lab, outputs):
+def deployment(lab, outputs, vm_files, monkeypatch, tmp_path):
     primary = lab.sink()
     relay = lab.relay(primary.port)
+    use_canary(monkeypatch, tmp_path, vm_files, primary.port)
     outputs["drainTarget"] = {"host": "127.0.0.1", "port": primary.port, "postfix": ""}
     dns = zone()
     yield {"relay": relay, "primary": primary, "outputs": outputs, "dns": dns, "lab": lab}
@@ -45,7 +56,9 @@ def gates(d, **kw):
 def test_a_healthy_deployment_passes_every_gate(deployment):
     result = gates(deployment)
     assert [(n, g.ok) for n, g in result.items()] == [
-        ("O2 SMTP reachable", True), ("O4 STARTTLS certificate", True), ("MX set", True), ("O3 drain", True)]
+        ("O2 SMTP reachable", True), ("O4 STARTTLS certificate", True), ("MX set", True), ("O3 drain", True),
+        ("O3b drain readiness", True)]
+    assert "rcpt 250" in result["O3b drain readiness"].detail
     assert deployment["primary"].messages()  # the O3 probe really reached the primary
 
 
@@ -96,6 +109,7 @@ def test_missing_nat_rule_fails_o3(deployment):
     deployment["primary"].stop()
     g = gates(deployment)
     assert not g["O3 drain"].ok and f"NAT rule for {deployment['relay'].drain_port} " in g["O3 drain"].detail
+    assert not g["O3b drain readiness"].ok and "cannot reach the drain target" in g["O3b drain readiness"].detail
 
 
 def test_primary_refusing_drained_mail_fails_o3(deployment):
@@ -105,6 +119,7 @@ def test_primary_refusing_drained_mail_fails_o3(deployment):
     primary.start()
     g = gates(deployment)
     assert not g["O3 drain"].ok and "policyd-spf" in g["O3 drain"].detail
+    assert not g["O3b drain readiness"].ok and "refuses the drain stream" in g["O3b drain readiness"].detail
 
 
 def test_cli_reads_outputs_file_and_exits_nonzero_on_failure(deployment, tmp_path, capsys):
@@ -123,7 +138,7 @@ MX3 = "mx3.viktorbarzin.me"
 
 
 @pytest.fixture
-def two_relays(tls_dir):
+def two_relays(tls_dir, monkeypatch, tmp_path):
     from lab import Lab, files_from_run, free_port
     from tests.helpers import TWO_RELAYS, lab_dir, run_stack
     run = run_stack(TWO_RELAYS)
@@ -143,6 +158,7 @@ def two_relays(tls_dir):
         for lab_, relay in zip(labs, out["relays"], strict=True):
             lab_.relay(primary.port, port=port, listen=relay["reservedIp"], name="relay")
         out["drainTarget"] = {"host": "127.0.0.1", "port": primary.port, "postfix": ""}
+        use_canary(monkeypatch, tmp_path, files_from_run(run, RELAY), primary.port)
         records = {(r["relayHostname"], "A"): [r["reservedIp"]] for r in out["relays"]}
         records[("viktorbarzin.me", "MX")] = [f"20 {RELAY}.", f"20 {MX3}.", "1 mail.viktorbarzin.me."]
         yield {"outputs": out, "port": port, "cafile": str(bundle), "records": records, "primary": primary}
@@ -163,8 +179,9 @@ def test_two_relays_are_each_checked_by_every_gate(two_relays):
     assert {n: g.ok for n, g in result.items()} == {
         f"O2 SMTP reachable ({RELAY})": True, f"O4 STARTTLS certificate ({RELAY})": True,
         f"O2 SMTP reachable ({MX3})": True, f"O4 STARTTLS certificate ({MX3})": True, "MX set": True,
-        f"O3 drain ({RELAY})": True, f"O3 drain ({MX3})": True}, {n: g.detail for n, g in result.items()}
-    assert len(d["primary"].messages()) == 2  # one O3 probe from each relay
+        f"O3 drain ({RELAY})": True, f"O3 drain ({MX3})": True, f"O3b drain readiness ({RELAY})": True,
+        f"O3b drain readiness ({MX3})": True}, {n: g.detail for n, g in result.items()}
+    assert len(d["primary"].messages()) == 2  # one O3 probe from each relay; the canary stops before DATA
 
 
 def test_two_relays_a_missing_second_record_or_a_single_ssh_fails(two_relays):
