@@ -2,6 +2,7 @@
 import base64
 import copy
 import json
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -148,3 +149,9 @@ def drop_resource(plan, type_suffix, name_part=""):
     plan = copy.deepcopy(plan)
     plan["resources"].remove(resource(plan, type_suffix, name_part))
     return plan
+
+
+def sh(*cmd, ns=None, check=True, timeout=120, **kw):
+    """Run a command, inside network namespace `ns` when given."""
+    full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
+    return subprocess.run(full, capture_output=True, text=True, check=check, timeout=timeout, **kw)

@@ -10,7 +10,7 @@ import pytest
 
 from lab import files_from_run
 from rehearsal.image import OCI_RULES_V4
-from tests.helpers import BREAK_GLASS, run_stack
+from tests.helpers import BREAK_GLASS, run_stack, sh
 
 OCI_IMAGE_RULES = OCI_RULES_V4  # one home for the OCI image's shape: the rehearsal's image
 PROBE_PORTS = list(range(1, 1025)) + [2525, 2526, 3306, 8080, 9100, 9154, 9090, 10050]
@@ -45,11 +45,6 @@ LISTENER = textwrap.dedent("""\
     print("ready", flush=True)
     time.sleep(600)
     """)
-
-
-def sh(*cmd, ns=None, **kw):
-    full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
-    return subprocess.run(full, check=True, capture_output=True, text=True, timeout=120, **kw)
 
 
 @pytest.fixture

@@ -99,6 +99,21 @@ def _content(entry: dict, where: str) -> str:
         raise UserDataError(f"{where} cannot be decoded as {encoding} ({exc})") from None
 
 
+def entry_path(entry: dict) -> str:
+    """A write_files path as cloud-init resolves it (relative paths are under /)."""
+    return posixpath.normpath("/" + entry["path"].strip().lstrip("/"))
+
+
+def written_modes(doc: dict) -> dict[str, str]:
+    """path -> the octal mode the file ends with (the last entry that writes it decides;
+    cloud-init's default is 0644), without leading zeros."""
+    modes = {}
+    for entry in doc.get("write_files") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str) and entry["path"].strip():
+            modes[entry_path(entry)] = str(entry.get("permissions", "0644")).strip().lstrip("0o") or "0"
+    return modes
+
+
 def written_files(doc: dict) -> dict[str, str]:
     """write_files applied in order, as cloud-init writes them: path -> final text."""
     entries = doc.get("write_files") or []
@@ -108,7 +123,7 @@ def written_files(doc: dict) -> dict[str, str]:
     for n, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"].strip():
             raise UserDataError(f"write_files entry {n} has no path")
-        path = posixpath.normpath("/" + entry["path"].strip().lstrip("/"))
+        path = entry_path(entry)
         where = f"write_files entry {path}"
         text = _content(entry, where)
         if entry.get("append") is True or str(entry.get("append")).lower() == "true":

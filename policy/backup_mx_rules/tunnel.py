@@ -89,15 +89,6 @@ def conf_problems(text: str, relay: str, primary: str, peer_key: str) -> list[st
     return problems
 
 
-def _entry_modes(doc: dict) -> dict[str, str]:
-    modes = {}
-    for entry in doc.get("write_files") or []:
-        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-            path = posixpath.normpath("/" + entry["path"].strip().lstrip("/"))
-            modes[path] = str(entry.get("permissions", "0644")).strip().lstrip("0o") or "0"
-    return modes
-
-
 def _wireguard_tunnel(args, report_violation):
     try:
         if environment.drain_transport() != "wireguard":
@@ -126,7 +117,7 @@ def _wireguard_tunnel(args, report_violation):
             report_violation(f"instance '{r.name}': drainTransport is wireguard but user_data writes no "
                              f"{CONF_DIR}/<interface>.conf; the drain has no tunnel", r.urn)
             continue
-        modes = _entry_modes(doc)
+        modes = cloudinit.written_modes(doc)
         keys = []
         for path, text in confs.items():
             where = f"instance '{r.name}': {path}"
