@@ -593,8 +593,8 @@ def _mta_sts(r: _Reader, v: dict) -> Optional[MtaSts]:
         r.fail("mtaSts", f"{mode!r} is not allowed; allowed: {', '.join(MTA_STS_MODES)}")
         return None
     if mode == "off":
-        for key in MTA_STS_KEYS:
-            if v[key]:
+        for key in (*MTA_STS_KEYS, "mtaStsMaxAge"):
+            if r.raw(key) not in (None, ""):
                 r.fail(key, "is set but mtaSts is off; set mtaSts: testing (then enforce), or remove it")
         return None
     errors = len(r.errors)

@@ -73,12 +73,16 @@ def valid_config(draw):
         "dnsblThreshold": str(draw(st.integers(1, reach)) if reach else draw(st.integers(1, 9))),
         "dnsblAction": draw(st.sampled_from(settings.DNSBL_ACTIONS)),
     }
+    if draw(st.booleans()):  # a second relay: its own name in one of the domains, its own preference
+        raw.update({"relayCount": "2", "secondRelayHostname": f"{draw(label)}-b.{draw(st.sampled_from(domains))}",
+                    "secondMxPreference": str(draw(st.sampled_from([0, 2, 20, 30, 65535])))})
     return raw
 
 
 @given(valid_config())
 def test_every_accepted_config_boots_a_relay_that_answers(tls_dir, raw):
     s = settings.load("backup-mx", raw.get)
+    s = s.for_relay(s.relays[-1])  # with two relays, the second one's own rendering
     files = {path.rsplit("/", 1)[-1]: text for path, text in postfix.files(s).items()}
     lab = Lab(lab_dir("property"), files, tls_dir)
     try:
@@ -96,6 +100,7 @@ def test_every_accepted_config_boots_a_relay_that_answers(tls_dir, raw):
         finally:
             c.close()
         assert banner.code == 220 and ehlo.code == 250, (banner, ehlo)
+        assert banner.text.split("\n")[0].startswith(f"{s.relay_hostname} "), banner  # the relay's own name
         assert mail.code == 250 and rcpt.code == 250, (mail, rcpt)
         assert f"SIZE {s.message_size_limit}" in ehlo.text
         log = relay.log_text()
@@ -129,6 +134,13 @@ BAD = {
     "homelabCidr": st.integers(0, 23).map(lambda n: str(ipaddress.ip_network(f"8.0.0.0/{n}", strict=False))),
     "mxPreference": st.sampled_from(["020", "1e3", "0x20", "2_0", "-5", "65536", ""]),
     "queueLifetime": st.sampled_from(["0", "101d", "30y", "-1d", "30 d"]),
+    "relayCount": st.sampled_from(["3", "0", "-1", "two", "1.5", "02"]),
+    "secondRelayHostname": st.sampled_from(["mx3.viktorbarzin.me", "not a host"]),  # relayCount is 1 here
+    "secondMxPreference": st.sampled_from(["30", "1", "70000"]),
+    "mtaSts": st.sampled_from(["strict", "on", "true", "ENFORCE", "none"]),
+    "mtaStsMaxAge": st.sampled_from(["86400", "60"]),  # mtaSts is off here
+    "tlsRptRua": st.sampled_from(["mailto:tls@viktorbarzin.me", "x"]),
+    "cloudflareAccountId": st.sampled_from(["0123456789abcdef0123456789abcdef", "nope"]),
     "cloudflareZoneIds": st.just('["viktorbarzin.me=0123456789abcdef0123456789abcdef", '
                                  '"viktorbarzin.me=fedcba9876543210fedcba9876543210"]'),
 }
