@@ -102,8 +102,28 @@ def test_services_and_timers(normal):
     assert guest(normal, "systemctl is-enabled backup-mx-drain.service").strip() == "enabled"
     # Every extra succeeded, so its retry timer switched itself off.
     assert guest(normal, "ls /var/lib/backup-mx").split() == [
-        "certificate-timer.done", "exporters-and-upgrades.done", "tailnet.done", "tailscale-package.done"]
+        "certificate-timer.done", "exporters-and-upgrades.done", "readiness-timers.done", "tailnet.done",
+        "tailscale-package.done"]
     assert guest(normal, "systemctl is-enabled backup-mx-extras.timer").strip() == "disabled"
+    assert guest(normal, "systemctl is-enabled backup-mx-drain-canary.timer backup-mx-queue-age.timer").split() == [
+        "enabled", "enabled"]
+
+
+def test_the_readiness_units_run_under_systemd_and_publish_their_metrics(normal):
+    """The drain canary and the queue age, started as their timers start them, on the booted
+    guest's Python and Postfix. The rehearsal has no primary: the canary records a drain that is
+    not ready, and its unit still succeeds (the metric carries the verdict)."""
+    guest(normal, "systemctl start backup-mx-queue-age.service backup-mx-drain-canary.service")
+    assert guest(normal, "systemctl show -p Result --value backup-mx-queue-age.service "
+                         "backup-mx-drain-canary.service").split() == ["success", "success"]
+    queue = guest(normal, "cat /var/lib/prometheus/node-exporter/backup_mx_queue.prom")
+    assert "backup_mx_queue_messages 0" in queue and "backup_mx_queue_lifetime_seconds 2592000" in queue
+    canary = guest(normal, "cat /var/lib/prometheus/node-exporter/backup_mx_drain_canary.prom")
+    assert "backup_mx_drain_canary_ready 0" in canary, canary
+    assert "NOT ready" in guest(normal, "journalctl -u backup-mx-drain-canary.service --no-pager")
+    # node_exporter serves both through its textfile collector.
+    metrics = guest(normal, "curl -s http://127.0.0.1:9100/metrics")
+    assert "backup_mx_drain_canary_ready 0" in metrics and "backup_mx_queue_messages 0" in metrics
 
 
 def test_the_preauth_key_was_used_and_shredded(normal):
