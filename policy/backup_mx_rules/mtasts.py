@@ -123,7 +123,8 @@ def _mta_sts(args, report_violation):
     for domain in domains:
         # Every MX host this stack manages for the domain, plus the primary and every declared relay.
         managed = {str(p.get("content", "")).lower().rstrip(".") for _, p in records
-                   if str(p.get("type")).upper() == "MX" and _record_name(p) == domain and known(p.get("content"))}
+                   if str(p.get("type")).upper() == "MX" and _record_name(p) in (domain, "@")
+                   and known(p.get("content"))}
         want = sorted(set(hosts) | managed)
         host = f"mta-sts.{domain}"
         text = policies.get(host)
