@@ -149,6 +149,10 @@ MTA_STS_MUTATIONS = {
     "an _mta-sts record while the stack says off": (lambda p: set_config(p, "mtaSts", DELETE), "mta-sts"),
     "a second live _mta-sts record": (lambda p: live_keys(p, [f'txt _mta-sts.{DOMAIN} "v=stsv1; id=old"']),
                                       "mta-sts-live-record"),
+    "an unmanaged live _mta-sts record while the stack is off": (lambda p: live_keys(
+        set_config(p, "mtaSts", DELETE), [f'txt _mta-sts.{DOMAIN} "v=stsv1; id=theirs"']), "mta-sts-live-record"),
+    "a second live _mta-sts record written in capitals": (lambda p: live_keys(
+        p, [f'TXT _MTA-STS.{DOMAIN.upper()}. "v=STSv1; id=OLD"']), "mta-sts-live-record"),
     "the zone cannot hold the custom domain's record": (lambda p: live_count(p, 193), "zone-record-budget"),
 }
 
@@ -172,6 +176,11 @@ def test_mta_sts_mutation_is_reported_by_its_policy(policies, sts_plan, case):
     mutate, policy = MTA_STS_MUTATIONS[case]
     violations = policies.check(mutate(sts_plan))
     assert policy in reported(violations), [v.message for v in violations]
+
+
+def test_each_mta_sts_policy_has_at_least_three_mutations():
+    for name in ("mta-sts", "mta-sts-live-record"):
+        assert sum(1 for _, policy in MTA_STS_MUTATIONS.values() if policy == name) >= 3, name
 
 
 def test_a_live_policy_the_stack_does_not_manage_warns_that_it_must_list_the_relay(policies, example_plan):

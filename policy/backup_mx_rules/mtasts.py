@@ -197,6 +197,7 @@ def _live_sts(args, report_violation):
             for k in zone.get("liveRecordKeys") or [] if isinstance(zone, dict) else []:
                 kind, _, rest = str(k).partition(" ")
                 name, _, content = rest.partition(" ")
+                name = name.lower().rstrip(".")
                 if kind.lower() != "txt" or not name.startswith("_mta-sts.") or name[len("_mta-sts."):] not in domains:
                     continue
                 if mode == "off":
