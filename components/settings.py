@@ -282,8 +282,7 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
     zones = tuple(Zone(d, zone_ids.get(d, "")) for d in domains)
 
     relay = (v["relayHostname"] or (f"mx2.{domains[0]}" if domains else "")).lower().rstrip(".")
-    relay_zone = next((z for z in sorted(zones, key=lambda z: -len(z.domain))
-                       if relay.endswith("." + z.domain)), None)
+    relay_zone = _zone_of(relay, zones)
     if not _HOSTNAME.match(relay):
         r.fail("relayHostname", f"{relay!r} is not a host name")
     elif relay_zone is None:
@@ -582,6 +581,11 @@ def _wireguard(r: "_Reader", v: dict, mynetworks: list[str], key: Optional[Secre
                      primary_address=str(primary))
 
 
+def _zone_of(host: str, zones: tuple[Zone, ...]) -> Optional[Zone]:
+    """The most specific protected zone the host lies in (its A record goes there)."""
+    return next((z for z in sorted(zones, key=lambda z: -len(z.domain)) if host.endswith("." + z.domain)), None)
+
+
 MTA_STS_MODES = ("off", "testing", "enforce")
 MTA_STS_MAX_AGE = (86400, 31557600)  # a day .. RFC 8461's cap (about a year)
 MTA_STS_KEYS = ("tlsRptRua", "cloudflareAccountId")
@@ -642,8 +646,7 @@ def _relays(r: _Reader, v: dict, domains: list[str], zones: tuple[Zone, ...], fi
         return (RelaySpec(first, first_ip, v["mxPreference"], first_zone, None),)
     errors = len(r.errors)
     second = (v["secondRelayHostname"] or (f"mx3.{domains[0]}" if domains else "")).lower().rstrip(".")
-    second_zone = next((z for z in sorted(zones, key=lambda z: -len(z.domain))
-                        if second.endswith("." + z.domain)), None)
+    second_zone = _zone_of(second, zones)
     if not _HOSTNAME.match(second):
         r.fail("secondRelayHostname", f"{second!r} is not a host name")
     elif second_zone is None:

@@ -1,7 +1,9 @@
 """What tests share besides fixtures: the stack files, the program run, plan editing, lab dirs."""
 import base64
+import collections
 import copy
 import json
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -155,3 +157,21 @@ def sh(*cmd, ns=None, check=True, timeout=120, **kw):
     """Run a command, inside network namespace `ns` when given."""
     full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
     return subprocess.run(full, capture_output=True, text=True, check=check, timeout=timeout, **kw)
+
+
+def ids_at(sink) -> "collections.Counter[str]":
+    """How many times each X-Lab-Id reached the fake primary."""
+    found: collections.Counter[str] = collections.Counter()
+    for text in sink.messages():
+        match = re.search(r"^X-Lab-Id: (\S+)", text, re.M)
+        if match:
+            found[match.group(1)] += 1
+    return found
+
+
+def with_live_count(plan, count):
+    """The plan with the (first) zone's live record count set to `count`."""
+    plan = copy.deepcopy(plan)
+    for where in ("props", "outputs"):
+        resource(plan, "index:Dns")[where]["zones"][0]["liveRecordCount"] = count
+    return plan

@@ -29,6 +29,7 @@ from tests.helpers import (
     run_stack,
     set_config,
     set_prop,
+    with_live_count,
 )
 
 MTA_STS = ROOT / "examples" / "Pulumi.mtasts.yaml"
@@ -153,7 +154,7 @@ MTA_STS_MUTATIONS = {
         set_config(p, "mtaSts", DELETE), [f'txt _mta-sts.{DOMAIN} "v=stsv1; id=theirs"']), "mta-sts-live-record"),
     "a second live _mta-sts record written in capitals": (lambda p: live_keys(
         p, [f'TXT _MTA-STS.{DOMAIN.upper()}. "v=STSv1; id=OLD"']), "mta-sts-live-record"),
-    "the zone cannot hold the custom domain's record": (lambda p: live_count(p, 193), "zone-record-budget"),
+    "the zone cannot hold the custom domain's record": (lambda p: with_live_count(p, 193), "zone-record-budget"),
 }
 
 
@@ -161,13 +162,6 @@ def live_keys(plan, keys):
     plan = copy.deepcopy(plan)
     for where in ("props", "outputs"):
         resource(plan, "index:Dns")[where]["zones"][0]["liveRecordKeys"] += keys
-    return plan
-
-
-def live_count(plan, count):
-    plan = copy.deepcopy(plan)
-    for where in ("props", "outputs"):
-        resource(plan, "index:Dns")[where]["zones"][0]["liveRecordCount"] = count
     return plan
 
 
@@ -194,9 +188,9 @@ def test_a_live_policy_the_stack_does_not_manage_warns_that_it_must_list_the_rel
 def test_the_custom_domain_record_counts_against_the_budget(policies, sts_plan):
     added = sum(1 for r in sts_plan["resources"] if r["type"].endswith(("DnsRecord", "WorkersCustomDomain")))
     assert added == 7  # 2 A, 2 MX, 2 TXT, and the policy host's record
-    violations = policies.check(live_count(sts_plan, 200 - added))
+    violations = policies.check(with_live_count(sts_plan, 200 - added))
     assert any(f"{200 - added} live records + {added} from this stack = 200" in v.message for v in violations)
-    assert "zone-record-budget" not in reported(policies.check(live_count(sts_plan, 199 - added)))
+    assert "zone-record-budget" not in reported(policies.check(with_live_count(sts_plan, 199 - added)))
 
 
 # --- a real MTA-STS client against the rendered policy ---------------------------------

@@ -9,19 +9,10 @@ import time
 import pytest
 
 from lab.client import deliver, message, send_many
-from tests.helpers import lab_dir
+from tests.helpers import ids_at, lab_dir
 
 DOMAIN = "viktorbarzin.me"
 LIMIT = 209715200
-
-
-def ids_at(sink):
-    found: collections.Counter[str] = collections.Counter()
-    for text in sink.messages():
-        match = re.search(r"^X-Lab-Id: (\S+)", text, re.M)
-        if match:
-            found[match.group(1)] += 1
-    return found
 
 
 def test_outage_queues_everything_and_the_watcher_drains_each_exactly_once(lab, vm_files):

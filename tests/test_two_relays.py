@@ -19,6 +19,7 @@ from tests.helpers import (
     TWO_RELAYS,
     add_resource,
     drop_resource,
+    ids_at,
     lab_dir,
     reported,
     resource,
@@ -27,6 +28,7 @@ from tests.helpers import (
     set_prop,
     set_user_data_doc,
     user_data_doc,
+    with_live_count,
 )
 
 MX2, MX3 = "mx2.viktorbarzin.me", "mx3.viktorbarzin.me"
@@ -160,13 +162,6 @@ def a_record_at_first_ip(plan):
     return set_prop(plan, "DnsRecord", ["content"], first, name_part="relay-2-a")
 
 
-def live_zone_of(plan, count):
-    plan = copy.deepcopy(plan)
-    for where in ("props", "outputs"):
-        resource(plan, "index:Dns")[where]["zones"][0]["liveRecordCount"] = count
-    return plan
-
-
 def third_relay(plan):
     inst = resource(plan, "instance:Instance", "relay-2")
     return add_resource(plan, inst["type"], "backup-mx-relay-3-instance",
@@ -206,7 +201,7 @@ TWO_RELAY_MUTATIONS = {
         lambda p: second_instance_main_cf(p, "soft_bounce", "no"), "never-5xx"),
     "the second relay keeps mail one day": (
         lambda p: second_instance_main_cf(p, "maximal_queue_lifetime", "1d"), "queue-lifetime"),
-    "the zone cannot hold the second relay's records": (lambda p: live_zone_of(p, 197), "zone-record-budget"),
+    "the zone cannot hold the second relay's records": (lambda p: with_live_count(p, 197), "zone-record-budget"),
 }
 
 
@@ -226,8 +221,8 @@ def test_the_budget_counts_every_relay_record(policies, two_plan):
     most that fits under 200."""
     new = sum(1 for r in two_plan["resources"] if r["type"].endswith("DnsRecord"))
     assert new == 4
-    assert "zone-record-budget" not in reported(policies.check(live_zone_of(two_plan, 199 - new)))
-    violations = policies.check(live_zone_of(two_plan, 200 - new))
+    assert "zone-record-budget" not in reported(policies.check(with_live_count(two_plan, 199 - new)))
+    violations = policies.check(with_live_count(two_plan, 200 - new))
     assert "zone-record-budget" in reported(violations)
     assert any(f"{200 - new} live records + {new} from this stack = 200" in v.message for v in violations)
 
@@ -277,15 +272,6 @@ def test_each_relay_has_its_own_rule_group_and_alerts_name_it(two_run, tmp_path)
 
 
 # --- the lab: two real relays, one primary ------------------------------------------------
-
-def ids_at(sink):
-    found: collections.Counter[str] = collections.Counter()
-    for text in sink.messages():
-        match = re.search(r"^X-Lab-Id: (\S+)", text, re.M)
-        if match:
-            found[match.group(1)] += 1
-    return found
-
 
 def send_via_mx_set(relays, lab_id):
     """A sender's MTA: the MX hosts in preference order, the next one when a host cannot be
