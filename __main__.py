@@ -16,9 +16,16 @@ def secret_config(key: str) -> settings.SecretConfig:
         secret=runtime_config.is_config_secret(full) or full in runtime_config.get_config_secret_keys_env())
 
 
+def stack_keys() -> list[str]:
+    """The names the stack sets in this project's namespace (defaults merged by the CLI)."""
+    prefix = f"{pulumi.get_project()}:"
+    return [k[len(prefix):] for k in {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+            if k.startswith(prefix)]
+
+
 try:
     stack_settings = settings.load(
-        pulumi.get_project(), config.get,
+        pulumi.get_project(), config.get, keys=stack_keys(),
         preauth=secret_config("headscalePreauthKey"), preauth_key=config.get_secret("headscalePreauthKey"),
         wireguard_key=secret_config("wireguardPrivateKey"),
         wireguard_private_key=config.get_secret("wireguardPrivateKey"))

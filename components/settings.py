@@ -7,17 +7,19 @@ cannot express and fails with every bad key named at once.
 from __future__ import annotations
 
 import base64
+import difflib
 import binascii
 import ipaddress
 import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import yaml
 
 from .facts import SMTP_PORT
+from .grammar import ssh_key_problem
 
 PROJECT_FILE = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
 ALWAYS_FREE_SHAPES = ("VM.Standard.E2.1.Micro",)
@@ -210,6 +212,23 @@ class _Reader:
     def fail(self, key: str, message: str) -> None:
         self.errors.append(f"{self.project}:{key}: {message}")
 
+    def given(self, key: str) -> bool:
+        """Whether the stack sets the key to something other than its declared default. The
+        CLI merges Pulumi.yaml's defaults into the config before the program runs
+        (pkg/workspace/config.go mergeConfig), so an unset key arrives as its default's text."""
+        text = self.raw(key)
+        if text is None:
+            return False
+        if "default" not in self.decls[key]:
+            return True
+        default = self.decls[key]["default"]
+        if isinstance(default, (list, dict)):
+            try:
+                return json.loads(text) != default
+            except ValueError:
+                return True
+        return text != (str(default).lower() if isinstance(default, bool) else str(default))
+
     def value(self, key: str) -> Any:
         decl = self.decls[key]
         text = self.raw(key)
@@ -243,12 +262,17 @@ SECRET_KEYS = ("headscalePreauthKey", "wireguardPrivateKey")
 
 def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = None,
          decls: Optional[dict[str, dict]] = None, preauth: Optional[SecretConfig] = None,
-         wireguard_key: Optional[SecretConfig] = None, wireguard_private_key: Any = None) -> Settings:
+         wireguard_key: Optional[SecretConfig] = None, wireguard_private_key: Any = None,
+         keys: Iterable[str] = ()) -> Settings:
     """Build Settings from raw config strings; raise ConfigError naming every bad key.
     `preauth` and `wireguard_key` (the program passes them) are checked without ever echoing
     them; `preauth_key` and `wireguard_private_key` are what the renderers get (secret Outputs
-    in the program)."""
+    in the program). `keys` are the names the stack sets in the project's namespace."""
     r = _Reader(project, raw, decls or declarations())
+    for key in sorted(set(keys) - set(r.decls)):
+        close = difflib.get_close_matches(key, list(r.decls), n=1)
+        r.fail(key, "is not declared in Pulumi.yaml, so nothing reads it (the Pulumi CLI passes it through); "
+                    + (f"did you mean {close[0]}?" if close else f"known keys: {', '.join(sorted(r.decls))}"))
     v = {key: r.value(key) for key in r.decls if key not in SECRET_KEYS}
     if preauth is not None:
         _check_preauth(r, preauth)
@@ -407,9 +431,9 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
     if not re.fullmatch(r"tag:[a-z0-9-]+", v["tailnetTag"]):
         r.fail("tailnetTag", f"{v['tailnetTag']!r} must look like tag:backup-mx")
     for key in v["sshAuthorizedKeys"]:
-        if not SSH_KEY.fullmatch(key):
-            r.fail("sshAuthorizedKeys", f"{key[:30]!r}... is not one SSH public key on one line "
-                                        "(type, base64 blob, optional comment; no newline, no options)")
+        problem = ssh_key_problem(key)
+        if problem:
+            r.fail("sshAuthorizedKeys", f"{key[:30]!r}... {problem}")
     if v["drainSourceAddress"] and not _is_ip(v["drainSourceAddress"]):
         r.fail("drainSourceAddress", f"{v['drainSourceAddress']!r} is not an IPv4 address (or empty)")
 
@@ -456,8 +480,6 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
 MESSAGE_SIZE_MIN, MESSAGE_SIZE_MAX = 10 * 1024 * 1024, 1024 * 1024 * 1024
 RFC1918 = [ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 HOMELAB_WIDEST_PUBLIC, HOMELAB_WIDEST_PRIVATE = 24, 16
-SSH_KEY = re.compile(r"(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)"
-                     r"@openssh\.com) [A-Za-z0-9+/]+={0,3}( [\x21-\x7e][\x20-\x7e]*)?")
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _OCTET_PATTERN = re.compile(rf"{_OCTET}|\[{_OCTET}(\.\.{_OCTET})?(;{_OCTET}(\.\.{_OCTET})?)*\]")
 
@@ -569,10 +591,10 @@ def _wireguard(r: "_Reader", v: dict, mynetworks: list[str], key: Optional[Secre
         r.fail("wireguardRelayAddress", f"{relay} lies inside vcnCidr {v['vcnCidr']}; pick a tunnel address "
                                         "outside the VCN")
     for name in ("drainHost", "drainSourceAddress"):
-        if r.raw(name) not in (None, ""):
+        if r.given(name):
             r.fail(name, "applies to drainTransport nat only; with wireguard the relay drains to "
                          "wireguardPrimaryAddress and the primary sees wireguardRelayAddress. Remove it")
-    if r.raw("drainPort") is not None:
+    if r.given("drainPort"):
         r.fail("drainPort", f"applies to drainTransport nat only; with wireguard the drain is port {SMTP_PORT} "
                             "inside the tunnel. Remove it")
     if len(r.errors) > errors or relay is None or primary is None or endpoint is None:
@@ -598,7 +620,7 @@ def _mta_sts(r: _Reader, v: dict) -> Optional[MtaSts]:
         return None
     if mode == "off":
         for key in (*MTA_STS_KEYS, "mtaStsMaxAge"):
-            if r.raw(key) not in (None, ""):
+            if r.given(key):
                 r.fail(key, "is set but mtaSts is off; set mtaSts: testing (then enforce), or remove it")
         return None
     errors = len(r.errors)
@@ -641,7 +663,7 @@ def _relays(r: _Reader, v: dict, domains: list[str], zones: tuple[Zone, ...], fi
         return ()  # relayHostname or vcnCidr failed; named above
     if count == 1:
         for key in SECOND_RELAY_KEYS:
-            if r.raw(key) is not None:
+            if r.given(key):
                 r.fail(key, "is set but relayCount is 1; set relayCount: 2, or remove it")
         return (RelaySpec(first, first_ip, v["mxPreference"], first_zone, None),)
     errors = len(r.errors)

@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from components.settings import declarations
+from components.settings import PROJECT_FILE
+from offline import cli_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
@@ -42,123 +43,60 @@ class StackFileError(ValueError):
     pass
 
 
-def read_stack_file(path: Path, project: str) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    """Stack file -> (plain config, secret config, notes), raw strings as the CLI passes them.
-
-    Read the way the Pulumi CLI reads it (config.Value.UnmarshalYAML over Go's yaml.v3): a
-    scalar value reaches the program as its text (`020` stays "020", `yes` stays "yes"), a
-    `secure:` mapping is a secret, a list or mapping becomes JSON, and a key written twice is
-    an error. A list item that yaml.v3 would turn into a number, boolean, null or timestamp is
-    refused: quoted, it is unambiguous. `secure:` values cannot be decrypted offline; they and
-    unset secret keys become a placeholder that still flows through the program as a secret."""
+def read_stack_file(path: Path, project: str, stack: str | None = None) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """Stack file -> (config, secret config, notes) of the project's namespace, exactly as the
+    Pulumi CLI hands them to the program: read, defaults merged and validated by the CLI's own
+    rules (offline/cli_config.py). `secure:` values cannot be decrypted offline; they become a
+    placeholder that still flows through the program as a secret. A required secret that is
+    unset gets a placeholder too, with a note that the CLI refuses the stack until it is set."""
+    stack = stack or path.name.removeprefix("Pulumi.").removesuffix(".yaml")
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise StackFileError(f"cannot read stack file {path}: {exc.strerror}") from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise StackFileError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
-    decls = declarations()
-    plain, secret, notes = {}, {}, []
-    config = _mapping_value(root, "config", path) if root is not None else None
-    for key_node, value in (config.value if config is not None else []):
-        full_key = key_node.value
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StackFileError(f"{path}: not UTF-8 text (byte {exc.start}); the Pulumi CLI reads YAML as UTF-8") from None
+    decls = cli_config.load_project(PROJECT_FILE)
+    notes = [f"the Pulumi CLI warns: {w}" for w in cli_config.empty_value_warnings(text)]
+    try:
+        values = cli_config.read_stack(text, decls)
+        unset = [k for k, d in decls.config.items() if d.secret and not d.has_default and not d.has_value
+                 and f"{project}:{k}" not in values]
+        for key in unset:  # placeholder offline; the CLI itself stops here
+            values[f"{project}:{key}"] = cli_config.Value(placeholder(key), secure=True)
+            notes.append(f"the Pulumi CLI will refuse this stack ({cli_config.missing_keys_error(stack, [key])}) "
+                         f"until you run: pulumi config set --secret {key} <value>")
+        values = cli_config.merge(stack, decls, values)
+    except cli_config.CliRefusal as exc:
+        raise StackFileError("\n".join(f"{path}: {p}" for p in exc.problems)) from None
+    plain, secret = {}, {}
+    for full_key, value in values.items():
         ns, _, key = full_key.partition(":")
         if ns != project:
             continue  # provider config (oci:, cloudflare:) is not the program's
-        if key not in decls:
-            raise StackFileError(f"{path}: {full_key} is not declared in Pulumi.yaml; "
-                                 f"known keys: {', '.join(sorted(decls))}")
-        if _is_secure(value):
+        if value.secure:
             secret[key] = placeholder(key)
-            notes.append(f"{full_key} is encrypted; the offline preview uses a placeholder secret")
-        elif isinstance(value, yaml.ScalarNode):
-            plain[key] = "" if _resolves_to(value) == "null" else value.value
+            if f"{project}:{key}" not in [f"{project}:{k}" for k in unset]:
+                notes.append(f"{full_key} is encrypted; the offline preview uses a placeholder secret")
         else:
-            plain[key] = json.dumps(_collection(value, full_key, path))
-    for key, decl in decls.items():
-        if decl.get("secret") and "default" not in decl and key not in secret and key not in plain:
-            secret[key] = placeholder(key)
-            notes.append(f"{project}:{key} is not set; the offline preview uses a placeholder secret")
+            plain[key] = value.text
+    notes += _octal_notes(text, plain)
     return plain, secret, notes
 
 
-_KIND = {yaml.MappingNode: "mapping", yaml.SequenceNode: "list", yaml.ScalarNode: "scalar"}
-
-
-def _mapping_value(root: yaml.Node, name: str, path: Path) -> yaml.MappingNode | None:
-    if not isinstance(root, yaml.MappingNode):
-        raise StackFileError(f"{path}: a stack file is a mapping with a `config:` key; this one is a "
-                             f"{_KIND.get(type(root), 'document')} (line {root.start_mark.line + 1})")
-    _no_duplicates(root, path)
-    found = next((v for k, v in root.value if isinstance(k, yaml.ScalarNode) and k.value == name), None)
-    if found is None or (isinstance(found, yaml.ScalarNode) and _resolves_to(found) == "null"):
-        return None
-    if not isinstance(found, yaml.MappingNode):
-        raise StackFileError(f"{path}: line {found.start_mark.line + 1}: `{name}:` must be a mapping of "
-                             f"project:key: value entries, not a {_KIND.get(type(found), 'node')}")
-    return found
-
-
-def _no_duplicates(node: yaml.Node, path: Path) -> None:
-    """yaml.v3 refuses a mapping that repeats a key, at any depth."""
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                line = key.start_mark.line + 1
-                if key.value in seen:
-                    raise StackFileError(f"{path}: line {line}: {key.value} is set twice (first on line "
-                                         f"{seen[key.value]}); the Pulumi CLI refuses the file; keep one")
-                seen[key.value] = line
-            _no_duplicates(value, path)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _no_duplicates(item, path)
-
-
-def _is_secure(node: yaml.Node) -> bool:
-    return (isinstance(node, yaml.MappingNode) and len(node.value) == 1
-            and node.value[0][0].value == "secure" and isinstance(node.value[0][1], yaml.ScalarNode))
-
-
-# yaml.v3's resolve(): what an unquoted scalar inside a list or mapping becomes.
-_V3_NULL = {"", "~", "null", "Null", "NULL"}
-_V3_BOOL = {"true", "True", "TRUE", "false", "False", "FALSE"}
-_V3_NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?0[xXoObB][0-9a-fA-F_]+"
-                        r"|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
-_V3_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([Tt ].*)?")
-
-
-def _resolves_to(node: yaml.ScalarNode) -> str:
-    if node.style is not None or node.tag not in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:null",
-                                                  "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int",
-                                                  "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"):
-        return "string"
-    text = node.value
-    if text in _V3_NULL:
-        return "null"
-    if text in _V3_BOOL:
-        return "boolean"
-    if _V3_NUMBER.fullmatch(text):
-        return "number"
-    if _V3_TIMESTAMP.fullmatch(text):
-        return "timestamp"
-    return "string"
-
-
-def _collection(node: yaml.Node, full_key: str, path: Path):
-    if isinstance(node, yaml.SequenceNode):
-        return [_collection(item, full_key, path) for item in node.value]
-    if isinstance(node, yaml.MappingNode):
-        return {k.value: _collection(v, full_key, path) for k, v in node.value}
-    assert isinstance(node, yaml.ScalarNode)
-    kind = _resolves_to(node)
-    if kind != "string":
-        raise StackFileError(f"{path}: line {node.start_mark.line + 1}: {full_key}: item {node.value!r} is read "
-                             f"by the Pulumi CLI as a {kind}, not text; quote it (\"{node.value}\")")
-    return node.value
+def _octal_notes(text: str, plain: dict[str, str]) -> list[str]:
+    """yaml.v3 still reads a leading-zero number as octal (resolve.go): 02526 reaches the
+    program as 1366. The CLI accepts it; say so, since the author surely meant decimal."""
+    notes = []
+    for key, value in plain.items():
+        written = re.search(rf"^\s*(?:[\w-]+:)?{re.escape(key)}:\s*([-+]?0[0-7_]+)\s*(?:#.*)?$", text, re.M)
+        if written and written.group(1).replace("_", "").lstrip("+-") not in ("0", "") and value != written.group(1):
+            notes.append(f"{key}: {written.group(1)} is read by the Pulumi CLI (yaml.v3) as octal, so the program "
+                         f"receives {value}; write it without the leading zero if you meant "
+                         f"{int(written.group(1).replace('_', '').lstrip('+-0') or '0')}")
+    return notes
 
 
 @dataclass
@@ -202,7 +140,7 @@ def run(stack_file: Path, stack: str = "example", first_preview: bool = False, s
         project: str = "backup-mx", overrides: dict[str, str] | None = None,
         secret_overrides: dict[str, str] | None = None) -> Run:
     """Run __main__.py once under mocks. `overrides` replace raw config values (tests)."""
-    plain, secret, notes = read_stack_file(stack_file, project)
+    plain, secret, notes = read_stack_file(stack_file, project, stack)
     plain.update(overrides or {})
     secret.update(secret_overrides or {})
     live_own: list[dict] = []
@@ -219,18 +157,9 @@ def run(stack_file: Path, stack: str = "example", first_preview: bool = False, s
 
 def engine_config(project: str, plain: dict[str, str], secret: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """The stack config as the engine hands it to the program and the policy pack
-    (PULUMI_CONFIG): "project:key" -> string, Pulumi.yaml defaults applied, secrets decrypted."""
-    decls = declarations()
-    config = {}
-    for key, decl in decls.items():
-        if key in secret:
-            config[f"{project}:{key}"] = secret[key]
-        elif key in plain:
-            config[f"{project}:{key}"] = plain[key]
-        elif "default" in decl:
-            default = decl["default"]
-            config[f"{project}:{key}"] = json.dumps(default) if isinstance(default, (list, dict)) else (
-                str(default).lower() if isinstance(default, bool) else str(default))
+    (PULUMI_CONFIG): "project:key" -> string, Pulumi.yaml defaults already merged by the
+    CLI's rules (read_stack_file), secrets decrypted."""
+    config = {f"{project}:{k}": v for k, v in {**plain, **secret}.items()}
     return config, [f"{project}:{k}" for k in secret]
 
 

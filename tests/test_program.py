@@ -158,7 +158,8 @@ def test_preview_cli_rejects_undeclared_keys(tmp_path, capsys):
     stack = tmp_path / "Pulumi.typo.yaml"
     stack.write_text(TWO_DOMAINS.read_text() + "  backup-mx:queueLifetme: 30d\n")
     assert preview.main(["--config", str(stack), "--no-policy", "--out", str(tmp_path / "b")]) == 2
-    assert "backup-mx:queueLifetme is not declared in Pulumi.yaml" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "backup-mx:queueLifetme: is not declared in Pulumi.yaml" in err and "did you mean queueLifetime?" in err
 
 
 @pytest.mark.parametrize("key", ['hs-"quoted\'-Zq7X9', "hs-ключ-Zq7X9-ü", "hs-back\\slash-Zq7X9"])
@@ -190,33 +191,41 @@ def test_redaction_of_a_tab_key_in_any_document(tmp_path):
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("- a\n- b\n", "this one is a list"),
-    ("config: hello\n", "`config:` must be a mapping"),
-    ("config:\n  backup-mx:drainPort: 2526\n  backup-mx:drainPort: 2527\n", "backup-mx:drainPort is set twice"),
-    ("config:\n  backup-mx:domains:\n    - 020\n", "item '020' is read by the Pulumi CLI as a number"),
-    ("config:\n  backup-mx:domains: [yes.example, true]\n", "item 'true' is read by the Pulumi CLI as a boolean"),
-    ("config: [\n", "is not valid YAML"),
+    ("- a\n- b\n", "expected project to be an object, was '[]interface {}'"),
+    ("config: hello\n", "cannot unmarshal !!str into map[string]config.Value"),
+    ("config:\n  backup-mx:drainPort: 2526\n  backup-mx:drainPort: 2527\n",
+     'line 3: mapping key "backup-mx:drainPort" already defined at line 2'),
+    (("    - viktorbarzin.me\n", "    - 020\n"), "configuration key 'domains' must be of type 'array<string>'"),
+    (("    - viktorbarzin.me\n", "    - yes.example\n    - true\n"), "key 'domains' must be of type 'array<string>'"),
+    (("    - viktorbarzin.me=", "    - viktorbarzin.me: "), "key 'cloudflareZoneIds' must be of type 'array<string>'"),
+    ("config:\n  123: x\n", "expected only string keys, got '%!s(int=123)'"),
+    ("config: [\n", "invalid YAML file"),
 ])
 def test_malformed_stack_files_exit_2_with_one_message(text, expected, tmp_path, capsys):
+    """Whole files, or (old, new): one edit of the example stack, the CLI's reason expected."""
     stack = tmp_path / "Pulumi.bad.yaml"
-    stack.write_text(text)
+    stack.write_text(text if isinstance(text, str) else EXAMPLE.read_text().replace(*text, 1))
     assert preview.main(["--config", str(stack), "--out", str(tmp_path / "build")]) == 2
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1 and "Traceback" not in err, err
 
 
 def test_stack_values_reach_the_program_as_the_cli_passes_them(tmp_path, capsys):
-    """yaml.v3 hands the program a scalar's text: 02526 arrives as "02526" (not octal 1366),
-    and the settings refuse the ambiguous form; a plaintext secret is refused with the fix."""
-    text = EXAMPLE.read_text().replace("drainPort: 2526", "drainPort: 02526") + \
-        "  backup-mx:headscalePreauthKey: hskey-in-plain-text\n"
+    """The CLI decodes the stack file with yaml.v3 into values and re-encodes them
+    (workspace/loaders.go LoadProjectStackBytes): 02526 is octal and arrives as "1366", which
+    the preview points out, and a bare key is namespaced with the project's name."""
+    stack = tmp_path / "Pulumi.octal.yaml"
+    stack.write_text(EXAMPLE.read_text().replace("backup-mx:drainPort: 2526", "drainPort: 02526"))
+    plain, secret, notes = program.read_stack_file(stack, "backup-mx")
+    assert plain["drainPort"] == "1366"
+    assert any("02526 is read by the Pulumi CLI (yaml.v3) as octal" in n and "1366" in n for n in notes)
+
+
+def test_a_plaintext_secret_is_refused_as_the_cli_refuses_it(tmp_path, capsys):
+    """pkg/workspace/config.go validateStackConfigValue, never echoing the value."""
     stack = tmp_path / "Pulumi.bad.yaml"
-    stack.write_text(text)
-    plain, secret, _ = program.read_stack_file(stack, "backup-mx")
-    assert plain["drainPort"] == "02526" and "headscalePreauthKey" not in secret
+    stack.write_text(EXAMPLE.read_text() + "  backup-mx:headscalePreauthKey: hskey-in-plain-text\n")
     assert preview.main(["--config", str(stack), "--out", str(tmp_path / "build")]) == 2
     err = capsys.readouterr().err
-    assert "backup-mx:drainPort: '02526' has a leading zero" in err
-    assert "backup-mx:headscalePreauthKey: is stored in plain text" in err and "--secret" in err
-    assert "hskey-in-plain-text" not in err and "Task was destroyed" not in err
-
+    assert "Stack 'bad' with configuration key 'headscalePreauthKey' must be encrypted as it's secret" in err
+    assert "hskey-in-plain-text" not in err and "Traceback" not in err and err.count("\n") == 1
