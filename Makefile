@@ -7,9 +7,15 @@ ARGS ?=
 
 .PHONY: preview preview-first lint test rehearse properties system-deps lab lab-down bench verify clean
 
-$(VENV)/.installed: requirements.txt policy/requirements.txt
+# Two stamps: the preview needs the program, the pack and jsonschema; tests add their tools.
+$(VENV)/.installed: requirements.txt policy/requirements.txt offline/requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r policy/requirements.txt \
+		-r offline/requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 preview: $(VENV)/.installed  ## offline preview of Pulumi.example.yaml (ARGS="--config Pulumi.<stack>.yaml --first-preview")
@@ -21,17 +27,17 @@ preview-first: $(VENV)/.installed
 system-deps:  ## Debian packages the real-software tests need (root; no-op when present)
 	./.ci/system-deps
 
-lint: $(VENV)/.installed  ## ruff (pyflakes, bugbear, pycodestyle, import order) and mypy, settings in pyproject.toml
+lint: $(VENV)/.dev-installed  ## ruff (pyflakes, bugbear, pycodestyle, import order) and mypy, settings in pyproject.toml
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 test: system-deps lint
 	$(PY) -m pytest -q tests
 
-rehearse: system-deps $(VENV)/.installed  ## first boot on real cloud-init (also part of make test)
+rehearse: system-deps $(VENV)/.dev-installed  ## first boot on real cloud-init (also part of make test)
 	$(PY) -m pytest -q tests/test_rehearsal.py
 
-properties: system-deps $(VENV)/.installed  ## the long property pass (150 generated configs each)
+properties: system-deps $(VENV)/.dev-installed  ## the long property pass (150 generated configs each)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q tests/test_settings_properties.py
 
 lab: system-deps $(VENV)/.installed  ## relay + fake primary on loopback
@@ -40,11 +46,11 @@ lab: system-deps $(VENV)/.installed  ## relay + fake primary on loopback
 lab-down:
 	$(PY) -m lab down
 
-bench: system-deps $(VENV)/.installed
+bench: system-deps $(VENV)/.dev-installed
 	$(PY) -m bench $(ARGS)
 
 clean:
 	rm -rf build lab/run bench/run .pytest_cache
 
-verify: $(VENV)/.installed  ## go-live gates against the deployed stack (ARGS="--ssh 'ssh ubuntu@mx2'")
+verify: $(VENV)/.dev-installed  ## go-live gates against the deployed stack (ARGS="--ssh 'ssh ubuntu@mx2'")
 	$(PY) -m ops.verify $(ARGS)
