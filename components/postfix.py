@@ -56,6 +56,15 @@ def main_cf(s: Settings) -> str:
         ("smtpd_helo_restrictions", "", ""),
         ("smtpd_sender_restrictions", "", ""),
         ("smtpd_data_restrictions", "", ""),
+        ("smtpd_forbid_bare_newline", "normalize",
+         "SMTP smuggling (CVE-2023-51764): DATA ends only at <CR><LF>.<CR><LF>, and a bare <LF>\n"
+         "# is read as <CR><LF>, so no <LF>.<LF> can split one message into two. normalize never\n"
+         "# rejects (reject would answer 550). Postfix >= 3.7.10 and 3.8.5; 3.9 makes it the default."),
+        ("smtpd_forbid_bare_newline_exclusions", "127.0.0.1/32", "Loopback only, like mynetworks."),
+        ("smtpd_forbid_unauth_pipelining", "no",
+         "Not yes: a client that pipelines without PIPELINING is disconnected with 554, a reply\n"
+         "# outside soft_bounce's reach. normalize already closes smuggling; postscreen's pregreet\n"
+         "# test catches clients that talk first."),
         ("smtpd_helo_required", "no", ""),
         ("disable_vrfy_command", "yes", ""),
         ("soft_bounce", "yes",

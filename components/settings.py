@@ -334,11 +334,6 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
     drain_host = (v["drainHost"] or primary).lower().rstrip(".")
     if not (_HOSTNAME.match(drain_host) or _is_ip(drain_host)):
         r.fail("drainHost", f"{drain_host!r} is not a host name or IPv4 address")
-    elif drain_host in (relay, "localhost") or drain_host.endswith(".localhost") or (
-            _is_ip(drain_host) and not _routable_drain(ipaddress.ip_address(drain_host))):
-        r.fail("drainHost", f"{drain_host!r} is the relay itself or no host at all (loopback, unspecified, "
-                            "link-local, multicast): the relay would drain to itself until every message expires; "
-                            "allowed: the primary's public name or address, or its tailnet address")
     if v["drainTransport"] == "wireguard":
         pass  # drainHost, drainPort: see _wireguard
     elif v["drainPort"] == SMTP_PORT:
@@ -451,6 +446,7 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
                 r.fail(key, "is set but drainTransport is nat; set drainTransport: wireguard, or remove it")
 
     relays = _relays(r, v, domains, zones, relay, relay_zone, primary, relay_private_ip)
+    _drains_somewhere(r, v, relays, drain_host, wireguard)
     mta_sts = _mta_sts(r, v)
 
     if r.errors:
@@ -603,6 +599,47 @@ def _wireguard(r: "_Reader", v: dict, mynetworks: list[str], key: Optional[Secre
                      primary_address=str(primary))
 
 
+def _drains_somewhere(r: _Reader, v: dict, relays: tuple[RelaySpec, ...], drain_host: str,
+                      wireguard: Optional[WireGuard]) -> None:
+    """The drain target, over NAT or the tunnel, is never loopback, never a relay (by any of
+    its names or addresses), and never inside the relay's VCN, where only relays live: any of
+    those holds every message until it expires. The WireGuard endpoint likewise, and never an
+    address inside the tunnel, which can only be reached through the tunnel itself."""
+    names = {x.hostname for x in relays} | {"localhost"}
+    addresses = {x.private_ip for x in relays}
+    vcn = ipaddress.ip_network(v["vcnCidr"], strict=False) if _is_cidr(v["vcnCidr"]) else None
+
+    def problem(host: str) -> str:
+        host = host.lower().rstrip(".")
+        if host in names or host.endswith(".localhost"):
+            return f"{host!r} is a relay of this stack (or localhost), not the primary"
+        if _is_ip(host):
+            ip = ipaddress.IPv4Address(host)
+            if str(ip) in addresses or (vcn is not None and ip in vcn):
+                return f"{host} lies inside vcnCidr {v['vcnCidr']}, where only the relays live"
+            if not _routable_drain(ip):
+                return f"{host} is no host at all (loopback, unspecified, link-local, multicast)"
+        return ""
+
+    if wireguard is None:
+        why = problem(drain_host)
+        if why and v["drainTransport"] == "nat":
+            r.fail("drainHost", f"{why}: the relay would drain to itself or nowhere until every message expires; allowed: "
+                                "the primary's public name or address, or its tailnet address")
+        return
+    endpoint = wireguard.endpoint.rpartition(":")[0]
+    tunnel = {wireguard.primary_address, wireguard.relay_address}
+    why = problem(endpoint) or (f"{endpoint} is inside the tunnel (AllowedIPs {wireguard.allowed_ips}), "
+                                "which only the tunnel itself reaches" if endpoint in tunnel else "")
+    if why:
+        r.fail("wireguardEndpoint", f"{why}; allowed: the firewall's public name or address and its WireGuard "
+                                    "port, e.g. home.example.net:51820")
+    why = problem(wireguard.primary_address)
+    if why:
+        r.fail("wireguardPrimaryAddress", f"{why}: the relay would drain to itself; allowed: the primary's "
+                                          "address inside the tunnel, outside vcnCidr")
+
+
 def _zone_of(host: str, zones: tuple[Zone, ...]) -> Optional[Zone]:
     """The most specific protected zone the host lies in (its A record goes there)."""
     return next((z for z in sorted(zones, key=lambda z: -len(z.domain)) if host.endswith("." + z.domain)), None)
@@ -631,16 +668,34 @@ def _mta_sts(r: _Reader, v: dict) -> Optional[MtaSts]:
     if not rua:
         r.fail("tlsRptRua", f"is required with mtaSts {mode}: where senders send TLS reports, e.g. "
                             "mailto:tls-reports@example.net")
-    for uri in filter(None, (u.strip() for u in rua.split(","))):
-        if not (_mailto_ok(uri) or (uri.startswith("https://") and not login_server_problem(uri))):
-            r.fail("tlsRptRua", f"{uri!r} is not a mailto: address or an https:// URL (RFC 8460)")
+    if rua:
+        problem = tls_rpt_rua_problem(rua)
+        if problem:
+            r.fail("tlsRptRua", f"{rua!r} {problem}; allowed: one or more mailto: addresses or https:// URLs "
+                                "separated by commas, e.g. mailto:tls-reports@example.net")
     if not re.fullmatch(r"[0-9a-f]{32}", v["cloudflareAccountId"]):
         r.fail("cloudflareAccountId", f"{v['cloudflareAccountId']!r} is not a Cloudflare account id (32 hex digits); "
                                       f"required with mtaSts {mode}: the policy is served by a Worker in that account")
     if len(r.errors) > errors:
         return None
-    return MtaSts(mode=mode, max_age=v["mtaStsMaxAge"], tls_rpt_rua=",".join(u.strip() for u in rua.split(",")),
+    return MtaSts(mode=mode, max_age=v["mtaStsMaxAge"], tls_rpt_rua=",".join(_TLS_RPT_SEP.split(rua.strip())),
                   account_id=v["cloudflareAccountId"])
+
+
+# RFC 8460 section 3: tlsrpt-rua = %s"rua=" tlsrpt-uri *(*WSP "," *WSP tlsrpt-uri), where
+# tlsrpt-uri is a URI (RFC 3986) of scheme mailto or https, with "," and ";" percent-encoded.
+_TLS_RPT_SEP = re.compile(r"[ \t]*,[ \t]*")
+
+
+def tls_rpt_rua_problem(rua: str) -> str:
+    """'' when `rua` is the value part of an RFC 8460 rua field; else what is wrong."""
+    for uri in _TLS_RPT_SEP.split(rua.strip(" \t")):
+        if not uri:
+            return "has an empty entry (a leading, trailing or doubled comma)"
+        if re.search(r"[\s;!]", uri) or not (_mailto_ok(uri) or (uri.startswith("https://")
+                                                                 and not login_server_problem(uri))):
+            return f"has {uri!r}, which is not a mailto: address or an https:// URL (RFC 8460 section 3)"
+    return ""
 
 
 def _mailto_ok(uri: str) -> bool:

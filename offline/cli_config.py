@@ -627,15 +627,18 @@ def merge(stack_name: str, project: Project, stack: dict[str, Value]) -> dict[st
         if decl.type is None:
             continue
         value = merged[key if ":" in key else f"{project.name}:{key}"]
+        named = f"{full_key(project, key)}: the Pulumi CLI refuses the stack: "
         if decl.secret and not value.secure:
-            problems.append(f"Stack '{stack_name}' with configuration key '{key}' must be encrypted as it's secret")
+            problems.append(f"{named}Stack '{stack_name}' with configuration key '{key}' must be encrypted as "
+                            f"it's secret; set it with: pulumi config set --secret {key} <value>")
             continue
         if value.secure and not value.object:
             continue  # ciphertext: judged on the decrypted text, which only the CLI has
         content = json.loads(value.text) if value.object else value.text
         if not valid_value(decl.type, decl.items, _strip_secure(content)):
-            problems.append(f"Stack '{stack_name}' with configuration key '{key}' must be of type "
-                            f"'{type_name(decl.type, decl.items)}'")
+            kind = type_name(decl.type, decl.items)
+            problems.append(f"{named}Stack '{stack_name}' with configuration key '{key}' must be of type "
+                            f"'{kind}'; allowed: {TYPE_HINTS.get(kind, kind)}")
     if problems:
         raise CliRefusal(problems)
     return merged
@@ -650,6 +653,19 @@ def _strip_secure(content: Any) -> Any:
     if isinstance(content, list):
         return [_strip_secure(v) for v in content]
     return content
+
+
+TYPE_HINTS = {
+    "integer": "a whole number in decimal digits, e.g. 20",
+    "boolean": "true or false",
+    "string": "text (quote it if YAML would read it as a list or mapping)",
+    "array<string>": "a YAML list whose items are text (quote items YAML reads as numbers, booleans or mappings)",
+    "object": "a YAML mapping",
+}
+
+
+def full_key(project: Project, key: str) -> str:
+    return key if ":" in key else f"{project.name}:{key}"
 
 
 def missing_keys_error(stack_name: str, keys: list[str]) -> str:

@@ -145,6 +145,18 @@ MUTATIONS = {
     "relay mynetworks a private LAN": (lambda p: set_main_cf(p, "mynetworks", "127.0.0.0/8 10.0.0.0/8"),
                                        "relay-mynetworks"),
     "relay mynetworks unset": (lambda p: set_main_cf(p, "mynetworks", None), "relay-mynetworks"),
+    # smtp-smuggling
+    "bare newline setting dropped (Debian 12's default no)": (
+        lambda p: set_main_cf(p, "smtpd_forbid_bare_newline", None), "smtp-smuggling"),
+    "bare newline reject (550)": (lambda p: set_main_cf(p, "smtpd_forbid_bare_newline", "reject"), "smtp-smuggling"),
+    "bare newline exclusions beyond loopback": (
+        lambda p: set_main_cf(p, "smtpd_forbid_bare_newline_exclusions", "127.0.0.1/32, 0.0.0.0/0"), "smtp-smuggling"),
+    "bare newline exclusions as a table": (
+        lambda p: set_main_cf(p, "smtpd_forbid_bare_newline_exclusions", "hash:/etc/postfix/x"), "smtp-smuggling"),
+    "bare newline no for the smtpd service only (master.cf -o)": (lambda p: edit_file(p, "/master.cf", lambda t: t.replace(
+        " smtpd\n", " smtpd\n  -o smtpd_forbid_bare_newline=no\n", 1)), "smtp-smuggling"),
+    "unauth pipelining disconnect (554)": (
+        lambda p: set_main_cf(p, "smtpd_forbid_unauth_pipelining", "yes"), "smtp-smuggling"),
     # zone-record-budget
     "zone at 199 live records": (lambda p: set_zone(p, "liveRecordCount", 199), "zone-record-budget"),
     "zone already over quota": (lambda p: set_zone(p, "liveRecordCount", 230), "zone-record-budget"),
@@ -465,7 +477,7 @@ def staged(doc, name):
 
 
 MAIL_POLICIES = {"never-5xx", "queue-lifetime", "bounce-lifetime", "drain-port", "relay-domains",
-                 "relay-mynetworks"}
+                 "relay-mynetworks", "smtp-smuggling"}
 PIPELINE = {
     # (change to the cloud-config document, the policies that must report it)
     "a good decoy main.cf before a bad staged one": (lambda d: (

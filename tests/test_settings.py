@@ -58,6 +58,8 @@ def test_every_required_key_is_named_when_missing():
     # What independent probes found alive-but-dead (issue 9):
     ("drainHost", "127.0.0.1", "drain to itself"),
     ("drainHost", "0.0.0.0", "drain to itself"),
+    ("drainHost", "10.42.0.10", "10.42.0.10 lies inside vcnCidr"),
+    ("drainHost", "mx2.example.net.", "'mx2.example.net' is a relay of this stack"),
     ("drainHost", "localhost", "not a host name"),
     ("drainHost", "mx.localhost", "drain to itself"),
     ("drainHost", "mx2.example.net", "drain to itself"),
@@ -89,6 +91,42 @@ def test_bad_value_names_the_key_and_what_is_allowed(key, value, expected):
         load(**{key: value})
     message = str(err.value)
     assert f"backup-mx:{key}:" in message and expected in message, message
+
+
+@pytest.mark.parametrize("changes,expected", [
+    # relay 1 draining to relay 2, where nothing listens on the drain port (issue 21)
+    ({"relayCount": 2, "drainHost": "mx3.example.net"}, "drainHost: 'mx3.example.net' is a relay of this stack"),
+    ({"relayCount": 2, "drainHost": "10.42.0.11"}, "drainHost: 10.42.0.11 lies inside vcnCidr"),
+    ({"relayCount": 2, "secondRelayHostname": "backup.example.net", "drainHost": "BACKUP.example.net"},
+     "'backup.example.net' is a relay of this stack"),
+])
+def test_drains_to_another_relay_are_refused(changes, expected):
+    with pytest.raises(settings.ConfigError) as err:
+        load(**changes)
+    assert expected in str(err.value), str(err.value)
+
+
+MTA_STS_ON = {"mtaSts": "testing", "cloudflareAccountId": "0" * 32}
+
+
+@pytest.mark.parametrize("rua", ["mailto:tls@example.net,", ",mailto:tls@example.net", ", ,", ",",
+                                 "mailto:tls@example.net,,https://r.example.net/v1", "mailto:tls@example.net;x",
+                                 "ftp://r.example.net", "mailto:tls@example.net https://r.example.net"])
+def test_tls_rpt_rua_follows_rfc_8460(rua):
+    with pytest.raises(settings.ConfigError) as err:
+        load(**MTA_STS_ON, tlsRptRua=rua)
+    message = str(err.value)
+    assert "backup-mx:tlsRptRua:" in message and ("RFC 8460" in message or "empty entry" in message), message
+
+
+@pytest.mark.parametrize("rua,published", [
+    ("mailto:tls@example.net", "mailto:tls@example.net"),
+    ("mailto:tls@example.net , https://r.example.net/v1", "mailto:tls@example.net,https://r.example.net/v1"),
+    ("mailto:a@example.net,\tmailto:b@example.net", "mailto:a@example.net,mailto:b@example.net"),
+])
+def test_tls_rpt_rua_equivalent_forms_are_accepted(rua, published):
+    s = load(**MTA_STS_ON, tlsRptRua=rua)
+    assert s.mta_sts is not None and s.mta_sts.tls_rpt_rua == published
 
 
 def test_a_domain_without_a_zone_id_names_the_zone_key():

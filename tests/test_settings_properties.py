@@ -114,7 +114,8 @@ def test_every_accepted_config_boots_a_relay_that_answers(tls_dir, raw):
 
 BAD = {
     "drainHost": st.sampled_from(["127.0.0.1", "0.0.0.0", "127.8.9.10", "169.254.1.1", "224.0.0.1",
-                                  "mx2.viktorbarzin.me", "x.localhost", "not a host"]),
+                                  "mx2.viktorbarzin.me", "MX2.viktorbarzin.me.", "x.localhost", "not a host",
+                                  "10.42.0.10", "10.42.0.11", "10.42.0.200"]),  # inside vcnCidr: the relays' own
     "drainPort": st.one_of(st.just("25"), st.integers(65536, 10**9).map(str), st.integers(-99, 0).map(str),
                            st.integers(1, 9999).map(lambda p: f"0{p}")),
     "messageSizeLimit": st.one_of(st.integers(settings.MESSAGE_SIZE_MAX + 1, 2**80).map(str),
@@ -139,11 +140,34 @@ BAD = {
     "secondMxPreference": st.sampled_from(["30", "1", "70000"]),
     "mtaSts": st.sampled_from(["strict", "on", "true", "ENFORCE", "none"]),
     "mtaStsMaxAge": st.sampled_from(["86400", "60"]),  # mtaSts is off here
-    "tlsRptRua": st.sampled_from(["mailto:tls@viktorbarzin.me", "x"]),
+    "tlsRptRua": st.sampled_from(["mailto:tls@viktorbarzin.me", "x"]),  # mtaSts is off here
     "cloudflareAccountId": st.sampled_from(["0123456789abcdef0123456789abcdef", "nope"]),
     "cloudflareZoneIds": st.just('["viktorbarzin.me=0123456789abcdef0123456789abcdef", '
                                  '"viktorbarzin.me=fedcba9876543210fedcba9876543210"]'),
 }
+
+
+# With mtaSts on (examples/Pulumi.mtasts.yaml): RFC 8460's rua grammar.
+BAD_WITH_MTA_STS = {
+    "tlsRptRua": st.one_of(
+        st.sampled_from([",", ", ,", " , ", "mailto:tls@viktorbarzin.me,", ",mailto:tls@viktorbarzin.me",
+                         "mailto:a@viktorbarzin.me,,mailto:b@viktorbarzin.me", "mailto:tls@viktorbarzin.me;x"]),
+        st.from_regex(r"(mailto:[a-z]{1,6}@viktorbarzin\.me[ ,]{0,3}){1,3},[ \t]*", fullmatch=True)),
+}
+
+
+@given(st.sampled_from(sorted(BAD_WITH_MTA_STS)).flatmap(lambda k: st.tuples(st.just(k), BAD_WITH_MTA_STS[k])))
+def test_every_bad_mta_sts_value_fails_preview_with_exit_2_naming_the_key(tmp_path_factory, capsys, bad):
+    from offline import preview
+    key, value = bad
+    doc = yaml.safe_load((EXAMPLE.parent / "examples" / "Pulumi.mtasts.yaml").read_text())
+    doc["config"][f"backup-mx:{key}"] = value
+    stack = tmp_path_factory.mktemp("stack") / "Pulumi.prop.yaml"
+    stack.write_text(yaml.safe_dump(doc))
+    code = preview.main(["--config", str(stack), "--out", str(stack.parent / "build"), "--no-policy"])
+    out = capsys.readouterr()
+    assert code == 2 and f"backup-mx:{key}:" in out.err, out
+    assert "Traceback" not in out.err
 
 
 @given(st.sampled_from(sorted(BAD)).flatmap(lambda k: st.tuples(st.just(k), BAD[k])))

@@ -112,7 +112,17 @@ def test_a_complete_wireguard_config_drains_to_the_tunnel():
     (GOOD_KEY, {"wireguardPrimaryAddress": RELAY_TUNNEL}, "equals wireguardPrimaryAddress"),
     (GOOD_KEY, {"primaryMynetworks": json.dumps(["127.0.0.0/8", "10.253.0.0/24"])}, "lies inside primaryMynetworks"),
     (GOOD_KEY, {"vcnCidr": "10.253.0.0/24"}, "lies inside vcnCidr"),
-    (GOOD_KEY, {"drainPort": "2526"}, "drainPort: applies to drainTransport nat only"),
+    # The CLI merges drainPort's default (2526) into every stack, so only another value is seen.
+    (GOOD_KEY, {"drainPort": "2527"}, "drainPort: applies to drainTransport nat only"),
+    # Drains to nowhere (issue 21): the endpoint at loopback, at a relay, inside the tunnel; the
+    # primary's tunnel address at the relay's own VCN address.
+    (GOOD_KEY, {"wireguardEndpoint": "127.0.0.1:51820"}, "wireguardEndpoint: 127.0.0.1 is no host at all"),
+    (GOOD_KEY, {"wireguardEndpoint": "localhost:51820"}, "wireguardEndpoint: 'localhost:51820' is not host:port"),
+    (GOOD_KEY, {"wireguardEndpoint": "mx2.example.net:51820"}, "wireguardEndpoint: 'mx2.example.net' is a relay"),
+    (GOOD_KEY, {"wireguardEndpoint": f"{PRIMARY_TUNNEL}:51820"}, "is inside the tunnel (AllowedIPs"),
+    (GOOD_KEY, {"wireguardEndpoint": f"{RELAY_TUNNEL}:51820"}, "is inside the tunnel"),
+    (GOOD_KEY, {"wireguardEndpoint": "10.42.0.10:51820"}, "wireguardEndpoint: 10.42.0.10 lies inside vcnCidr"),
+    (GOOD_KEY, {"wireguardPrimaryAddress": "10.42.0.10"}, "wireguardPrimaryAddress: 10.42.0.10 lies inside vcnCidr"),
     (GOOD_KEY, {"drainHost": "mail.example.net"}, "drainHost: applies to drainTransport nat only"),
     (GOOD_KEY, {"drainTransport": "ipsec"}, "drainTransport: 'ipsec' is not allowed; allowed: nat, wireguard"),
 ])

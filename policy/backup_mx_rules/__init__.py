@@ -1,6 +1,14 @@
 """The backup-MX policy pack's policies, importable without starting the analyzer."""
 from .dns import mx_preference, relay_a_record, relay_a_unproxied, zone_record_budget, zone_record_headroom
-from .mail import bounce_lifetime, drain_port, never_5xx, queue_lifetime, relay_domains, relay_mynetworks
+from .mail import (
+    bounce_lifetime,
+    drain_port,
+    never_5xx,
+    queue_lifetime,
+    relay_domains,
+    relay_mynetworks,
+    smtp_smuggling,
+)
 from .mtasts import mta_sts, mta_sts_live_record
 from .network import (
     always_free,
@@ -19,5 +27,5 @@ POLICIES = [
     # Guards a real deployment also needs.
     relay_mynetworks, zone_record_headroom, mx_preference, relay_a_record, relay_a_unproxied, reserved_public_ip,
     always_free, security_list, drain_port, relay_domains, no_silent_replace, wireguard_tunnel,
-    relay_fault_domains, mta_sts, mta_sts_live_record,
+    relay_fault_domains, mta_sts, mta_sts_live_record, smtp_smuggling,
 ]

@@ -468,4 +468,43 @@ relay_mynetworks = _instance_policy(
     "client but the VM itself may relay through it.", lambda mc, cfg: relay_mynetworks_problems(mc))
 
 
-__all__ = ["never_5xx", "queue_lifetime", "bounce_lifetime", "drain_port", "relay_domains", "relay_mynetworks"]
+# --- SMTP smuggling --------------------------------------------------------------------
+
+# smtpd_forbid_bare_newline values that close smuggling without a reject: Postfix 3.7.10+ and
+# 3.8.5+ read yes as an alias of normalize; reject answers smtpd_forbid_bare_newline_reject_code
+# (550) and disconnects; no (3.7/3.8's default) ends DATA at a bare <LF>.<LF>.
+BARE_NEWLINE_SAFE = ("normalize", "yes")
+
+
+def smtp_smuggling_problems(mc: MailConfig) -> Iterator[str]:
+    fix = "set smtpd_forbid_bare_newline = normalize and smtpd_forbid_bare_newline_exclusions = 127.0.0.1/32"
+    for svc in mc.services_running("smtpd"):
+        value = mc.param("smtpd_forbid_bare_newline", svc).strip().lower()
+        if value not in BARE_NEWLINE_SAFE:
+            why = ("answers 550 and disconnects" if value == "reject" else
+                   "ends DATA at a bare <LF>.<LF>, so one message can carry a second, forged one (CVE-2023-51764)"
+                   if value in ("no", "") else "is not a value this pack models")
+            yield f"smtpd_forbid_bare_newline = {value!r} in {_where(svc)} {why}; {fix}"
+        for entry in split_list(mc.param("smtpd_forbid_bare_newline_exclusions", svc)):
+            try:
+                net = ipaddress.ip_network(entry.replace("[", "").replace("]", ""), strict=False)
+            except ValueError:
+                yield (f"smtpd_forbid_bare_newline_exclusions entry {entry!r} in {_where(svc)} is not a literal "
+                       f"address (a table or name cannot be checked); {fix}")
+                continue
+            if not inside(net, LOOPBACK):
+                yield (f"smtpd_forbid_bare_newline_exclusions entry {entry} in {_where(svc)} exempts clients "
+                       f"beyond loopback from the smuggling protection; {fix}")
+        if boolean("smtpd_forbid_unauth_pipelining", mc.param("smtpd_forbid_unauth_pipelining", svc)):
+            yield (f"smtpd_forbid_unauth_pipelining = yes in {_where(svc)} disconnects a client that pipelines "
+                   "early with 554, outside soft_bounce's reach; set it to no (normalize closes smuggling)")
+
+
+smtp_smuggling = _instance_policy(
+    "smtp-smuggling", "Every smtpd ends DATA only at <CR><LF>.<CR><LF> (smtpd_forbid_bare_newline = normalize), "
+    "exempts only loopback, and never disconnects early pipelining with a 554.",
+    lambda mc, cfg: smtp_smuggling_problems(mc))
+
+
+__all__ = ["never_5xx", "queue_lifetime", "bounce_lifetime", "drain_port", "relay_domains", "relay_mynetworks",
+           "smtp_smuggling"]
