@@ -86,7 +86,9 @@ def env_file(s: Settings) -> str:
         "ACCOUNT_MODE": s.account_mode,
         "TEXTFILE_DIR": facts.TEXTFILE_DIR,
         "DRAIN_CANARY_SENDER": facts.DRAIN_CANARY_SENDER,
-        "DRAIN_CANARY_SIZE": str(s.message_size_limit),  # the largest message the relay may have to drain
+        # The primary's declared limit: if it takes this, it takes the largest drained message
+        # (the relay's limit plus what both add, SIZE_HEADROOM).
+        "DRAIN_CANARY_SIZE": str(s.message_size_limit),
         "QUEUE_LIFETIME_S": str(postfix_seconds(s.queue_lifetime)),
     }
     if s.account_mode == "free":

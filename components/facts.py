@@ -37,3 +37,8 @@ WIREGUARD_STALE_S = 135  # no handshake for this long: the peer is unreachable (
 # (example.com, reserved by RFC 2606, does), so an SPF check on the primary fails for the
 # relay's address exactly as it does for real drained mail.
 DRAIN_CANARY_SENDER = "drain-canary@example.com"
+# What the relay keeps below the primary's message_size_limit (messageSizeLimit): the relay's
+# own Received header, the one the primary prepends, headers its milters add and envelope
+# records, all counted by the primary's cleanup. Whatever the relay accepts then fits the
+# primary; without it a message just under the limit is taken here and refused there forever.
+SIZE_HEADROOM = 1024 * 1024

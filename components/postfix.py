@@ -5,6 +5,7 @@ production because the grep matched Ubuntu's commented examples.
 """
 from __future__ import annotations
 
+from .facts import SIZE_HEADROOM
 from .settings import Settings
 
 TLS_DIR = "/etc/postfix/tls"  # certbot's deploy hook copies the live certificate here
@@ -74,7 +75,9 @@ def main_cf(s: Settings) -> str:
         ("maximal_queue_lifetime", s.queue_lifetime, "Store and forward."),
         ("bounce_queue_lifetime", s.bounce_lifetime, ""),
         ("delay_warning_time", "0", ""),
-        ("message_size_limit", str(s.message_size_limit), "Same as the primary, so nothing accepted here is refused there."),
+        ("message_size_limit", str(s.relay_message_size_limit),
+         f"The primary's limit less {SIZE_HEADROOM} bytes for what the relay and the primary add\n"
+         "# (Received headers, milter headers, envelope): whatever is accepted here fits there."),
         ("minimal_backoff_time", "60s", "Retry a recovered primary within minutes, not ~70."),
         ("maximal_backoff_time", "600s", ""),
         ("queue_run_delay", "60s", ""),

@@ -7,7 +7,7 @@ emit backscatter it cannot deliver). The relay is never added to the primary's m
 """
 from __future__ import annotations
 
-from .facts import SMTP_PORT
+from .facts import SIZE_HEADROOM, SMTP_PORT
 from .settings import Settings
 
 CIDR_MAP = "/etc/postfix/backup_mx_clients.cidr"
@@ -107,5 +107,14 @@ def enablement(s: Settings, relays: list[tuple[str, str]], relay_public_key: str
             "relayMap": {"file": RSPAMD_MAP, "content": "".join(f"{ip}\n" for _, ip in relays)},
         },
         **({"wireguardPeer": firewall_peer(s, relay_public_key)} if s.wireguard else {"pfsense": _nat_rule(s, relays)}),
+        "messageSize": {
+            "parameter": "message_size_limit",
+            "value": s.message_size_limit,
+            "relayAccepts": s.relay_message_size_limit,
+            "text": (f"message_size_limit = {s.message_size_limit}\n"
+                     f"# at least this (stack config messageSizeLimit): the relay accepts at most "
+                     f"{s.relay_message_size_limit} bytes, {SIZE_HEADROOM} below it, so what the relay and this "
+                     "primary add to a message still fits\n"),
+        },
         "neverMynetworks": True,
     }

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import yaml
 
-from .facts import SMTP_PORT
+from .facts import SIZE_HEADROOM, SMTP_PORT
 from .grammar import ssh_key_problem
 
 PROJECT_FILE = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
@@ -169,6 +169,11 @@ class Settings:
     def vcn_dns_label(self) -> str:
         """OCI DNS label: letters and digits of the relay's first label, at most 15."""
         return "".join(c for c in self.relay_hostname.split(".")[0] if c.isalnum())[:15] or "backupmx"
+
+    @property
+    def relay_message_size_limit(self) -> int:
+        """The largest message the relay accepts: the primary's limit less the headroom."""
+        return self.message_size_limit - SIZE_HEADROOM
 
     @property
     def drain_target(self) -> str:

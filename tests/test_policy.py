@@ -111,6 +111,10 @@ MUTATIONS = {
     "soft_bounce unset (default no)": (lambda p: set_main_cf(p, "soft_bounce", None), "never-5xx"),
     "postscreen action 'defer' does not exist": (lambda p: set_main_cf(p, "postscreen_dnsbl_action", "defer"),
                                                  "never-5xx"),
+    "size limit equal to the primary's (no headroom)": (
+        lambda p: set_main_cf(p, "message_size_limit", "209715200"), "never-5xx"),
+    "size limit unlimited": (lambda p: set_main_cf(p, "message_size_limit", "0"), "never-5xx"),
+    "size limit 1 byte over the headroom": (lambda p: set_main_cf(p, "message_size_limit", "208666625"), "never-5xx"),
     "smaller size limit than the primary": (lambda p: set_main_cf(p, "message_size_limit", "10240000"),
                                             "never-5xx"),
     "DNSBL without a reply filter": (lambda p: set_main_cf(p, "postscreen_dnsbl_sites", "zen.spamhaus.org*3"),

@@ -7,7 +7,7 @@ from lab.instance import run
 
 INVARIANTS = {
     "soft_bounce": "yes", "maximal_queue_lifetime": "30d", "bounce_queue_lifetime": "1d",
-    "delay_warning_time": "0", "message_size_limit": "209715200", "relay_domains": "viktorbarzin.me",
+    "delay_warning_time": "0", "message_size_limit": "208666624", "relay_domains": "viktorbarzin.me",
     "mydestination": "", "mynetworks": "127.0.0.1/32", "inet_protocols": "ipv4",
     "smtpd_relay_restrictions": "reject_unauth_destination",
     "smtpd_recipient_restrictions":

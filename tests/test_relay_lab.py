@@ -19,7 +19,7 @@ def test_outage_queues_everything_and_the_watcher_drains_each_exactly_once(lab, 
     primary = lab.sink()
     primary.stop()  # outage: nothing listens on the drain port
     relay = lab.relay(primary.port)
-    sizes = {0: 12 * 1024 * 1024, 1: LIMIT - 1024 * 1024}  # one over 10 MB, one at the limit
+    sizes = {0: 12 * 1024 * 1024, 1: LIMIT - 2 * 1024 * 1024}  # one over 10 MB, one near the relay's limit
 
     sessions = send_many(relay.port, 200, "outage", lambda i: sizes.get(i, 1024 + (i * 7919) % 200_000))
     assert all(s.accepted for s in sessions.values()), [s.replies[-3:] for s in sessions.values() if not s.accepted]

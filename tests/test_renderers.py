@@ -6,6 +6,7 @@ import jsonschema
 import yaml
 
 from components import cloudinit, postfix, settings
+from components.facts import SIZE_HEADROOM
 from tests.helpers import DATA, REQUIRED
 
 TWO = {**REQUIRED, "domains": json.dumps(["example.net", "example.org"]),
@@ -36,7 +37,7 @@ def test_main_cf_carries_every_invariant_from_settings():
     assert p["myorigin"] == "example.net"
     assert p["soft_bounce"] == "yes"
     assert (p["maximal_queue_lifetime"], p["bounce_queue_lifetime"], p["delay_warning_time"]) == ("30d", "1d", "0")
-    assert p["message_size_limit"] == "209715200"
+    assert p["message_size_limit"] == str(209715200 - SIZE_HEADROOM)
     assert p["inet_protocols"] == "ipv4" and p["smtp_tls_security_level"] == "may"
     assert p["postscreen_greet_action"] == p["postscreen_dnsbl_action"] == "enforce"
     assert all("=" in site for site in p["postscreen_dnsbl_sites"].split(", "))

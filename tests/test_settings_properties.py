@@ -102,7 +102,7 @@ def test_every_accepted_config_boots_a_relay_that_answers(tls_dir, raw):
         assert banner.code == 220 and ehlo.code == 250, (banner, ehlo)
         assert banner.text.split("\n")[0].startswith(f"{s.relay_hostname} "), banner  # the relay's own name
         assert mail.code == 250 and rcpt.code == 250, (mail, rcpt)
-        assert f"SIZE {s.message_size_limit}" in ehlo.text
+        assert f"SIZE {s.relay_message_size_limit}" in ehlo.text
         log = relay.log_text()
         bad = [ln for ln in log.splitlines() if re.search(r"\b(fatal|warning|panic|error):", ln)]
         assert bad == [], bad

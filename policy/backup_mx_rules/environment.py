@@ -27,6 +27,9 @@ FACT_DEFAULTS: dict[str, Any] = {
     "mtaSts": "off",
 }
 SMTP_PORT = 25  # the pack's own copy: with drainTransport wireguard the drain is port 25 in the tunnel
+# The contract's size headroom (README, Policies): the relay's message_size_limit is the
+# primary's (messageSizeLimit) less this, which its own and the primary's headers need.
+SIZE_HEADROOM = 1024 * 1024
 DRAIN_TRANSPORTS = ("nat", "wireguard")
 REQUIRED = ("domains", "cloudflareZoneIds", "primaryMxHost", "homelabCidr")
 ARRAYS = ("domains", "cloudflareZoneIds", "primaryMynetworks")

@@ -16,7 +16,7 @@ from pulumi_policy import PolicyConfigSchema, ResourceValidationPolicy
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from . import environment, mailconf
-from .environment import FactError
+from .environment import SIZE_HEADROOM, FactError
 from .mailconf import (
     POSTSCREEN_ACTIONS,
     MailConfig,
@@ -123,13 +123,20 @@ def never_5xx_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:
         if svc.kind == "unix" and svc.command in DELIVERY_AGENTS and not _soft_bounce(mc, svc):
             yield (f"soft_bounce is off in delivery {_where(svc)}: a 5xx from the primary would bounce drained "
                    f"mail, and this VM can never deliver the bounce, so the message is lost; {fix}")
-    primary = int(cfg["primaryMessageSizeLimit"])
+    primary, stack = int(cfg["primaryMessageSizeLimit"]), environment.fact("messageSizeLimit")
     long_value("message_size_limit", mc.param("message_size_limit"))
     for svc in mc.services_running("smtpd", "cleanup"):
         size = long_value("message_size_limit", mc.param("message_size_limit", svc))
-        if size != 0 and size < primary:
-            yield (f"message_size_limit = {size} in {_where(svc)} is smaller than the primary's {primary}: mail the "
-                   f"primary would take is refused here; set message_size_limit = {primary}")
+        ceiling, floor = stack - SIZE_HEADROOM, primary - SIZE_HEADROOM
+        if size == 0 or size > ceiling:
+            yield (f"message_size_limit = {size or 'unlimited'} in {_where(svc)} leaves less than {SIZE_HEADROOM} "
+                   f"bytes below the primary's {stack}: a message near it is taken here, then refused by the primary "
+                   f"once the headers are added, and held for the whole queue lifetime; set message_size_limit = "
+                   f"{ceiling}")
+        elif size < floor:
+            yield (f"message_size_limit = {size} in {_where(svc)} is below the primary's {primary} less the "
+                   f"{SIZE_HEADROOM}-byte headroom: mail the primary would take is refused here; set "
+                   f"message_size_limit = {floor}")
     for svc in mc.services_running("smtpd"):
         maps = mc.param("relay_recipient_maps", svc).strip()
         if maps and boolean("smtpd_reject_unlisted_recipient", mc.param("smtpd_reject_unlisted_recipient", svc)):
@@ -148,7 +155,8 @@ never_5xx = _instance_policy(
     "never-5xx",
     "The relay never answers 5xx for a protected domain and never bounces drained mail: soft_bounce = yes in "
     "every smtpd, postscreen and delivery agent; valid postscreen actions; DNSBL sites with valid reply "
-    "filters; message_size_limit at least the primary's (stack config messageSizeLimit); a catch-all "
+    "filters; message_size_limit exactly the primary's (stack config messageSizeLimit) less the SIZE_HEADROOM "
+    "the relay's and the primary's headers need; a catch-all "
     "recipient map.",
     lambda mc, cfg: never_5xx_problems(mc, {**cfg, "primaryMessageSizeLimit": _primary_size(cfg)}),
     PolicyConfigSchema(properties={"primaryMessageSizeLimit": {
