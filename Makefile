@@ -40,7 +40,8 @@ rehearse: system-deps $(VENV)/.dev-installed  ## first boot on real cloud-init (
 properties: system-deps $(VENV)/.dev-installed  ## the long property pass (150 generated configs each)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q tests/test_settings_properties.py
 
-lab: system-deps $(VENV)/.installed  ## relay + fake primary on loopback
+lab: $(VENV)/.installed  ## relay + fake primary on loopback (needs only postfix and swaks)
+	./.ci/system-deps lab
 	$(PY) -m lab up $(ARGS)
 
 lab-down:

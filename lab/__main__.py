@@ -33,11 +33,25 @@ def vm_files(config: Path) -> tuple[dict[str, str], str]:
     return files_from_run(result), relay_host
 
 
+def lab_ports(env: dict[str, str]) -> tuple[int, int]:
+    """LAB_PORT and LAB_DRAIN_PORT: whole numbers in 1..65535, and not the same port."""
+    ports = []
+    for name, default in (("LAB_PORT", "2525"), ("LAB_DRAIN_PORT", "2526")):
+        text = env.get(name, default).strip()
+        if not text.isdigit() or not 1 <= int(text) <= 65535:
+            raise LabError(f"{name}={text!r} is not a TCP port; allowed: 1..65535 (default {default})")
+        ports.append(int(text))
+    if ports[0] == ports[1]:
+        raise LabError(f"LAB_PORT and LAB_DRAIN_PORT are both {ports[0]}: the relay and the fake primary need "
+                       "their own ports")
+    return ports[0], ports[1]
+
+
 def up(args) -> int:
+    port, drain = lab_ports(dict(os.environ))
     require_postfix()
     if STATE.exists():
         raise LabError(f"a lab is already running ({STATE}); run `make lab-down` first")
-    port, drain = int(os.environ.get("LAB_PORT", 2525)), int(os.environ.get("LAB_DRAIN_PORT", 2526))
     for p in (port, drain):
         if not port_free(p):
             raise LabError(f"port 127.0.0.1:{p} is taken; set LAB_PORT / LAB_DRAIN_PORT")
@@ -46,17 +60,26 @@ def up(args) -> int:
     RUN.chmod(0o755)
     (RUN / "files.json").write_text(json.dumps(files))
     lab = Lab(RUN, files, make_tls(RUN / "tls", relay_host))
-    sink = lab.sink(drain)
-    relay = lab.relay(drain, port)
-    relay.watcher_env(files)
-    script = RUN / "relay" / "backup-mx-drain"
-    script.write_text(files["backup-mx-drain"])
-    watcher = subprocess.Popen(
-        ["bash", "-c", f"while :; do bash {script} >> {RUN}/drain-watcher.log 2>&1; sleep {WATCH_EVERY_S}; done"],
-        env={**os.environ, "BACKUP_MX_ENV": str(relay.base / "backup-mx.env")}, start_new_session=True,
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    STATE.write_text(json.dumps({"port": port, "drain": drain, "sink_pid": sink.pid,
-                                 "watcher_pid": watcher.pid, "relay": str(relay.conf)}))
+    watcher = None
+    try:
+        sink = lab.sink(drain)
+        relay = lab.relay(drain, port)
+        relay.watcher_env(files)
+        script = RUN / "relay" / "backup-mx-drain"
+        script.write_text(files["backup-mx-drain"])
+        watcher = subprocess.Popen(
+            ["bash", "-c", f"while :; do bash {script} >> {RUN}/drain-watcher.log 2>&1; sleep {WATCH_EVERY_S}; done"],
+            env={**os.environ, "BACKUP_MX_ENV": str(relay.base / "backup-mx.env")}, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        STATE.write_text(json.dumps({"port": port, "drain": drain, "sink_pid": sink.pid,
+                                     "watcher_pid": watcher.pid, "relay": str(relay.conf)}))
+    except BaseException:
+        # Whatever started is stopped by its pid, and nothing is left for lab-down to miss.
+        if watcher is not None:
+            _kill(watcher.pid, group=True)
+        lab.down()
+        STATE.unlink(missing_ok=True)
+        raise
     py = os.path.relpath(sys.executable, Path.cwd())
     print(f"""Lab is up (files from {args.config.name}, overrides listed in lab/instance.py Relay.overrides()):
   relay         127.0.0.1:{port}  (postscreen -> smtpd, config {relay.conf})
