@@ -15,8 +15,13 @@ import pulumi_cloudflare as cloudflare
 MAX_LISTED_RECORDS = 3500  # the largest Cloudflare plan quota; list them all
 
 
-def record_key(kind: str, name: str, content: str) -> str:
-    return f"{kind} {name.lower().rstrip('.')} {content.lower().rstrip('.')}"
+def record_key(kind: str, name: str, content: str, priority: float | None = None) -> str:
+    """One record as the zone holds it: type, name (case-blind), content (case-blind except
+    TXT data, which is case-sensitive), and an MX record's priority."""
+    kind = kind.upper()
+    text = content if kind == "TXT" else content.lower().rstrip(".")
+    key = f"{kind} {name.lower().rstrip('.')} {text}"
+    return f"{key} {int(priority)}" if kind == "MX" and priority is not None else key
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,7 @@ class ZoneArgs:
     domain: str
     zone_id: str
     live_record_count: pulumi.Input[int]
-    live_record_keys: pulumi.Input[list[str]]  # what the zone holds now, as record_key()s
+    live_record_keys: pulumi.Input[list[str]]  # what the zone holds now, as record_key()s (MX with priority)
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ def live_zones(zones: Sequence[tuple[str, str]], opts: pulumi.InvokeOptions) -> 
         found.append(ZoneArgs(
             domain=domain, zone_id=zone_id, live_record_count=live.results.apply(len),
             live_record_keys=live.results.apply(
-                lambda rs: sorted(record_key(r.type, r.name, r.content or "") for r in rs))))
+                lambda rs: sorted(record_key(r.type, r.name, r.content or "", r.priority) for r in rs))))
     return found
 
 

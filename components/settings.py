@@ -676,7 +676,7 @@ def _mta_sts(r: _Reader, v: dict) -> Optional[MtaSts]:
     if rua:
         problem = tls_rpt_rua_problem(rua)
         if problem:
-            r.fail("tlsRptRua", f"{rua!r} {problem}; allowed: one or more mailto: addresses or https:// URLs "
+            r.fail("tlsRptRua", f"{problem}; allowed: one or more mailto: addresses or https:// URLs "
                                 "separated by commas, e.g. mailto:tls-reports@example.net")
     if not re.fullmatch(r"[0-9a-f]{32}", v["cloudflareAccountId"]):
         r.fail("cloudflareAccountId", f"{v['cloudflareAccountId']!r} is not a Cloudflare account id (32 hex digits); "
@@ -696,10 +696,10 @@ def tls_rpt_rua_problem(rua: str) -> str:
     """'' when `rua` is the value part of an RFC 8460 rua field; else what is wrong."""
     for uri in _TLS_RPT_SEP.split(rua.strip(" \t")):
         if not uri:
-            return "has an empty entry (a leading, trailing or doubled comma)"
+            return f"{rua!r} has an empty entry (a leading, trailing or doubled comma)"
         if re.search(r"[\s;!]", uri) or not (_mailto_ok(uri) or (uri.startswith("https://")
                                                                  and not login_server_problem(uri))):
-            return f"has {uri!r}, which is not a mailto: address or an https:// URL (RFC 8460 section 3)"
+            return f"{uri!r} is not a mailto: address or an https:// URL (RFC 8460 section 3)"
     return ""
 
 

@@ -43,10 +43,16 @@ class Zone:
     primary_mx: str
     size: int
     extra_records: list[dict] = field(default_factory=list)
+    live: list[dict] | None = None  # a real zone's records (--live-zone) instead of made-up ones
+    primary_preference: float = 1.0  # the made-up zone agrees with the stack; a real one decides
 
     def records(self) -> list[dict]:
+        if self.live is not None:
+            return [{"id": _digest("record", self.zone_id, r["type"], r["name"], r["content"], n=32),
+                     "zoneId": self.zone_id, "ttl": 1.0, "proxied": False, "proxiable": r["type"] != "MX",
+                     "comment": "", "tags": [], **r} for r in self.live + self.extra_records]
         base: list[dict[str, Any]] = [
-            {"type": "MX", "name": self.domain, "content": self.primary_mx, "priority": 1.0},
+            {"type": "MX", "name": self.domain, "content": self.primary_mx, "priority": self.primary_preference},
             {"type": "A", "name": self.primary_mx, "content": "198.51.100.7"},
             {"type": "TXT", "name": self.domain, "content": "v=spf1 mx -all"},
             {"type": "TXT", "name": f"_dmarc.{self.domain}", "content": "v=DMARC1; p=quarantine"},

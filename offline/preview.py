@@ -18,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from offline import program
+from components.dns import record_key
+from offline import livezone, program
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFERRED = "can't run policy"
@@ -95,13 +96,13 @@ def zone_budget_rows(plan: dict) -> list[tuple[str, str]]:
     dns = next(r["props"] for r in plan["resources"] if r["type"] == "backupmx:index:Dns")
     rows = []
     for zone in dns["zones"]:
-        live_keys = {k.lower() for k in zone["liveRecordKeys"]} if isinstance(zone["liveRecordKeys"], list) else set()
+        live_keys = set(zone["liveRecordKeys"]) if isinstance(zone["liveRecordKeys"], list) else set()
         added = 0
         for r in plan["resources"]:
             p = r["props"]
             if r["type"] not in ZONE_ENTRY_TYPES or p.get("zoneId") != zone["zoneId"]:
                 continue
-            if "content" in p and f"{p['type']} {p['name']} {p['content']}".lower().rstrip(".") in live_keys:
+            if "content" in p and record_key(p["type"], p["name"], p["content"], p.get("priority")) in live_keys:
                 continue
             added += 1
         live = zone["liveRecordCount"]
@@ -113,6 +114,21 @@ def zone_budget_rows(plan: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def live_zones(files: list[Path], config: Path, stack: str) -> dict[str, list[dict]]:
+    """--live-zone files, each assigned to the protected domain its records lie in."""
+    if not files:
+        return {}
+    plain, _, _ = program.read_stack_file(config, "backup-mx", stack)
+    domains = [d.lower().rstrip(".") for d in json.loads(plain.get("domains", "[]"))]
+    found: dict[str, list[dict]] = {}
+    for path in files:
+        for domain, records in livezone.for_domains(livezone.load(path), domains).items():
+            if domain in found:
+                raise livezone.LiveZoneError(f"--live-zone {path}: a second file for {domain}")
+            found[domain] = records
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "Pulumi.example.yaml", help="stack file")
@@ -120,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-preview", action="store_true", help="ids and IPs unknown, as before the first up")
     parser.add_argument("--second-run", action="store_true", help="the zone already holds this stack's records")
     parser.add_argument("--policy-config", type=Path, help="JSON as for --policy-pack-config")
+    parser.add_argument("--live-zone", type=Path, action="append", default=[], metavar="FILE",
+                        help="a protected zone's real records (Cloudflare BIND export or records-API JSON), "
+                             "once per zone, instead of the fake zone")
     parser.add_argument("--no-policy", action="store_true", help="skip the policy pack")
     parser.add_argument("--out", type=Path, default=ROOT / "build")
     args = parser.parse_args(argv)
@@ -127,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     try:
+        live = live_zones(args.live_zone, args.config, stack)
         result = program.run(args.config, stack=stack, first_preview=args.first_preview,
-                             second_run=args.second_run)
-    except program.StackFileError as exc:
+                             second_run=args.second_run, live_zones=live)
+    except (program.StackFileError, livezone.LiveZoneError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if result.error:

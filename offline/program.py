@@ -138,18 +138,19 @@ def _struct_to_dict(struct) -> dict:
 
 def run(stack_file: Path, stack: str = "example", first_preview: bool = False, second_run: bool = False,
         project: str = "backup-mx", overrides: dict[str, str] | None = None,
-        secret_overrides: dict[str, str] | None = None) -> Run:
-    """Run __main__.py once under mocks. `overrides` replace raw config values (tests)."""
+        secret_overrides: dict[str, str] | None = None, live_zones: dict[str, list[dict]] | None = None) -> Run:
+    """Run __main__.py once under mocks. `overrides` replace raw config values (tests);
+    `live_zones` (domain -> records) replace a zone's made-up records with real ones."""
     plain, secret, notes = read_stack_file(stack_file, project, stack)
     plain.update(overrides or {})
     secret.update(secret_overrides or {})
     live_own: list[dict] = []
     if second_run:
-        previous = _run_once(project, stack, plain, secret, first_preview=False, live_own=[])
+        previous = _run_once(project, stack, plain, secret, first_preview=False, live_own=[], live_zones=live_zones)
         if previous.error:
             return previous
         live_own = [r.outputs for r in previous.resources if r.type == "cloudflare:index/dnsRecord:DnsRecord"]
-    result = _run_once(project, stack, plain, secret, first_preview, live_own)
+    result = _run_once(project, stack, plain, secret, first_preview, live_own, live_zones)
     result.notes = notes + result.notes
     result.config, result.secret_keys = engine_config(project, plain, secret)
     return result
@@ -163,7 +164,7 @@ def engine_config(project: str, plain: dict[str, str], secret: dict[str, str]) -
     return config, [f"{project}:{k}" for k in secret]
 
 
-def _run_once(project, stack, plain, secret, first_preview, live_own) -> Run:
+def _run_once(project, stack, plain, secret, first_preview, live_own, live_zones=None) -> Run:
     import pulumi
     from pulumi.runtime import mocks
     from pulumi.runtime import settings as rt_settings
@@ -174,8 +175,10 @@ def _run_once(project, stack, plain, secret, first_preview, live_own) -> Run:
     for entry in json.loads(plain.get("cloudflareZoneIds", "[]")):
         domain, _, zone_id = entry.partition("=")
         extra = [_record(o) for o in live_own if o.get("zoneId") == zone_id.strip()]
+        real = (live_zones or {}).get(domain.strip().lower())
         zones.append(Zone(domain.strip(), zone_id.strip(), plain.get("primaryMxHost", f"mail.{domain}"),
-                          ZONE_SIZES.get(domain.strip(), DEFAULT_ZONE_SIZE) + len(extra), extra))
+                          ZONE_SIZES.get(domain.strip(), DEFAULT_ZONE_SIZE) + len(extra), extra, live=real,
+                          primary_preference=_number(plain.get("primaryMxPreference"), 1.0)))
     cloud = FakeCloud(plain.get("ociRegion", "eu-frankfurt-1"), zones, first_preview=first_preview)
 
     class Monitor(mocks.MockMonitor):
@@ -226,6 +229,13 @@ def _run_once(project, stack, plain, secret, first_preview, live_own) -> Run:
         loop.close()
     return Run(project, stack, first_preview, monitor.registrations, outputs, secrets=list(secret.values()),
                error=error)
+
+
+def _number(text: str | None, default: float) -> float:
+    try:
+        return float(text) if text is not None else default
+    except ValueError:
+        return default  # the settings name the bad value
 
 
 def _settle(loop: asyncio.AbstractEventLoop) -> None:

@@ -179,8 +179,18 @@ MUTATIONS = {
         **resource(p, "DnsRecord", "mx-viktorbarzin.me")["props"], "content": "mx.attacker.example",
         "priority": 50}), "mx-preference"),
     "a foreign MX live in the zone": (
-        lambda p: set_zone(p, "liveRecordKeys", lambda keys: keys + ["MX viktorbarzin.me mx.elsewhere.example"]),
+        lambda p: set_zone(p, "liveRecordKeys", lambda keys: keys + ["MX viktorbarzin.me mx.elsewhere.example 5"]),
         "mx-preference"),
+    # The live zone decides (issue 20): the primary's real preference, and relay-host MX records not ours.
+    "live primary MX at 30 while primaryMxPreference says 1": (
+        lambda p: set_zone(p, "liveRecordKeys", lambda keys: [k.replace("mail.viktorbarzin.me 1", "mail.viktorbarzin.me 30")
+                                                             for k in keys]), "mx-preference"),
+    "a live MX for the relay host at another priority": (
+        lambda p: set_zone(p, "liveRecordKeys", lambda keys: keys + ["MX viktorbarzin.me mx2.viktorbarzin.me 10"]),
+        "mx-preference"),
+    "live MX records without a priority": (
+        lambda p: set_zone(p, "liveRecordKeys", lambda keys: [k.replace("mail.viktorbarzin.me 1", "mail.viktorbarzin.me")
+                                                             for k in keys]), "mx-preference"),
     # relay-a-record
     "an AAAA record for the relay host": (lambda p: add_resource(p, "cloudflare:index/dnsRecord:DnsRecord", "relay-aaaa", {
         **resource(p, "DnsRecord", "relay-a")["props"], "type": "AAAA", "content": "2001:db8::25"}),
@@ -384,7 +394,7 @@ def test_equivalent_forms_are_not_violations(policies, example_plan, case):
             ["metadata", "sourceDetails", "availabilityDomain", "createVnicDetails"]),
         "second run counts nothing twice": lambda p: set_zone(
             set_zone(p, "liveRecordCount", 182), "liveRecordKeys",
-            lambda keys: keys + ["MX viktorbarzin.me mx2.viktorbarzin.me", "A mx2.viktorbarzin.me 203.0.113.215"]),
+            lambda keys: keys + ["MX viktorbarzin.me mx2.viktorbarzin.me 20", "A mx2.viktorbarzin.me 203.0.113.215"]),
     }[case](example_plan)
     tight = {"zone-record-budget": {"budget": 183}, "zone-record-headroom": {"budget": 183, "warnBelowSlots": 0}}
     assert reported(policies.check(plan, tight if case.startswith("second") else None)) == set()

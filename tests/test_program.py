@@ -65,7 +65,7 @@ def test_dns_records_backup_mx_and_unproxied_a(example_plan):
 def test_zone_count_is_recorded_on_the_dns_component(example_plan, example_run):
     zones = resource(example_plan, "index:Dns")["props"]["zones"]
     assert zones[0]["liveRecordCount"] == 180 and len(zones[0]["liveRecordKeys"]) == 180
-    assert "MX viktorbarzin.me mail.viktorbarzin.me" in zones[0]["liveRecordKeys"]
+    assert "MX viktorbarzin.me mail.viktorbarzin.me 1" in zones[0]["liveRecordKeys"]
     assert example_run.outputs["zoneRecordCounts"] == {"viktorbarzin.me": 180}
 
 
@@ -127,7 +127,7 @@ def test_second_run_sees_its_own_records_live():
     plan = program.plan(run_stack(second_run=True))
     zone = resource(plan, "index:Dns")["props"]["zones"][0]
     assert zone["liveRecordCount"] == 182
-    assert "MX viktorbarzin.me mx2.viktorbarzin.me" in zone["liveRecordKeys"]
+    assert "MX viktorbarzin.me mx2.viktorbarzin.me 20" in zone["liveRecordKeys"]
 
 
 def test_preview_cli_writes_build_and_passes(tmp_path, capsys):

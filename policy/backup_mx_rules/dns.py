@@ -25,8 +25,27 @@ from .view import (
 DEFAULT_BUDGET, DEFAULT_SLACK = 200, 10
 
 
-def key(kind, name, content) -> str:
-    return f"{str(kind).upper()} {str(name).lower().rstrip('.')} {str(content).lower().rstrip('.')}"
+def key(kind, name, content, priority=None) -> str:
+    """A record as the zone holds it (the Dns component's liveRecordKeys): type, name and
+    content, case-blind except TXT data (case-sensitive, RFC 1035 character-strings), and an
+    MX record's priority, so an MX at another priority is another record."""
+    kind = str(kind).upper()
+    text = str(content) if kind == "TXT" else str(content).lower().rstrip(".")
+    out = f"{kind} {str(name).lower().rstrip('.')} {text}"
+    if kind == "MX" and priority is not None:
+        number = as_int(priority)
+        out += f" {number}" if isinstance(number, int) else f" {priority}"
+    return out
+
+
+def normalized(live_key: str) -> str:
+    """A live key in key()'s form, whatever case the program wrote it in."""
+    kind, _, rest = live_key.partition(" ")
+    name, _, content = rest.partition(" ")
+    if kind.upper() == "MX":
+        host, _, priority = content.partition(" ")
+        return key(kind, name, host, priority or None)
+    return key(kind, name, content)
 
 
 def _zones(resources) -> list[dict]:
@@ -87,8 +106,7 @@ def _usage(args) -> list[tuple[str, int, int, int]]:
         if not isinstance(live, int) or not isinstance(keys, list):
             raise ZoneDataError(f"zone {zone.get('domain') or listed_id}: live record data is unreadable "
                                 f"(count {zone.get('liveRecordCount')!r})")
-        live_keys = set(k.upper().split(" ", 1)[0] + " " + k.split(" ", 1)[1].lower()
-                        for k in keys if isinstance(k, str) and " " in k)
+        live_keys = set(normalized(k) for k in keys if isinstance(k, str) and " " in k)
         added = 0
         live_names = {k.split(" ")[1] for k in live_keys if k.count(" ") >= 2}
         for r, p in records:
@@ -97,8 +115,8 @@ def _usage(args) -> list[tuple[str, int, int, int]]:
             if r.resource_type == WORKER_DOMAIN:
                 if str(p.get("hostname", "")).lower().rstrip(".") in live_names:
                     continue  # its record is live already
-            elif all(known(p.get(f)) for f in ("type", "name", "content")) \
-                    and key(p["type"], p["name"], p["content"]) in live_keys:
+            elif all(known(p.get(f)) for f in ("type", "name", "content", "priority")) \
+                    and key(p["type"], p["name"], p["content"], p.get("priority")) in live_keys:
                 continue  # already live: counted in liveRecordCount
             added += 1
         result.append((str(zone.get("domain") or listed_id), live, added, live + added))
@@ -202,16 +220,57 @@ def _mx_preference(args, report_violation):
             elif known(p.get("content")) and content not in hosts:
                 report_violation(f"MX record '{r.name}' sends {domain} mail to {content}, which is neither the "
                                  f"primary {primary} nor a relay ({', '.join(hosts)}); remove it", r.urn)
-        live = [k.lower() for k in (zones.get(domain) or {}).get("liveRecordKeys") or [] if isinstance(k, str)]
-        if domain in zones and not any(k.startswith(f"mx {domain} {primary}") for k in live):
-            report_violation(f"domain {domain}: the primary MX {primary} is not in the live zone; the relay would "
-                             "become the only MX. Restore the primary's MX record before deploying")
-        for k in live:
-            kind, _, rest = k.partition(" ")
-            name, _, content = rest.partition(" ")
-            if kind == "mx" and name == domain and content not in (primary, *hosts):
-                report_violation(f"domain {domain}: the live zone has an MX for {content}, which is neither the "
-                                 f"primary nor a relay; senders may hand it mail. Delete that record")
+        if domain in zones:
+            _live_mx_problems(domain, zones[domain], primary, primary_pref, relays, report_violation)
+
+
+def _live_mx(zone: dict, domain: str) -> list[tuple[str, int | None]]:
+    """The live zone's apex MX records as (host, priority); None where no priority is listed."""
+    found = []
+    for k in zone.get("liveRecordKeys") or []:
+        if not (isinstance(k, str) and k.count(" ") >= 2):
+            continue
+        kind, name, rest = normalized(k).split(" ", 2)
+        if kind == "MX" and name == domain:
+            host, _, priority = rest.partition(" ")
+            number = as_int(priority) if priority else None
+            found.append((host, number if isinstance(number, int) else None))
+    return found
+
+
+def _live_mx_problems(domain, zone, primary, primary_pref, relays, report_violation) -> None:
+    """The live zone decides: the primary's real preference is the one the relays must exceed
+    and primaryMxPreference must state; a relay-host MX at another priority is not ours."""
+    live = _live_mx(zone, domain)
+    keys = {host: ("mxPreference" if i == 0 else "secondMxPreference") for i, (host, _) in enumerate(relays)}
+    primary_live = [p for host, p in live if host == primary]
+    if not primary_live:
+        report_violation(f"domain {domain}: the primary MX {primary} is not in the live zone; the relay would "
+                         "become the only MX. Restore the primary's MX record before deploying")
+    if any(p is None for _, p in live):
+        report_violation(f"domain {domain}: the live MX records carry no priority, so the primary's real "
+                         "preference cannot be compared with the relays'; the pack fails closed")
+        return
+    if primary_live:
+        live_pref = min(p for p in primary_live if p is not None)
+        if live_pref != primary_pref:
+            report_violation(f"domain {domain}: the live zone publishes the primary {primary} at preference "
+                             f"{live_pref}, but stack config primaryMxPreference is {primary_pref}; set "
+                             f"primaryMxPreference: {live_pref}")
+        for host, pref in relays:
+            if pref <= live_pref:
+                report_violation(f"domain {domain}: relay {host} at preference {pref} (stack config {keys[host]}) "
+                                 f"does not come after the live primary MX at {live_pref}: senders would hand it "
+                                 f"mail while the primary is up; set {keys[host]} above {live_pref}")
+    own = set(relays)
+    for host, priority in live:
+        if host in keys and (host, priority) not in own:
+            report_violation(f"domain {domain}: the live zone has an MX for the relay {host} at priority {priority}, "
+                             f"which this stack does not manage (it publishes {dict(relays)[host]}); delete that "
+                             "record in the dashboard, then run pulumi up --refresh")
+        elif host not in keys and host != primary:
+            report_violation(f"domain {domain}: the live zone has an MX for {host}, which is neither the "
+                             f"primary nor a relay; senders may hand it mail. Delete that record")
 
 
 def _relay_a_record(args, report_violation):
