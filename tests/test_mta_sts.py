@@ -172,6 +172,49 @@ def test_mta_sts_mutation_is_reported_by_its_policy(policies, sts_plan, case):
     assert policy in reported(violations), [v.message for v in violations]
 
 
+def with_record(plan, name_part, edit):
+    r = resource(plan, "DnsRecord", name_part)
+    return set_prop(plan, "DnsRecord", ["content"], edit(r["props"]["content"]), name_part=name_part)
+
+
+MTA_STS_EQUIVALENTS = {
+    # RFC 8461 section 3.1: extension fields and a trailing separator are allowed.
+    "an _mta-sts extension field": lambda p: with_record(p, "dns-mta-sts-", lambda c: c[:-1] + '; ext=1"'),
+    "an _mta-sts trailing separator with spaces": lambda p: with_record(p, "dns-mta-sts-", lambda c: c[:-1] + ' ; "'),
+    # RFC 8460 section 3: *WSP "," *WSP between rua URIs, and extensions.
+    "a TLS-RPT rua with spaces around the comma": lambda p: with_record(
+        p, "tls-rpt-", lambda c: c[:-1] + ' , https://tlsrpt.example.net/v1"'),
+    "a TLS-RPT extension field": lambda p: with_record(p, "tls-rpt-", lambda c: c[:-1] + '; x-note=1"'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MTA_STS_EQUIVALENTS))
+def test_mta_sts_equivalent_forms_pass(policies, sts_plan, case):
+    plan = MTA_STS_EQUIVALENTS[case](sts_plan)
+    assert reported(policies.check(plan)) == set(), [v.message for v in policies.check(plan)]
+
+
+@pytest.mark.parametrize("record,valid", [
+    ("v=STSv1; id=20260101", "20260101"), ("v=STSv1;id=abc;", "abc"), ("v=STSv1; id=abc; ext=x.y", "abc"),
+    ("v=STSv1; id=a; id=b", None), ("v=STSv1 id=abc", None), ("v=STSv1; id=", None), ("v=STSv1; ext=1", None),
+    ("v=STSv1; id=" + "a" * 33, None), ("v=stsv1; id=abc", None), ("v=STSv1; id=abc; bad field", None),
+])
+def test_sts_record_grammar(record, valid):
+    from backup_mx_rules import mtasts as pack_mtasts
+    assert pack_mtasts.sts_record_id(record) == valid
+
+
+@pytest.mark.parametrize("record,valid", [
+    ("v=TLSRPTv1; rua=mailto:a@example.net", True), ("v=TLSRPTv1;rua=mailto:a@example.net,https://r.example.net", True),
+    ("v=TLSRPTv1; rua=mailto:a@example.net , mailto:b@example.net;", True),
+    ("v=TLSRPTv1; rua=mailto:a@example.net,", False), ("v=TLSRPTv1; rua=", False), ("v=TLSRPTv1", False),
+    ("v=TLSRPTv1; rua=ftp://x.example.net", False), ("v=TLSRPTv1; rua=mailto:a@x.net; rua=mailto:b@x.net", False),
+])
+def test_tls_rpt_record_grammar(record, valid):
+    from backup_mx_rules import mtasts as pack_mtasts
+    assert pack_mtasts.tls_rpt_record_ok(record) is valid
+
+
 def test_each_mta_sts_policy_has_at_least_three_mutations():
     for name in ("mta-sts", "mta-sts-live-record"):
         assert sum(1 for _, policy in MTA_STS_MUTATIONS.values() if policy == name) >= 3, name

@@ -249,6 +249,13 @@ def test_the_wireguard_stack_passes_the_pack(policies, wg_plan):
     assert policies.check(wg_plan, dry_run=False) == []
 
 
+@pytest.mark.parametrize("form", [f"[{PRIMARY_TUNNEL}]", f"[{PRIMARY_TUNNEL}]:smtp"])
+def test_the_tunnel_drain_without_a_port_is_port_25(policies, wg_plan, form):
+    """smtp:[10.253.0.1] and smtp:[10.253.0.1]:smtp are the smtp service, port 25: the drain."""
+    plan = edit_file(wg_plan, "/transport", lambda t: t.replace(f"[{PRIMARY_TUNNEL}]:25", form))
+    assert reported(policies.check(plan)) == set(), [v.message for v in policies.check(plan)]
+
+
 @pytest.mark.parametrize("case", sorted(WG_MUTATIONS))
 def test_wireguard_mutation_is_reported_by_its_policy(policies, wg_plan, keys, case):
     mutate, policy = WG_MUTATIONS[case]

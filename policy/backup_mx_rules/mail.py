@@ -231,6 +231,7 @@ bounce_lifetime = _instance_policy(
 
 # --- drain-port: where mail for a protected domain actually goes --------------------------
 
+SERVICE_PORTS = {"smtp": 25}  # the one service name the pack resolves; any other fails closed
 _NEXTHOP = re.compile(r"^(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>[^:]*))?$")
 
 
@@ -313,7 +314,9 @@ def _route_problem(mc: MailConfig, rewrite: Service, domain: str, what: str, val
                 f"connecting to [{host}]")
     if got_host[1:-1].lower().rstrip(".") != host:
         return f"{what} sends {domain} to {got_host}, not to the drain host [{host}] (stack config {host_key})"
-    if not got_port or not got_port.isdigit() or int(got_port) != port:
+    # No port is the smtp service, 25 (services(5)); other service names are not modelled.
+    number = int(got_port) if got_port and got_port.isdigit() else SERVICE_PORTS.get(got_port or "smtp")
+    if number != port:
         shown = got_port or "25 (no port given)"
         return (f"{what} drains {domain} on port {shown}, not on the drain port {port} "
                 f"({'inside the WireGuard tunnel' if host_key != 'drainHost' else 'Oracle blocks egress 25'})")

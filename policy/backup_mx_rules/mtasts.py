@@ -158,19 +158,67 @@ def _mta_sts(args, report_violation):
                              "(v=STSv1; id=...) is needed, and two make senders ignore the policy")
         else:
             content = _txt(sts[0])
-            found = re.fullmatch(r"v=STSv1;\s*id=([A-Za-z0-9]{1,32});?\s*", content) if known(content) else None
+            found = sts_record_id(content) if known(content) else None
             if known(content) and not found:
                 report_violation(f"domain {domain}: _mta-sts.{domain} is {content!r}, not `v=STSv1; id=<1..32 "
-                                 "letters or digits>`")
-            elif found and found.group(1) != policy_id(text):
-                report_violation(f"domain {domain}: the _mta-sts id {found.group(1)} is not derived from the policy "
+                                 "letters or digits>` (RFC 8461 section 3.1)")
+            elif found and found != policy_id(text):
+                report_violation(f"domain {domain}: the _mta-sts id {found} is not derived from the policy "
                                  f"text (expected {policy_id(text)}, the first 32 hex digits of its SHA-256): senders "
                                  "that cached an older policy would not refetch it. Derive the id from the text")
         rpt = [p for _, p in records if str(p.get("type")).upper() == "TXT"
                and _record_name(p) == f"_smtp._tls.{domain}"]
-        if not any(re.fullmatch(r"v=TLSRPTv1;\s*rua=\S+", _txt(p)) for p in rpt):
+        if not any(tls_rpt_record_ok(_txt(p)) for p in rpt):
             report_violation(f"domain {domain}: no _smtp._tls TXT record `v=TLSRPTv1; rua=...`; without TLS-RPT "
                              "nobody hears of senders that fail MTA-STS")
+
+
+# RFC 8461 section 3.1 and RFC 8460 section 3, as ABNF: fields separated by *WSP ";" *WSP,
+# an optional trailing separator, extensions allowed beside the named fields.
+_SEP = re.compile(r"[ \t]*;[ \t]*")
+_STS_ID = re.compile(r"id=([A-Za-z0-9]{1,32})")
+_EXTENSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}=[\x21-\x3a\x3c\x3e-\x7e]+")
+_URI = re.compile(r"(mailto:[^\s,;!@]+@[A-Za-z0-9.-]+|https://[^\s,;!]+)")
+
+
+def _fields(record: str, version: str) -> list[str] | None:
+    if not record.startswith(version):
+        return None
+    rest = record[len(version):]
+    if not rest:
+        return []
+    parts = _SEP.split(rest)
+    if parts[0] != "":  # the version must be followed by a separator
+        return None
+    parts = parts[1:]
+    if parts and parts[-1] == "":
+        parts = parts[:-1]  # [sts-sep] / [field-delim] at the end
+    return parts
+
+
+def sts_record_id(record: str) -> str | None:
+    """The id of an RFC 8461 `_mta-sts` record (sts-version 1*(sts-sep sts-field) [sts-sep]),
+    or None if the record does not parse or has no single id."""
+    fields = _fields(record, "v=STSv1")
+    if not fields:
+        return None
+    ids = [m.group(1) for f in fields if (m := _STS_ID.fullmatch(f))]
+    if len(ids) != 1 or any(not _STS_ID.fullmatch(f) and not _EXTENSION.fullmatch(f) for f in fields):
+        return None
+    return ids[0]
+
+
+def tls_rpt_record_ok(record: str) -> bool:
+    """An RFC 8460 TLS-RPT record: v=TLSRPTv1, one rua field of URIs separated by
+    *WSP "," *WSP, and extensions."""
+    fields = _fields(record, "v=TLSRPTv1")
+    if not fields:
+        return False
+    ruas = [f for f in fields if f.startswith("rua=")]
+    if len(ruas) != 1:
+        return False
+    uris = re.split(r"[ \t]*,[ \t]*", ruas[0][len("rua="):])
+    return all(_URI.fullmatch(u) for u in uris) and all(f in ruas or _EXTENSION.fullmatch(f) for f in fields)
 
 
 mta_sts = stack_policy(
