@@ -273,9 +273,11 @@ def test_disk_full_answers_4xx_loses_nothing_and_recovers(small_spool, vm_files,
         lab.down()
 
 
-def test_dnsbl_listed_client_is_deferred_never_rejected(lab):
-    """postscreen's DNSBL path against a lab DNS server: a listed client gets 450, a client the
-    resolver-refusal answer (127.255.255.254) would mark is ignored thanks to the reply filter."""
+@pytest.mark.parametrize("action", ["enforce", "drop"])
+def test_dnsbl_listed_client_is_deferred_never_rejected(lab, action):
+    """postscreen's DNSBL path against a lab DNS server: a listed client gets 450 (enforce) or
+    421 (drop: its documented 521, under soft_bounce), never a 5xx; a client the resolver-refusal
+    answer (127.255.255.254) would mark is ignored thanks to the reply filter."""
     from lab.dnsbl import dnsbl_server
     dns = dnsbl_server("127.0.0.153", ["zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org"],
                       {"127.0.8.2": "127.0.0.2", "127.0.8.4": "127.255.255.254"})
@@ -284,7 +286,7 @@ def test_dnsbl_listed_client_is_deferred_never_rejected(lab):
     resolv.write_text("nameserver 127.0.0.153\noptions timeout:1 attempts:2\n")
     try:
         primary = lab.sink()
-        relay = lab.relay(primary.port, resolv_conf=resolv)
+        relay = lab.relay(primary.port, resolv_conf=resolv, extra={"postscreen_dnsbl_action": action})
         listed = deliver(relay.port, "a@example.com", [f"alice@{DOMAIN}"], message("listed"), source="127.0.8.2")
         clean = deliver(relay.port, "a@example.com", [f"alice@{DOMAIN}"], message("clean"), source="127.0.8.3")
         refused_resolver = deliver(relay.port, "a@example.com", [f"alice@{DOMAIN}"], message("resolver"),
@@ -292,8 +294,11 @@ def test_dnsbl_listed_client_is_deferred_never_rejected(lab):
     finally:
         dns.close()
     assert "2.8.0.127.zen.spamhaus.org" in dns.queries
-    assert listed.codes("RCPT") == [450] and not listed.accepted
-    assert all(c < 500 for c in listed.codes())
+    assert not listed.accepted and all(c < 500 for c in listed.codes()), listed.replies
+    if action == "enforce":
+        assert listed.codes("RCPT") == [450]
+    else:
+        assert 421 in listed.codes(), listed.replies
     assert clean.accepted and refused_resolver.accepted
     relay.wait_log(r"DNSBL rank \d+ for \[127\.0\.8\.2\]")
     relay.wait_queue_empty(60)
