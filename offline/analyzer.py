@@ -37,10 +37,15 @@ class Violation:
     level: str
     message: str
     urn: str
+    severity: str = ""
+    remediation: str = ""
 
     def line(self) -> str:
         name = self.urn.rsplit("::", 1)[-1] if self.urn else "(stack)"
-        return f"    [{self.level}]  {self.policy}  ({name})\n      {self.message}"
+        text = f"    [{self.level}]  {self.policy}  ({name})"
+        text += f"  severity: {self.severity}" if self.severity else ""
+        text += f"\n      {self.message}"
+        return text + (f"\n      remediation: {self.remediation}" if self.remediation else "")
 
 
 def _struct(value: dict) -> struct_pb2.Struct:
@@ -70,6 +75,7 @@ class Analyzer:
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.stub = analyzer_pb2_grpc.AnalyzerStub(self.channel)
         self.project, self.stack, self.dry_run = project, stack, dry_run
+        self.remediation: dict[str, str] = {}  # policy -> remediation_steps, from info()
 
     def __enter__(self) -> "Analyzer":
         return self
@@ -89,7 +95,9 @@ class Analyzer:
 
     # --- the engine's sequence --------------------------------------------------------
     def info(self) -> analyzer_pb2.AnalyzerInfo:
-        return self.stub.GetAnalyzerInfo(empty_pb2.Empty())
+        info = self.stub.GetAnalyzerInfo(empty_pb2.Empty())
+        self.remediation = {p.name: p.remediation_steps for p in info.policies}
+        return info
 
     def configure(self, info: analyzer_pb2.AnalyzerInfo, given: dict[str, Any]) -> dict[str, dict]:
         """Reconcile config like the engine: schema defaults, then validation, per policy."""
@@ -131,14 +139,14 @@ class Analyzer:
             response = self.stub.Analyze(analyzer_pb2.AnalyzeRequest(
                 type=r["type"], properties=_struct(r["props"]), urn=r["urn"], name=r["name"],
                 options=_options(r), provider=_provider(r, by_urn)))
-            found += _violations(response, r["urn"])
+            found += _violations(response, r["urn"], self.remediation)
         # In a preview the engine's planned state is the planned inputs; after `up`, the outputs.
         state = "props" if self.dry_run else "outputs"
         stack = analyzer_pb2.AnalyzeStackRequest(resources=[analyzer_pb2.AnalyzerResource(
             type=r["type"], properties=_struct(r[state]), urn=r["urn"], name=r["name"], options=_options(r),
             provider=_provider(r, by_urn), parent=r["parent"], dependencies=r.get("dependencies", []))
             for r in plan["resources"]])
-        found += _violations(self.stub.AnalyzeStack(stack), "")
+        found += _violations(self.stub.AnalyzeStack(stack), "", self.remediation)
         return found
 
 
@@ -160,8 +168,12 @@ def _provider(r: dict, by_urn: dict) -> analyzer_pb2.AnalyzerProviderResource | 
                                                  name=p["name"])
 
 
-def _violations(response, default_urn: str) -> list[Violation]:
-    return [Violation(d.policyName, LEVELS.get(d.enforcementLevel, "advisory"), d.message, d.urn or default_urn)
+SEVERITIES = {1: "low", 2: "medium", 3: "high", 4: "critical"}  # analyzer.proto PolicySeverity
+
+
+def _violations(response, default_urn: str, remediation: dict[str, str] | None = None) -> list[Violation]:
+    return [Violation(d.policyName, LEVELS.get(d.enforcementLevel, "advisory"), d.message, d.urn or default_urn,
+                      SEVERITIES.get(d.severity, ""), (remediation or {}).get(d.policyName, ""))
             for d in response.diagnostics]
 
 

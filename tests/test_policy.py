@@ -4,6 +4,7 @@ Happy-path plans must pass; each mutation changes one field and must be reported
 intended policy and by no other (pulumi-policy-aws style).
 """
 import copy
+import re
 
 import pytest
 
@@ -620,3 +621,38 @@ def test_the_deploy_command_passes_a_stack_with_other_environment_values(tmp_pat
     out = capsys.readouterr().out
     assert code == 0, out
     assert "no violations" in out and "smtp:[wan.viktorbarzin.me]:2600" in out
+
+
+def test_every_policy_carries_pulumis_metadata(policies):
+    """severity, remediation steps, its anchor in docs/policies.md, tags and the one framework."""
+    anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', (ROOT / "docs" / "policies.md").read_text()))
+    for p in policies.info.policies:
+        assert p.severity != 0 and p.remediation_steps and p.tags, p.name
+        assert p.url == f"docs/policies.md#{p.name}" and p.name in anchors, p.name
+        assert p.framework.name == "backup-mx-invariants" and p.framework.version, p.name
+
+
+def test_shapes_a_policy_does_not_judge_are_not_applicable(example_plan):
+    from pulumi.runtime.proto import analyzer_pb2
+
+    from offline import analyzer
+    with analyzer.Analyzer("backup-mx", "example", dry_run=True, config=example_plan["config"]) as a:
+        a.configure(a.info(), {})
+        stack = analyzer_pb2.AnalyzeStackRequest(resources=[analyzer_pb2.AnalyzerResource(
+            type=r["type"], properties=analyzer._struct(r["props"]), urn=r["urn"], name=r["name"])
+            for r in example_plan["resources"]])
+        response = a.stub.AnalyzeStack(stack)
+    reasons = {n.policy_name: n.reason for n in response.not_applicable}
+    assert "drainTransport is nat" in reasons["wireguard-tunnel"]
+    assert "relayCount 1" in reasons["relay-fault-domains"]
+
+
+def test_the_preview_prints_severity_and_remediation(tmp_path, capsys):
+    from offline import preview
+    stack = tmp_path / "Pulumi.sev.yaml"
+    stack.write_text(EXAMPLE.read_text())  # the live zone below publishes the primary at 10, not 1
+    code = preview.main(["--config", str(stack), "--out", str(tmp_path / "b"), "--live-zone",
+                         str(ROOT / "tests" / "data" / "zone-viktorbarzin.me.txt")])
+    out = capsys.readouterr().out
+    assert code == 1 and "mx-preference  ((stack))  severity: critical" in out, out
+    assert "remediation: Publish each relay's MX after the live primary MX" in out

@@ -41,7 +41,7 @@ def test_main_cf_carries_every_invariant_from_settings():
     assert p["inet_protocols"] == "ipv4" and p["smtp_tls_security_level"] == "may"
     assert p["postscreen_greet_action"] == p["postscreen_dnsbl_action"] == "enforce"
     assert all("=" in site for site in p["postscreen_dnsbl_sites"].split(", "))
-    assert int(p["default_process_limit"]) <= 30
+    assert (p["default_process_limit"], p["smtpd_client_connection_count_limit"]) == ("100", "1")  # slowloris
     assert p["notify_classes"] == "resource, software" and p["error_notice_recipient"] == "postmaster@example.net"
     assert p["maximal_backoff_time"] == "600s"
 

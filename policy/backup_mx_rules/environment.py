@@ -1,4 +1,4 @@
-"""Where the pack's expected values come from: one written contract (README, Policies).
+"""Where the pack's expected values come from: one written contract (docs/policies.md).
 
 1. The invariants are the pack's own defaults, declared in each policy's config schema
    (queue 30d, bounce 1d, budget 200, never 5xx, drain never on port 25). Policy config
@@ -27,7 +27,7 @@ FACT_DEFAULTS: dict[str, Any] = {
     "mtaSts": "off",
 }
 SMTP_PORT = 25  # the pack's own copy: with drainTransport wireguard the drain is port 25 in the tunnel
-# The contract's size headroom (README, Policies): the relay's message_size_limit is the
+# The contract's size headroom (docs/policies.md): the relay's message_size_limit is the
 # primary's (messageSizeLimit) less this, which its own and the primary's headers need.
 SIZE_HEADROOM = 1024 * 1024
 DRAIN_TRANSPORTS = ("nat", "wireguard")

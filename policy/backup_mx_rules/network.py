@@ -373,7 +373,7 @@ def _fault_domains(args, report_violation):
         report_violation(str(exc))
         return
     if declared < 2:
-        return  # one relay (stack config relayCount): OCI's placement is fine
+        args.not_applicable("one relay (stack config relayCount 1): OCI's placement is fine")
     instances = [(r, plain(r.props)) for r in args.resources if r.resource_type == INSTANCE]
     placed: dict[tuple[str, str], str] = {}
     for r, props in instances:

@@ -92,7 +92,7 @@ def conf_problems(text: str, relay: str, primary: str, peer_key: str) -> list[st
 def _wireguard_tunnel(args, report_violation):
     try:
         if environment.drain_transport() != "wireguard":
-            return
+            args.not_applicable("stack config drainTransport is nat: there is no tunnel")
         relay = environment.tunnel_address("wireguardRelayAddress")
         primary = environment.tunnel_address("wireguardPrimaryAddress")
         peer_key = environment.fact("wireguardPeerPublicKey")

@@ -6,7 +6,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pulumi_policy import EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy, StackValidationPolicy
+from pulumi_policy.policy import _NotApplicableError as NotApplicable  # raised by args.not_applicable()
 from pulumi_policy.proxy import UnknownValueError
+
+from .metadata import metadata
 
 INSTANCE = "oci:Core/instance:Instance"
 PUBLIC_IP = "oci:Core/publicIp:PublicIp"
@@ -107,8 +110,8 @@ def guarded(name: str, validate):
     def run(args, report_violation):
         try:
             return validate(args, report_violation)
-        except UnknownValueError:
-            raise
+        except (UnknownValueError, NotApplicable):
+            raise  # the SDK's own outcomes: deferred to pulumi up, or not applicable to this shape
         except Exception as exc:  # any malformed input must still be reported
             report_violation(f"{name} could not evaluate this plan ({type(exc).__name__}: {exc}); "
                              "the resource does not have the shape the backup MX program produces")
@@ -120,12 +123,12 @@ def stack_policy(name: str, description: str, validate, level: EnforcementLevel 
                  schema: PolicyConfigSchema | None = None) -> StackValidationPolicy:
     """Every stack policy is declared this way: guarded (fails closed), mandatory unless said."""
     return StackValidationPolicy(name=name, description=description, validate=guarded(name, validate),
-                                 enforcement_level=level, config_schema=schema)
+                                 enforcement_level=level, config_schema=schema, **metadata(name))
 
 
 def resource_policy(name: str, description: str, validate, level: EnforcementLevel = EnforcementLevel.MANDATORY,
                     schema: PolicyConfigSchema | None = None) -> ResourceValidationPolicy:
     """Every resource policy is declared this way: guarded (fails closed), mandatory unless said."""
     return ResourceValidationPolicy(name=name, description=description, validate=guarded(name, validate),
-                                    enforcement_level=level, config_schema=schema)
+                                    enforcement_level=level, config_schema=schema, **metadata(name))
 
