@@ -17,6 +17,7 @@ TRANSPORT = "/etc/postfix/transport"
 # smtpd plus its cleanup, so 100 of them stay within a few hundred MB of the 1 GB VM.
 PROCESS_LIMIT = 100
 CLIENT_CONNECTIONS = 1
+POSTSCREEN_CONNECTIONS = 10
 
 
 DRAIN_ROUTE = {
@@ -92,7 +93,10 @@ def main_cf(s: Settings) -> str:
         ("default_process_limit", str(PROCESS_LIMIT),
          "Slowloris: enough smtpd processes that one session per client address cannot hold them all."),
         ("smtpd_client_connection_count_limit", str(CLIENT_CONNECTIONS),
-         "Per client address (postscreen takes the same); beyond it a client gets 421 and retries."),
+         "smtpd sessions per client address (anvil; mynetworks exempt): beyond it 421, and a retry."),
+        ("postscreen_client_connection_count_limit", str(POSTSCREEN_CONNECTIONS),
+         "postscreen counts a connection until its close is seen, so a sender's next connection\n"
+         "# may overlap the last one; it only triages, the smtpd limit above bounds what is held."),
         ("smtpd_timeout", "${stress?{10}:{60}}s",
          "A slow session is cut after 60 s without a complete command or line, 10 s under stress;\n"
          "# with per-request deadlines a trickled DATA must also keep smtpd_min_data_rate (500 B/s)."),

@@ -7,8 +7,8 @@ cannot express and fails with every bad key named at once.
 from __future__ import annotations
 
 import base64
-import difflib
 import binascii
+import difflib
 import ipaddress
 import json
 import re

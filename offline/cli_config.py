@@ -86,7 +86,8 @@ class GoTime:
         """time.Time.String(): "2006-01-02 15:04:05.999999999 -0700 MST"."""
         m = self.moment
         frac = f".{m.microsecond:06d}".rstrip("0").rstrip(".") if m.microsecond else ""
-        off = int(m.utcoffset().total_seconds()) // 60 if m.utcoffset() else 0
+        delta = m.utcoffset()
+        off = int(delta.total_seconds()) // 60 if delta else 0
         sign = "-" if off < 0 else "+"
         offset = f"{sign}{abs(off) // 60:02d}{abs(off) % 60:02d}"
         return f"{m:%Y-%m-%d %H:%M:%S}{frac} {offset} {self.zone_name or offset}"
@@ -215,7 +216,7 @@ class _Loader(yaml.SafeLoader):
     """Composes nodes and keeps each scalar's tag as written (yaml.v3 tells an explicit
     `!!str` from a resolved one; PyYAML's composer would resolve it away)."""
 
-    def compose_scalar_node(self, anchor):  # type: ignore[no-untyped-def]
+    def compose_scalar_node(self, anchor):
         event = self.peek_event()
         node = super().compose_scalar_node(anchor)
         node.written_tag = event.tag  # type: ignore[attr-defined]
@@ -278,8 +279,8 @@ def _decode(node: yaml.Node, depth: int = 0) -> Any:
         keys.append(_scalar(key_node))
     values = [_decode(v, depth + 1) for _, v in pairs]
     if all(isinstance(k, str) for k in keys):
-        return dict(zip(keys, values))
-    return _GeneralMap(tuple(zip(keys, values)))
+        return dict(zip(keys, values, strict=True))
+    return _GeneralMap(tuple(zip(keys, values, strict=True)))
 
 
 def _go_type_value(value: Any) -> str:

@@ -204,7 +204,10 @@ def test_redaction_of_a_tab_key_in_any_document(tmp_path):
 def test_malformed_stack_files_exit_2_with_one_message(text, expected, tmp_path, capsys):
     """Whole files, or (old, new): one edit of the example stack, the CLI's reason expected."""
     stack = tmp_path / "Pulumi.bad.yaml"
-    stack.write_text(text if isinstance(text, str) else EXAMPLE.read_text().replace(*text, 1))
+    if not isinstance(text, str):
+        old, new = text
+        text = EXAMPLE.read_text().replace(old, new, 1)
+    stack.write_text(text)
     assert preview.main(["--config", str(stack), "--out", str(tmp_path / "build")]) == 2
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1 and "Traceback" not in err, err
