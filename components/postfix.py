@@ -69,9 +69,9 @@ def main_cf(s: Settings) -> str:
          "# rejects (reject would answer 550). Postfix >= 3.7.10 and 3.8.5; 3.9 makes it the default."),
         ("smtpd_forbid_bare_newline_exclusions", "127.0.0.1/32", "Loopback only, like mynetworks."),
         ("smtpd_forbid_unauth_pipelining", "no",
-         "Not yes: a client that pipelines without PIPELINING is disconnected with 554, a reply\n"
-         "# outside soft_bounce's reach. normalize already closes smuggling; postscreen's pregreet\n"
-         "# test catches clients that talk first."),
+         "Not yes: Postfix documents it as disconnecting a client that pipelines without\n"
+         "# PIPELINING with 554. normalize already closes smuggling; postscreen's pregreet test\n"
+         "# catches clients that talk first."),
         ("smtpd_helo_required", "no", ""),
         ("disable_vrfy_command", "yes", ""),
         ("soft_bounce", "yes",

@@ -379,15 +379,21 @@ def _go_json_float(value: float) -> str:
 def _round_trip(value: Any) -> Any:
     """LoadProjectStackBytes re-encodes the decoded stack and decodes it again: a float is
     written with 'g' and read back, so 20.0 comes back as the int 20 and 2e8 as a float."""
-    if isinstance(value, float) and not isinstance(value, bool):
-        text = _go_g(value)
-        written = {"+Inf": ".inf", "-Inf": "-.inf", "NaN": ".nan"}.get(text, text)
-        return resolve("", written)
+    def reread(leaf: Any) -> Any:
+        if isinstance(leaf, float):
+            text = _go_g(leaf)
+            return resolve("", {"+Inf": ".inf", "-Inf": "-.inf", "NaN": ".nan"}.get(text, text))
+        return leaf
+    return _leaves(value, reread)
+
+
+def _leaves(value: Any, fn) -> Any:
+    """`value` with `fn` applied to every scalar inside its lists and mappings."""
     if isinstance(value, dict):
-        return {k: _round_trip(v) for k, v in value.items()}
+        return {k: _leaves(v, fn) for k, v in value.items()}
     if isinstance(value, list):
-        return [_round_trip(v) for v in value]
-    return value
+        return [_leaves(v, fn) for v in value]
+    return fn(value)
 
 
 def _object(value: Any) -> Any:
@@ -518,13 +524,7 @@ def _declaration_problem(project: str, key: str, decl: Declaration) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, GoTime):
-        return value.go_string()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
+    return _leaves(value, lambda leaf: leaf.go_string() if isinstance(leaf, GoTime) else leaf)
 
 
 def _strip_bom(data: bytes) -> bytes:

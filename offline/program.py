@@ -78,7 +78,7 @@ def read_stack_file(path: Path, project: str, stack: str | None = None) -> tuple
             continue  # provider config (oci:, cloudflare:) is not the program's
         if value.secure:
             secret[key] = placeholder(key)
-            if f"{project}:{key}" not in [f"{project}:{k}" for k in unset]:
+            if key not in unset:
                 notes.append(f"{full_key} is encrypted; the offline preview uses a placeholder secret")
         else:
             plain[key] = value.text

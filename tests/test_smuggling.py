@@ -3,8 +3,6 @@ a bare-LF end of data followed by a second, forged transaction. The fake primary
 exactly one message per session, with the smuggled text inside its body. The same session
 against a relay without smtpd_forbid_bare_newline (Debian 12's default, `no`) is the negative
 control: there the primary receives the forged message as a message of its own."""
-import pytest
-
 from lab.client import Client
 from tests.helpers import ids_at
 
@@ -59,9 +57,8 @@ def test_the_rendered_relay_keeps_each_session_one_message(lab, vm_files):
         assert "SMUGGLED" in text and "MAIL FROM:<ceo@" in text  # the forged part stayed body text
 
 
-@pytest.mark.parametrize("setting", ["no"])
-def test_negative_control_without_the_setting_the_primary_gets_the_forgery(lab, setting):
-    primary, replies = run_sessions(lab, extra={"smtpd_forbid_bare_newline": setting})
+def test_negative_control_without_the_setting_the_primary_gets_the_forgery(lab):
+    primary, replies = run_sessions(lab, extra={"smtpd_forbid_bare_newline": "no"})
     got = ids_at(primary)
     forged = [name for name in ENDINGS if got.get(f"smuggle-{name}-forged")]
     assert forged, (got, replies)  # the probe can see smuggling where it is open
