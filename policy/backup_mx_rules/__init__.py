@@ -19,6 +19,7 @@ from .network import (
     vm_not_in_mynetworks,
 )
 from .tunnel import wireguard_tunnel
+from .userdata import free_tier_keepalive, relay_user_data
 
 PACK_NAME = "backup-mx-invariants"
 POLICIES = [
@@ -27,5 +28,5 @@ POLICIES = [
     # Guards a real deployment also needs.
     relay_mynetworks, zone_record_headroom, mx_preference, relay_a_record, relay_a_unproxied, reserved_public_ip,
     always_free, security_list, drain_port, relay_domains, no_silent_replace, wireguard_tunnel,
-    relay_fault_domains, mta_sts, mta_sts_live_record, smtp_smuggling,
+    relay_fault_domains, mta_sts, mta_sts_live_record, smtp_smuggling, relay_user_data, free_tier_keepalive,
 ]

@@ -220,6 +220,8 @@ def _command_edit(command: str, tainted: set[str]) -> str:
         words = words[1:]
         cmd = posixpath.basename(words[0])
     args = words[1:]
+    if cmd in ("sh", "bash", "dash") and len(args) >= 2 and args[0] == "-c":
+        return next(iter(_script_edits(args[1])), "")  # the string runs as a script of its own
     if cmd == "postconf":
         after_o = False
         for arg in args:

@@ -24,15 +24,17 @@ FACT_DEFAULTS: dict[str, Any] = {
     "drainHost": "", "drainPort": 2526, "messageSizeLimit": 209715200, "drainSourceAddress": "",
     "breakGlassSsh": False, "drainTransport": "nat", "wireguardPeerPublicKey": "", "wireguardRelayAddress": "",
     "wireguardPrimaryAddress": "", "relayCount": 1, "secondRelayHostname": "", "secondMxPreference": 0,
-    "mtaSts": "off",
+    "mtaSts": "off", "accountMode": "payg", "tailnetTag": "tag:backup-mx", "sshAuthorizedKeys": [],
+    "queueLifetime": "30d", "wireguardEndpoint": "",
 }
 SMTP_PORT = 25  # the pack's own copy: with drainTransport wireguard the drain is port 25 in the tunnel
 # The contract's size headroom (docs/policies.md): the relay's message_size_limit is the
 # primary's (messageSizeLimit) less this, which its own and the primary's headers need.
 SIZE_HEADROOM = 1024 * 1024
 DRAIN_TRANSPORTS = ("nat", "wireguard")
+ACCOUNT_MODES = ("payg", "free")
 REQUIRED = ("domains", "cloudflareZoneIds", "primaryMxHost", "homelabCidr")
-ARRAYS = ("domains", "cloudflareZoneIds", "primaryMynetworks")
+ARRAYS = ("domains", "cloudflareZoneIds", "primaryMynetworks", "sshAuthorizedKeys")
 INTEGERS = ("mxPreference", "primaryMxPreference", "drainPort", "messageSizeLimit", "relayCount", "secondMxPreference")
 RELAY_COUNTS = (1, 2)
 BOOLEANS = ("breakGlassSsh",)
@@ -140,6 +142,14 @@ def drain_transport() -> str:
     if value not in DRAIN_TRANSPORTS:
         raise FactError(f"stack config {project()}:drainTransport = {value!r} is not one of "
                         f"{', '.join(DRAIN_TRANSPORTS)}; the pack cannot tell where the drain goes")
+    return value
+
+
+def account_mode() -> str:
+    value = fact("accountMode")
+    if value not in ACCOUNT_MODES:
+        raise FactError(f"stack config {project()}:accountMode = {value!r} is not one of {', '.join(ACCOUNT_MODES)}; "
+                        "the pack cannot tell whether the relay needs its keep-alive")
     return value
 
 

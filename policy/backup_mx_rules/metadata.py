@@ -61,6 +61,12 @@ POLICIES: dict[str, tuple[Severity, list[str], str]] = {
                             "manage."),
     "smtp-smuggling": (Severity.CRITICAL, ["mail", "security"], "Set smtpd_forbid_bare_newline = normalize, "
                        "smtpd_forbid_bare_newline_exclusions = 127.0.0.1/32 and smtpd_forbid_unauth_pipelining = no."),
+    "relay-user-data": (Severity.HIGH, ["cloud-init", "allow-list"], "Render user_data with the program, unedited: "
+                        "only the files in relay_files.json for the shape, the reviewed asset digests, the env file "
+                        "from the stack config, and runcmd the bootstrap alone."),
+    "free-tier-keepalive": (Severity.CRITICAL, ["cost", "cloud-init"], "With accountMode free, ship the keep-alive "
+                            "script and unit as rendered, with ACCOUNT_MODE=free and the contract's KEEPALIVE_* values, "
+                            "and nothing that masks, overrides or stops it."),
 }
 
 

@@ -58,7 +58,7 @@ def _listed(values: list[str]) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
-def conf_problems(text: str, relay: str, primary: str, peer_key: str) -> list[str]:
+def conf_problems(text: str, relay: str, primary: str, peer_key: str, endpoint: str) -> list[str]:
     sections = parse(text)
     interfaces = [s for name, s in sections if name == "interface"]
     peers = [s for name, s in sections if name == "peer"]
@@ -76,6 +76,9 @@ def conf_problems(text: str, relay: str, primary: str, peer_key: str) -> list[st
     if peer.get("publickey") != [peer_key]:
         problems.append(f"the peer's PublicKey is {peer.get('publickey')}, not the firewall's {peer_key} (stack "
                         "config wireguardPeerPublicKey)")
+    if peer.get("endpoint") != [endpoint]:
+        problems.append(f"the peer's Endpoint is {peer.get('endpoint')}, not {endpoint} (stack config "
+                        "wireguardEndpoint): the tunnel would never come up and the drain would stop")
     allowed = _listed(peer.get("allowedips", []))
     try:
         nets = [ipaddress.ip_network(a, strict=False) for a in allowed]
@@ -96,6 +99,7 @@ def _wireguard_tunnel(args, report_violation):
         relay = environment.tunnel_address("wireguardRelayAddress")
         primary = environment.tunnel_address("wireguardPrimaryAddress")
         peer_key = environment.fact("wireguardPeerPublicKey")
+        endpoint = environment.fact("wireguardEndpoint")
     except FactError as exc:
         report_violation(str(exc))
         return
@@ -125,7 +129,7 @@ def _wireguard_tunnel(args, report_violation):
                 report_violation(f"{where} is written with mode {modes.get(path)}; it holds the private key, "
                                  "write it with permissions 0600", r.urn)
             try:
-                problems = conf_problems(text, relay, primary, peer_key)
+                problems = conf_problems(text, relay, primary, peer_key, endpoint)
                 keys += [v for name, s in parse(text) if name == "interface" for v in s.get("privatekey", [])]
             except ConfError as exc:
                 problems = [f"{exc} (the pack fails closed)"]
