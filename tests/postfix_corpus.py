@@ -208,4 +208,12 @@ VARIANTS: list[Variant] = [
         main_set("smtpd_relay_restrictions", "check_recipient_access inline:{ example.org=OK }, reject_unauth_destination"),
         main_set("smtpd_recipient_restrictions",
                  "check_recipient_access inline:{ example.org=OK, viktorbarzin.me=OK }, reject"))),
+    # Liveness: parameters that stop delivery or reception without touching an invariant.
+    Variant("liveness: drain bound to an address the VM lacks", main_set("smtp_bind_address", "192.0.2.77")),
+    Variant("liveness: drain TLS encrypt", main_set("smtp_tls_security_level", "encrypt")),
+    Variant("liveness: drain TLS none", main_set("smtp_tls_security_level", "none")),
+    Variant("liveness: drain TLS encrypt on the smtp service", master_option("smtp", "-o smtp_tls_security_level=encrypt")),
+    Variant("liveness: client restrictions refuse everyone", main_set("smtpd_client_restrictions", "reject")),
+    Variant("liveness: postscreen proxy protocol", main_set("postscreen_upstream_proxy_protocol", "haproxy")),
+    Variant("liveness: master_service_disable inet", main_set("master_service_disable", "inet")),
 ]

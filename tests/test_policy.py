@@ -162,6 +162,53 @@ MUTATIONS = {
         " smtpd\n", " smtpd\n  -o smtpd_forbid_bare_newline=no\n", 1)), "smtp-smuggling"),
     "unauth pipelining disconnect (554)": (
         lambda p: set_main_cf(p, "smtpd_forbid_unauth_pipelining", "yes"), "smtp-smuggling"),
+    # postfix-parameters: liveness, and what the pack does not model
+    "listens on loopback only": (lambda p: set_main_cf(p, "inet_interfaces", "loopback-only"), "postfix-parameters"),
+    "IPv6 only in an IPv4-only VCN": (lambda p: set_main_cf(p, "inet_protocols", "ipv6"), "postfix-parameters"),
+    "the SMTP listener disabled": (lambda p: set_main_cf(p, "master_service_disable", "inet"), "postfix-parameters"),
+    "a proxy protocol no sender speaks": (
+        lambda p: set_main_cf(p, "postscreen_upstream_proxy_protocol", "haproxy"), "postfix-parameters"),
+    "the drain binds to an address the VM lacks": (
+        lambda p: set_main_cf(p, "smtp_bind_address", "192.0.2.77"), "postfix-parameters"),
+    "a drain TLS level the primary may not meet": (
+        lambda p: set_main_cf(p, "smtp_tls_security_level", "verify"), "postfix-parameters"),
+    "a drain TLS level on the smtp service only": (
+        lambda p: edit_file(p, "/master.cf", lambda t: re.sub(r"(?m)^(smtp\s+unix\s.*)$",
+                                                              r"\1\n  -o smtp_tls_security_level=encrypt", t, count=1)),
+        "postfix-parameters"),
+    "inbound TLS required": (lambda p: set_main_cf(p, "smtpd_tls_security_level", "encrypt"), "postfix-parameters"),
+    "a client restriction that refuses everyone": (
+        lambda p: set_main_cf(p, "smtpd_client_restrictions", "reject"), "postfix-parameters"),
+    "retries once a week": (lambda p: set_main_cf(p, "maximal_backoff_time", "7d"), "postfix-parameters"),
+    "a parameter the pack does not model": (
+        lambda p: set_main_cf(p, "smtp_tls_policy_maps", "inline:{ viktorbarzin.me=secure }"), "postfix-parameters"),
+    "an -o the pack does not model": (
+        lambda p: edit_file(p, "/master.cf", master_option("smtpd ", "smtpd_hard_error_limit=0")),
+        "postfix-parameters"),
+    "a second listener on the submission port": (
+        lambda p: edit_file(p, "/master.cf", lambda t: t + "submission inet n - n - - smtpd\n"), "postfix-parameters"),
+    "the SMTP listener on loopback": (
+        lambda p: edit_file(p, "/master.cf", lambda t: t.replace("smtp       inet", "127.0.0.1:smtp inet", 1)),
+        "postfix-parameters"),
+    # modeled-resources: types outside the model fail closed
+    "an InstancePool (billed, not counted as an instance)": (
+        lambda p: add_resource(p, "oci:Core/instancePool:InstancePool", "pool", {"size": 1}), "modeled-resources"),
+    "a boot-volume backup policy": (lambda p: add_resource(
+        p, "oci:Core/volumeBackupPolicy:VolumeBackupPolicy", "backups", {"schedules": []}), "modeled-resources"),
+    "pulumi-cloudflare's older Record type": (lambda p: add_resource(p, "cloudflare:index/record:Record", "mx9", {
+        "type": "MX", "name": "viktorbarzin.me", "content": "mx.attacker.example", "priority": 5}),
+        "modeled-resources"),
+    "a Workers route on mta-sts": (lambda p: add_resource(p, "cloudflare:index/workersRoute:WorkersRoute", "route", {
+        "pattern": "mta-sts.viktorbarzin.me/*", "script": "other"}), "modeled-resources"),
+    # relay-instance-inputs
+    "instance state STOPPED": (lambda p: set_prop(p, "instance:Instance", ["state"], "STOPPED"),
+                               "relay-instance-inputs"),
+    "recovery action STOP_INSTANCE": (lambda p: set_prop(p, "instance:Instance", ["availabilityConfig"], {
+        "recoveryAction": "STOP_INSTANCE"}), "relay-instance-inputs"),
+    "a preemptible instance": (lambda p: set_prop(p, "instance:Instance", ["preemptibleInstanceConfig"], {
+        "preemptionAction": {"type": "TERMINATE", "preserveBootVolume": False}}), "relay-instance-inputs"),
+    "boot volume not preserved": (lambda p: set_prop(p, "instance:Instance", ["preserveBootVolume"], False),
+                                  "relay-instance-inputs"),
     # zone-record-budget
     "zone at 199 live records": (lambda p: set_zone(p, "liveRecordCount", 199), "zone-record-budget"),
     "zone already over quota": (lambda p: set_zone(p, "liveRecordCount", 230), "zone-record-budget"),
@@ -274,6 +321,20 @@ MUTATIONS = {
         lambda p: set_config(p, "homelabCidr", "192.0.2.0/24"), {"security-list", "relay-user-data"}),
     "homelab CIDR with a stray space": (lambda p: set_config(p, "homelabCidr", "198.51.100.7 /32"),
                                         {"security-list", "relay-user-data"}),
+    # the firewall is an allow-list: every port but the relay's is open nowhere
+    "a database port open to the world": (lambda p: add_ingress(p, {
+        "protocol": "6", "source": "0.0.0.0/0", "tcpOptions": {"min": 3306, "max": 3306}}), "security-list"),
+    "a TCP range from the homelab": (lambda p: add_ingress(p, {
+        "protocol": "6", "source": "198.51.100.7/32", "tcpOptions": {"min": 1024, "max": 65535}}), "security-list"),
+    "UDP from the world": (lambda p: add_ingress(p, {
+        "protocol": "17", "source": "0.0.0.0/0", "udpOptions": {"min": 51820, "max": 51820}}), "security-list"),
+    "an unserved port through a network security group": (
+        lambda p: add_resource(p, "oci:Core/networkSecurityGroupSecurityRule:NetworkSecurityGroupSecurityRule", "rdp",
+                               {"direction": "INGRESS", "protocol": "6", "source": "0.0.0.0/0",
+                                "networkSecurityGroupId": "ocid1.nsg.oc1..x",
+                                "tcpOptions": {"destinationPortRange": {"min": 3389, "max": 3389}}}), "security-list"),
+    "ICMP echo from the world": (lambda p: add_ingress(p, {
+        "protocol": "1", "source": "0.0.0.0/0", "icmpOptions": {"type": 8}}), "security-list"),
     # drain-port
     "drain on port 25": (lambda p: edit_file(p, TRANSPORT, lambda t: t.replace(":2526", ":25")), "drain-port"),
     "drain without a port": (lambda p: edit_file(p, TRANSPORT, lambda t: t.replace(":2526", "")), "drain-port"),
@@ -407,6 +468,21 @@ def test_equivalent_forms_are_not_violations(policies, example_plan, case):
     assert reported(policies.check(plan, tight if case.startswith("second") else None)) == set()
 
 
+@pytest.mark.parametrize("change", [
+    ("state", "RUNNING"), ("availabilityConfig", {"recoveryAction": "RESTORE_INSTANCE", "isLiveMigrationPreferred": True}),
+    ("preserveBootVolume", "true")], ids=lambda c: c[0])
+def test_instance_inputs_that_keep_the_relay_running_pass(policies, example_plan, change):
+    plan = set_prop(example_plan, "instance:Instance", [change[0]], change[1])
+    assert reported(policies.check(plan)) == set()
+
+
+def test_oci_metadata_may_carry_user_data_only():
+    from backup_mx_rules.resources import instance_problems
+    props = {"preserveBootVolume": True, "metadata": {"user_data": "x", "ssh_authorized_keys": "ssh-ed25519 AAAA"}}
+    assert any("ssh_authorized_keys" in p for p in instance_problems(props))
+    assert instance_problems({**props, "metadata": {"user_data": "x"}}) == []
+
+
 def test_headroom_is_advisory(policies, example_plan):
     violations = policies.check(set_zone(example_plan, "liveRecordCount", 192))
     assert reported(violations) == {"zone-record-headroom"}
@@ -498,7 +574,7 @@ def staged(doc, name):
 
 
 MAIL_POLICIES = {"never-5xx", "queue-lifetime", "bounce-lifetime", "drain-port", "relay-domains",
-                 "relay-mynetworks", "smtp-smuggling"}
+                 "relay-mynetworks", "smtp-smuggling", "postfix-parameters"}
 PIPELINE = {
     # (change to the cloud-config document, the policies that must report it)
     "a good decoy main.cf before a bad staged one": (lambda d: (

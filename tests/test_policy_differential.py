@@ -27,12 +27,13 @@ MAPS = ("transport", "relay_recipients")
 # The parameters the policies judge, in the daemon that uses them.
 JUDGED = {
     "smtpd": ("soft_bounce", "mynetworks", "message_size_limit", "relay_recipient_maps", "smtpd_relay_restrictions",
-              "smtpd_recipient_restrictions", "content_filter", "smtpd_reject_unlisted_recipient"),
+              "smtpd_recipient_restrictions", "content_filter", "smtpd_reject_unlisted_recipient",
+              "smtpd_client_restrictions", "smtpd_tls_security_level", "smtpd_upstream_proxy_protocol"),
     "postscreen": ("soft_bounce", "mynetworks", "postscreen_dnsbl_action", "postscreen_greet_action",
-                   "postscreen_dnsbl_sites", "postscreen_access_list"),
+                   "postscreen_dnsbl_sites", "postscreen_access_list", "postscreen_upstream_proxy_protocol"),
     "qmgr": ("maximal_queue_lifetime", "bounce_queue_lifetime"),
     "trivial-rewrite": ("transport_maps", "relay_domains", "mydestination", "relay_transport", "relayhost"),
-    "smtp": ("soft_bounce", "smtp_fallback_relay"),
+    "smtp": ("soft_bounce", "smtp_fallback_relay", "smtp_bind_address", "smtp_tls_security_level"),
     "cleanup": ("message_size_limit", "content_filter", "soft_bounce"),
     "error": ("soft_bounce",),
 }

@@ -179,6 +179,40 @@ def test_mail_takes_the_transport_the_pack_judged(policies, example_plan, vm_fil
     assert verdict == ({policy} if policy else set()), verdict
 
 
+LIVENESS = [
+    ("rendered", "sent", None),
+    ("liveness: drain TLS none", "sent", None),
+    # Fails closed, though harmless here: smtp_connect_addr() only warns when bind() fails and
+    # connects from the kernel's address. A bind that succeeds outside the tunnel is the break.
+    ("liveness: drain bound to an address the VM lacks", "sent", "postfix-parameters"),
+    ("liveness: drain TLS encrypt", "deferred", "postfix-parameters"),  # smtp-sink offers no STARTTLS
+    ("liveness: drain TLS encrypt on the smtp service", "deferred", "postfix-parameters"),
+    ("liveness: client restrictions refuse everyone", "refused", "postfix-parameters"),
+]
+
+
+@pytest.mark.parametrize("case", LIVENESS, ids=lambda c: c[0])
+def test_mail_flows_only_where_the_parameters_pass(policies, example_plan, vm_files, lab, case):
+    """A parameter postfix-parameters refuses stops real mail (the drain never reaches the fake
+    primary, or the relay refuses every sender, with 4xx), unless marked fail-closed; one it
+    passes delivers."""
+    variant_id, want, policy = case
+    verdict = judge(policies, example_plan, vm_files, lab, variant_id)
+    primary = lab.sink()
+    relay = lab.relay(primary.port)
+    rcpt = "alice@viktorbarzin.me"
+    session = deliver(relay.port, "sender@example.com", [rcpt], message("v-live"))
+    if not session.accepted:
+        assert all(r.code < 500 for r in session.replies), session.replies
+        observed = "refused"
+    else:
+        observed = final_status(relay, rcpt)
+    assert observed == want, relay.log_text()[-2000:]
+    if "bound to" in variant_id:
+        assert "bind 192.0.2.77: Cannot assign requested address" in relay.log_text()
+    assert verdict == ({policy} if policy else set()), verdict
+
+
 def test_a_stranger_cannot_relay_where_the_pack_passes(policies, example_plan, vm_files, lab):
     """The rendered config and an equivalent form refuse a stranger's foreign recipient and an
     IP literal of the relay's own address; both pass the pack. Dropping the whitelist (the

@@ -22,7 +22,7 @@ CONTRACT = json.loads((ROOT / "policy" / "backup_mx_rules" / "relay_files.json")
 SHAPES = {"default": ROOT / "Pulumi.example.yaml", **{
     p.stem.split(".")[-1]: p for p in sorted((ROOT / "examples").glob("Pulumi.*.yaml"))}}
 MAIL_POLICIES = {"never-5xx", "queue-lifetime", "bounce-lifetime", "drain-port", "relay-domains",
-                 "relay-mynetworks", "smtp-smuggling"}
+                 "relay-mynetworks", "smtp-smuggling", "postfix-parameters"}
 USER_DATA = "relay-user-data"
 KEEPALIVE = "free-tier-keepalive"
 ENV = "/etc/backup-mx/backup-mx.env"

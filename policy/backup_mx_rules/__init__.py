@@ -18,6 +18,8 @@ from .network import (
     security_list,
     vm_not_in_mynetworks,
 )
+from .parameters import postfix_parameters
+from .resources import modeled_resources, relay_instance_inputs
 from .tunnel import wireguard_tunnel
 from .userdata import free_tier_keepalive, relay_user_data
 
@@ -29,4 +31,5 @@ POLICIES = [
     relay_mynetworks, zone_record_headroom, mx_preference, relay_a_record, relay_a_unproxied, reserved_public_ip,
     always_free, security_list, drain_port, relay_domains, no_silent_replace, wireguard_tunnel,
     relay_fault_domains, mta_sts, mta_sts_live_record, smtp_smuggling, relay_user_data, free_tier_keepalive,
+    postfix_parameters, modeled_resources, relay_instance_inputs,
 ]

@@ -67,6 +67,14 @@ POLICIES: dict[str, tuple[Severity, list[str], str]] = {
     "free-tier-keepalive": (Severity.CRITICAL, ["cost", "cloud-init"], "With accountMode free, ship the keep-alive "
                             "script and unit as rendered, with ACCOUNT_MODE=free and the contract's KEEPALIVE_* values, "
                             "and nothing that masks, overrides or stops it."),
+    "postfix-parameters": (Severity.HIGH, ["mail", "allow-list"], "Set only the parameters the program renders, "
+                           "with values the pack's rules allow (policy/backup_mx_rules/parameters.py); keep one SMTP "
+                           "listener on every address."),
+    "modeled-resources": (Severity.HIGH, ["cost", "allow-list"], "Remove resources of types the pack does not model, "
+                          "or model the type in the pack first."),
+    "relay-instance-inputs": (Severity.CRITICAL, ["lifecycle", "allow-list"], "Leave state unset, keep "
+                              "availabilityConfig.recoveryAction RESTORE_INSTANCE and preserveBootVolume true, and set "
+                              "no instance input the pack does not model."),
 }
 
 

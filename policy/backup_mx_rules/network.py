@@ -257,6 +257,31 @@ def _ingress_rules(args) -> list[tuple[str, Any, dict]]:
     return rules
 
 
+SERVED = {SMTP, HTTP, SSH, *EXPORTER_PORTS}  # every other port is open nowhere
+PATH_MTU = 3  # ICMP destination unreachable (type 3, code 4 is "fragmentation needed")
+
+
+def _unserved(rule: dict, net, inside_homelab: bool, break_glass: bool) -> list[str]:
+    """The allow-list: TCP to the relay's ports only (22 and the exporters judged above),
+    ICMP destination-unreachable only, nothing else from anywhere."""
+    proto = str(rule.get("protocol", "")).lower()
+    if proto == "6":
+        low, high = _port_range(rule.get("tcpOptions")) or (1, 65535)
+        extra = [p for p in (low, high) if p not in SERVED] if high - low < 2 else []
+        if high - low >= 2 and not set(range(low, high + 1)) <= SERVED:
+            return [f"opens TCP {low}-{high} to {net}; only {', '.join(map(str, sorted(SERVED)))} are served, every "
+                    "other port stays closed: open single ports"]
+        return [f"opens TCP {p} to {net}, which the relay does not serve; remove the rule" for p in extra]
+    if proto == "1":
+        icmp = rule.get("icmpOptions")
+        if isinstance(icmp, dict) and as_int(icmp.get("type")) == PATH_MTU:  # the engine sends numbers as floats
+            return []
+        return [f"allows ICMP {icmp or 'of every type'} from {net}; only type {PATH_MTU} (path MTU discovery) is "
+                "modeled"]
+    return [f"allows protocol {proto or 'unset'} from {net}; the relay serves TCP only (the pack fails closed on "
+            "other protocols)"]
+
+
 def _security_list(args, report_violation):
     try:
         homelab = environment.networks("homelabCidr")
@@ -268,11 +293,14 @@ def _security_list(args, report_violation):
     world_open = {SMTP: False, HTTP: False}
     for what, r, rule in _ingress_rules(args):
         source = rule.get("source")
-        if not known(source):
-            continue
         kind = str(rule.get("sourceType") or "CIDR_BLOCK").upper()
         if kind == "NETWORK_SECURITY_GROUP":
             continue  # VNICs of this tenancy, never a public source
+        if not known(source):
+            # A real stack writes its sources as literal CIDRs; an unknown one is never judged later.
+            report_violation(f"{what}: an ingress rule's source is unknown at preview, so the pack cannot judge which "
+                             "ports it opens to whom; it fails closed. Write the source as a literal CIDR", r.urn)
+            continue
         try:
             net = ipaddress.ip_network(str(source), strict=False)
             _covers(rule, SSH)
@@ -293,6 +321,8 @@ def _security_list(args, report_violation):
             if _covers(rule, port) and not inside_homelab:
                 report_violation(f"{what}: exporter port {port} is open to {net}; allow it from the homelab CIDR "
                                  f"({homelab_text}, stack config homelabCidr) only", r.urn)
+        for problem in _unserved(rule, net, inside_homelab, break_glass):
+            report_violation(f"{what}: {problem}", r.urn)
         if net.prefixlen == 0:
             for port in world_open:
                 world_open[port] = world_open[port] or _covers(rule, port)
