@@ -247,6 +247,18 @@ MUTATIONS = {
         lambda p: set_zone(p, "liveRecordKeys", lambda keys: keys + ["AAAA mx2.viktorbarzin.me 2001:db8::25"]),
         "relay-a-record"),
     "relay A record missing": (lambda p: drop_resource(p, "DnsRecord", "relay-a"), "relay-a-record"),
+    # Names as Cloudflare expands them: a bare label is <label>.<zone>, '@' the apex.
+    "an AAAA record for the relay host as a bare label": (
+        lambda p: add_resource(p, "cloudflare:index/dnsRecord:DnsRecord", "relay-aaaa", {
+            **resource(p, "DnsRecord", "relay-a")["props"], "type": "AAAA", "name": "mx2", "content": "2001:db8::25"}),
+        "relay-a-record"),
+    "a foreign MX at the apex written '@'": (lambda p: add_resource(p, "cloudflare:index/dnsRecord:DnsRecord", "apex-mx", {
+        **resource(p, "DnsRecord", "mx-viktorbarzin.me")["props"], "name": "@", "content": "mx.attacker.example",
+        "priority": 50}), "mx-preference"),
+    "an _mta-sts record as a bare label with mtaSts off": (
+        lambda p: add_resource(p, "cloudflare:index/dnsRecord:DnsRecord", "sts", {
+            **resource(p, "DnsRecord", "relay-a")["props"], "type": "TXT", "name": "_mta-sts",
+            "content": "v=STSv1; id=20261202"}), "mta-sts"),
     # relay-a-unproxied
     "relay A record proxied": (lambda p: set_prop(p, "DnsRecord", ["proxied"], True, "relay-a"),
                                "relay-a-unproxied"),
@@ -481,6 +493,14 @@ def test_oci_metadata_may_carry_user_data_only():
     props = {"preserveBootVolume": True, "metadata": {"user_data": "x", "ssh_authorized_keys": "ssh-ed25519 AAAA"}}
     assert any("ssh_authorized_keys" in p for p in instance_problems(props))
     assert instance_problems({**props, "metadata": {"user_data": "x"}}) == []
+
+
+@pytest.mark.parametrize("name", ["mx2", "MX2.viktorbarzin.me.", "mx2.VIKTORBARZIN.ME"])
+def test_relative_and_case_variant_names_resolve_as_cloudflare_stores_them(policies, example_plan, name):
+    plan = set_prop(example_plan, "DnsRecord", ["name"], name, "relay-a")
+    assert reported(policies.check(plan)) == set()
+    plan = set_prop(example_plan, "DnsRecord", ["name"], "@", "mx-viktorbarzin.me")
+    assert reported(policies.check(plan)) == set()
 
 
 def test_headroom_is_advisory(policies, example_plan):

@@ -116,7 +116,7 @@ def _usage(args) -> list[tuple[str, int, int, int]]:
                 if str(p.get("hostname", "")).lower().rstrip(".") in live_names:
                     continue  # its record is live already
             elif all(known(p.get(f)) for f in ("type", "name", "content", "priority")) \
-                    and key(p["type"], p["name"], p["content"], p.get("priority")) in live_keys:
+                    and key(p["type"], record_name(p), p["content"], p.get("priority")) in live_keys:
                 continue  # already live: counted in liveRecordCount
             added += 1
         result.append((str(zone.get("domain") or listed_id), live, added, live + added))
@@ -174,8 +174,24 @@ zone_record_headroom = stack_policy(
     _headroom, level=EnforcementLevel.ADVISORY, schema=HEADROOM_SCHEMA)
 
 
-def _name(p: dict) -> str:
-    return str(p.get("name", "")).lower().rstrip(".")
+def record_name(p: dict) -> str:
+    """A record's FQDN as Cloudflare stores it: '@' is the zone apex, and a name that does not
+    end in its zone's name gets the zone appended (a bare label 'mx3' is mx3.<zone>). Names are
+    case-blind (RFC 4343). A record whose zone the stack config does not list keeps its name;
+    zone-record-budget reports that zone."""
+    name = str(p.get("name", "")).lower().rstrip(".")
+    try:
+        zones = {zone_id: domain for domain, zone_id in environment.zone_ids().items()}
+    except FactError:
+        zones = {}
+    zone = zones.get(str(p.get("zoneId", "")))
+    if zone is None:
+        return name
+    if name in ("", "@"):
+        return zone
+    return name if name == zone or name.endswith("." + zone) else f"{name}.{zone}"
+
+
 
 
 def _mx_preference(args, report_violation):
@@ -197,7 +213,7 @@ def _mx_preference(args, report_violation):
     zones = {z.get("domain"): z for z in _zones(args.resources)}
     records = _records(args.resources)
     for domain in domains:
-        mx = [(r, p) for r, p in records if str(p.get("type")).upper() == "MX" and _name(p) in (domain, "@")
+        mx = [(r, p) for r, p in records if str(p.get("type")).upper() == "MX" and record_name(p) in (domain, "@")
               and p.get("zoneId") == zone_ids.get(domain, p.get("zoneId"))]
         for host, backup_pref in relays:
             backup = [(r, p) for r, p in mx if str(p.get("content", "")).lower().rstrip(".") == host]
@@ -282,8 +298,8 @@ def _relay_a_record(args, report_violation):
     zones = {z.get("domain"): z for z in _zones(args.resources)}
     records = _records(args.resources)
     for r, p in records:
-        if str(p.get("type")).upper() == "AAAA" and _name(p) in hosts:
-            report_violation(f"AAAA record '{r.name}' for the relay host {_name(p)}: the relay listens on IPv4 only, "
+        if str(p.get("type")).upper() == "AAAA" and record_name(p) in hosts:
+            report_violation(f"AAAA record '{r.name}' for the relay host {record_name(p)}: the relay listens on IPv4 only, "
                              "so IPv6 senders would fail to connect; remove it", r.urn)
     for z in zones.values():
         for k in z.get("liveRecordKeys") or []:
@@ -291,7 +307,7 @@ def _relay_a_record(args, report_violation):
                 if isinstance(k, str) and k.lower().startswith(f"aaaa {host} "):
                     report_violation(f"the live zone has an AAAA record for the relay host {host}; the relay "
                                      "listens on IPv4 only, delete it")
-    a_records = {host: [(r, p) for r, p in records if str(p.get("type")).upper() == "A" and _name(p) == host]
+    a_records = {host: [(r, p) for r, p in records if str(p.get("type")).upper() == "A" and record_name(p) == host]
                  for host in hosts}
     for host, found in a_records.items():
         if not found:

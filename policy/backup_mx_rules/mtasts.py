@@ -17,6 +17,7 @@ from pulumi_policy import EnforcementLevel
 
 from . import environment
 from .environment import FactError
+from .dns import record_name
 from .view import DNS_COMPONENT, DNS_RECORD, WORKER_DOMAIN, WORKER_SCRIPT, known, plain, stack_policy
 
 MODES = ("off", "testing", "enforce")
@@ -92,8 +93,6 @@ def _txt(p: dict) -> str:
     return str(p.get("content", "")).strip().strip('"')
 
 
-def _record_name(p: dict) -> str:
-    return str(p.get("name", "")).lower().rstrip(".")
 
 
 def _mta_sts(args, report_violation):
@@ -109,7 +108,7 @@ def _mta_sts(args, report_violation):
     records = [(r, plain(r.props)) for r in args.resources if r.resource_type == DNS_RECORD]
     if mode == "off":
         for r, p in records:
-            if _record_name(p).startswith("_mta-sts."):
+            if record_name(p).startswith("_mta-sts."):
                 report_violation(f"DNS record '{r.name}' publishes MTA-STS although stack config mtaSts is off; "
                                  "set mtaSts so the pack checks that the policy lists every relay", r.urn)
         return
@@ -123,7 +122,7 @@ def _mta_sts(args, report_violation):
     for domain in domains:
         # Every MX host this stack manages for the domain, plus the primary and every declared relay.
         managed = {str(p.get("content", "")).lower().rstrip(".") for _, p in records
-                   if str(p.get("type")).upper() == "MX" and _record_name(p) in (domain, "@")
+                   if str(p.get("type")).upper() == "MX" and record_name(p) in (domain, "@")
                    and known(p.get("content"))}
         want = sorted(set(hosts) | managed)
         host = f"mta-sts.{domain}"
@@ -152,7 +151,7 @@ def _mta_sts(args, report_violation):
         elif known(site.get("service")) and str(site.get("service")) not in scripts:
             report_violation(f"domain {domain}: the custom domain {host} routes to Worker {site.get('service')!r}, "
                              f"which is not the one that carries the policies ({sorted(scripts)})")
-        sts = [p for _, p in records if str(p.get("type")).upper() == "TXT" and _record_name(p) == f"_mta-sts.{domain}"]
+        sts = [p for _, p in records if str(p.get("type")).upper() == "TXT" and record_name(p) == f"_mta-sts.{domain}"]
         if len(sts) != 1:
             report_violation(f"domain {domain}: {len(sts)} _mta-sts TXT records in the stack; exactly one "
                              "(v=STSv1; id=...) is needed, and two make senders ignore the policy")
@@ -167,7 +166,7 @@ def _mta_sts(args, report_violation):
                                  f"text (expected {policy_id(text)}, the first 32 hex digits of its SHA-256): senders "
                                  "that cached an older policy would not refetch it. Derive the id from the text")
         rpt = [p for _, p in records if str(p.get("type")).upper() == "TXT"
-               and _record_name(p) == f"_smtp._tls.{domain}"]
+               and record_name(p) == f"_smtp._tls.{domain}"]
         if not any(tls_rpt_record_ok(_txt(p)) for p in rpt):
             report_violation(f"domain {domain}: no _smtp._tls TXT record `v=TLSRPTv1; rua=...`; without TLS-RPT "
                              "nobody hears of senders that fail MTA-STS")
@@ -236,7 +235,7 @@ def _live_sts(args, report_violation):
         relays = [h for h, _ in environment.relays()]
     except FactError:
         return  # mta-sts reports it
-    ours = {_record_name(p): _txt(p).lower() for p in (plain(r.props) for r in args.resources
+    ours = {record_name(p): _txt(p) for p in (plain(r.props) for r in args.resources
                                                       if r.resource_type == DNS_RECORD)}
     for r in args.resources:
         if r.resource_type != DNS_COMPONENT:
