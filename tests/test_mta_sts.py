@@ -128,7 +128,30 @@ def foreign_mx(plan):
     return add_resource(plan, mx["type"], "extra-mx", {**mx["props"], "content": "mx9.viktorbarzin.me"})
 
 
+def script_edit(edit):
+    """A plan change applied to the Worker script's text (props and outputs)."""
+    def apply(plan):
+        plan = copy.deepcopy(plan)
+        for where in ("props", "outputs"):
+            r = resource(plan, "WorkersScript")
+            r[where]["content"] = edit(r[where]["content"])
+        return plan
+    return apply
+
+
+LATER_EDIT = ('POLICIES["mta-sts.viktorbarzin.me"] = '
+              '"version: STSv1\\r\\nmode: enforce\\r\\nmx: mail.viktorbarzin.me\\r\\nmax_age: 86400\\r\\n";\n')
+
 MTA_STS_MUTATIONS = {
+    # MTA-STS as served: the Worker is the reviewed template apart from its data line.
+    "a later statement rewrites a policy": (script_edit(lambda t: t.replace("export default", LATER_EDIT + "export default")),
+                                            "mta-sts"),
+    "the data line in a comment, another object served": (script_edit(lambda t: re.sub(
+        r"(?m)^(const POLICIES = .*)$", lambda m: "/*\n" + m.group(1) + "\n*/\nconst POLICIES = {};", t)), "mta-sts"),
+    "a handler that serves another text": (script_edit(lambda t: t.replace(
+        "return new Response(policy,", "return new Response(policy.replace(/mx: mx2\\S*\\r\\n/, ''),")), "mta-sts"),
+    "a second Worker script": (lambda p: add_resource(p, "cloudflare:index/workersScript:WorkersScript", "other", {
+        **resource(p, "WorkersScript")["props"], "scriptName": "other"}), "mta-sts"),
     "the policy without mx2": (lambda p: with_policy(p, without(MX2), keep_id=False), "mta-sts"),
     "the policy without the second relay": (lambda p: with_policy(p, without(MX3), keep_id=False), "mta-sts"),
     "the policy without the primary": (lambda p: with_policy(p, without(PRIMARY), keep_id=False), "mta-sts"),
@@ -192,6 +215,42 @@ MTA_STS_EQUIVALENTS = {
 def test_mta_sts_equivalent_forms_pass(policies, sts_plan, case):
     plan = MTA_STS_EQUIVALENTS[case](sts_plan)
     assert reported(policies.check(plan)) == set(), [v.message for v in policies.check(plan)]
+
+
+def test_the_packs_template_digest_is_the_rendered_worker():
+    """A changed Worker template is one reviewed line: TEMPLATE_SHA256 in the pack."""
+    import hashlib
+
+    from backup_mx_rules import mtasts as pack_mtasts
+    script = mtasts.worker_script(load())
+    template = "\n".join(pack_mtasts.TEMPLATE_DATA if line.startswith(mtasts.POLICIES_LINE) else line
+                          for line in script.split("\n"))
+    assert hashlib.sha256(template.encode()).hexdigest() == pack_mtasts.TEMPLATE_SHA256
+
+
+def test_what_the_worker_serves_is_what_the_pack_judged(sts_plan, tmp_path):
+    """The rendered Worker, run in Node as the Workers runtime calls it: each policy host
+    serves exactly the text the pack parsed from the data line, and nothing else is served."""
+    import subprocess
+    import types
+
+    from backup_mx_rules import mtasts as pack_mtasts
+    script = resource(sts_plan, "WorkersScript")
+    args = types.SimpleNamespace(resources=[types.SimpleNamespace(
+        resource_type=script["type"], props=script["props"], name=script["name"])])
+    judged, _ = pack_mtasts.worker_policies(args)
+    module = tmp_path / "worker.mjs"
+    module.write_text(script["props"]["content"])
+    hosts = [*judged, "mta-sts.example.org"]
+    harness = ("const w = (await import(process.argv[1])).default; const out = {};"
+               "for (const h of JSON.parse(process.argv[2])) { const r = await w.fetch(new Request("
+               "`https://${h}/.well-known/mta-sts.txt`)); out[h] = [r.status, await r.text()]; }"
+               "console.log(JSON.stringify(out));")
+    run = subprocess.run(["node", "--input-type=module", "-e", harness, module.as_uri(), json.dumps(hosts)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    served = json.loads(run.stdout)
+    assert {h: text for h, (status, text) in served.items() if status == 200} == judged
+    assert served["mta-sts.example.org"][0] == 404
 
 
 @pytest.mark.parametrize("record,valid", [

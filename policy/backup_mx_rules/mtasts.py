@@ -16,8 +16,8 @@ import re
 from pulumi_policy import EnforcementLevel
 
 from . import environment
-from .environment import FactError
 from .dns import record_name
+from .environment import FactError
 from .view import DNS_COMPONENT, DNS_RECORD, WORKER_DOMAIN, WORKER_SCRIPT, known, plain, stack_policy
 
 MODES = ("off", "testing", "enforce")
@@ -57,6 +57,13 @@ def parse_policy(text: str) -> dict:
     return fields
 
 
+# The Worker the program renders, with its one data line replaced by TEMPLATE_DATA. Anything
+# else in the script could change what it serves; tests/test_mta_sts.py keeps this equal to
+# the rendered template and runs the Worker in Node against what the pack parsed.
+TEMPLATE_DATA = "const POLICIES = <data>;"
+TEMPLATE_SHA256 = "09712102b152281eed1245ba0b6d57e9ff8f5ef77d529ded428c4dc41eac4fed"
+
+
 def matches(host: str, pattern: str) -> bool:
     """RFC 8461 4.1: an exact name, or "*." plus a suffix matching exactly one more label."""
     host, pattern = host.lower().rstrip("."), pattern.lower().rstrip(".")
@@ -70,15 +77,23 @@ def worker_policies(args) -> tuple[dict[str, str], set[str]]:
     """(policy host -> text, the Worker script names) from every Worker script of the stack."""
     found: dict[str, str] = {}
     names = set()
-    for r in args.resources:
-        if r.resource_type != WORKER_SCRIPT:
-            continue
+    scripts = [r for r in args.resources if r.resource_type == WORKER_SCRIPT]
+    if len(scripts) > 1:
+        raise PolicyError(f"the stack has {len(scripts)} Worker scripts ({', '.join(r.name for r in scripts)}); the pack "
+                          "models one, the rendered policy host, and cannot tell which one serves a policy host")
+    for r in scripts:
         props = plain(r.props)
         names.add(str(props.get("scriptName")))
         content = props.get("content")
         lines = [line for line in str(content).splitlines() if line.startswith(POLICIES_LINE)]
         if not isinstance(content, str) or len(lines) != 1:
             raise PolicyError(f"Worker script '{r.name}' has no single `{POLICIES_LINE}{{...}};` line the pack can read")
+        template = "\n".join(TEMPLATE_DATA if line.startswith(POLICIES_LINE) else line for line in content.split("\n"))
+        if hashlib.sha256(template.encode()).hexdigest() != TEMPLATE_SHA256:
+            raise PolicyError(f"Worker script '{r.name}' is not the reviewed policy-host template apart from its data "
+                              "line, so what it serves cannot be read from that line (a later statement, a second "
+                              "handler or an import could change it); render it with the program, or review the "
+                              "template's new SHA-256 into TEMPLATE_SHA256 (policy/backup_mx_rules/mtasts.py)")
         try:
             data = json.loads(lines[0][len(POLICIES_LINE):].rstrip().rstrip(";"))
         except json.JSONDecodeError as exc:
