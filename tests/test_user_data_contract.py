@@ -249,3 +249,45 @@ def test_every_shape_has_user_data_mutations():
               ("default", "free", "wireguard", "tworelays")}
     assert all(n >= 1 for n in counts.values()), counts
     assert sum(1 for _, _, e in MUTATIONS.values() if KEEPALIVE in e) >= 3
+
+
+# --- every class, on every shape ---------------------------------------------------------------
+
+def _world_port(plan):
+    from tests.test_policy import add_ingress
+    return add_ingress(plan, {"protocol": "6", "source": "0.0.0.0/0", "tcpOptions": {"min": 3306, "max": 3306}})
+
+
+def _pool(plan):
+    from tests.helpers import add_resource
+    return add_resource(plan, "oci:Core/instancePool:InstancePool", "pool", {"size": 1})
+
+
+def _stopped(plan):
+    from tests.helpers import set_prop
+    return set_prop(plan, "instance:Instance", ["state"], "STOPPED")
+
+
+def _loopback(plan):
+    from tests.helpers import set_main_cf
+    return set_main_cf(plan, "inet_interfaces", "loopback-only")
+
+
+CLASSES = {
+    "an edit after rendering (a unit that deletes the queue)": (on_doc(edit(
+        "/etc/systemd/system/backup-mx-drain.service", "[Service]", "[Service]\nExecStartPre=/usr/sbin/postsuper -d ALL")),
+        {USER_DATA}),
+    "a liveness parameter (loopback-only)": (_loopback, {"postfix-parameters"}),
+    "an input that stops the relay": (_stopped, {"relay-instance-inputs"}),
+    "a port the relay does not serve": (_world_port, {"security-list"}),
+    "a resource type outside the model": (_pool, {"modeled-resources"}),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("case", sorted(CLASSES))
+def test_every_class_is_reported_on_every_shape(policies, plans, shape, case):
+    change, expected = CLASSES[case]
+    assert reported(policies.check(plans[shape])) == set()
+    violations = policies.check(change(plans[shape]))
+    assert reported(violations) == expected, [v.message for v in violations]
