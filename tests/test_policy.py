@@ -105,6 +105,7 @@ def master_option(service, option):
 
 
 TRANSPORT = "/transport"
+UNKNOWN = program.UNKNOWN  # the engine's unknown-string sentinel, as a preview sends it
 
 MUTATIONS = {
     # never-5xx
@@ -229,6 +230,13 @@ MUTATIONS = {
     "a foreign MX live in the zone": (
         lambda p: set_zone(p, "liveRecordKeys", lambda keys: keys + ["MX viktorbarzin.me mx.elsewhere.example 5"]),
         "mx-preference"),
+    # Values unknown at preview fail closed where a real stack never leaves them unknown.
+    "an MX record whose content is unknown at preview": (
+        lambda p: set_prop(p, "DnsRecord", ["content"], UNKNOWN, "mx-viktorbarzin.me", where=("props",)),
+        "mx-preference"),
+    "an ingress rule whose source is unknown at preview": (
+        lambda p: add_ingress(p, {"protocol": "6", "source": UNKNOWN, "tcpOptions": {"min": 25, "max": 25}}),
+        "security-list"),
     # The live zone decides (issue 20): the primary's real preference, and relay-host MX records not ours.
     "live primary MX at 30 while primaryMxPreference says 1": (
         lambda p: set_zone(p, "liveRecordKeys", lambda keys: [k.replace("mail.viktorbarzin.me 1", "mail.viktorbarzin.me 30")

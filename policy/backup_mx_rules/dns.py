@@ -212,6 +212,15 @@ def _mx_preference(args, report_violation):
                              "primaryMxPreference")
     zones = {z.get("domain"): z for z in _zones(args.resources)}
     records = _records(args.resources)
+    for r, p in records:
+        fields = ("type", "name") + (("content", "priority") if str(p.get("type")).upper() == "MX" else ())
+        unknown = [f for f in fields if not known(p.get(f))]
+        if unknown:
+            # A real stack writes these as literals; left unknown, the record would exist before
+            # any later check could see where it sends mail.
+            report_violation(f"DNS record '{r.name}': {', '.join(unknown)} unknown at preview, so the pack cannot tell "
+                             "whether it is an MX of a protected domain or where it points; it fails closed. Write "
+                             "them as literals", r.urn)
     for domain in domains:
         mx = [(r, p) for r, p in records if str(p.get("type")).upper() == "MX" and record_name(p) in (domain, "@")
               and p.get("zoneId") == zone_ids.get(domain, p.get("zoneId"))]
