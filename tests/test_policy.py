@@ -39,7 +39,15 @@ def add_relay_copy(plan, suffix, **props):
         if original is inst:
             for w in ("props", "outputs"):
                 extra[w].update(copy.deepcopy(props))
+        else:  # the copy's address derives from the copied instance, as the program's does
+            extra["dependencies"] = [inst["urn"] + suffix if d == inst["urn"] else d for d in extra["dependencies"]]
         plan["resources"].append(extra)
+    return plan
+
+
+def set_dependencies(plan, type_suffix, urns):
+    plan = copy.deepcopy(plan)
+    resource(plan, type_suffix)["dependencies"] = list(urns)
     return plan
 
 
@@ -285,6 +293,10 @@ MUTATIONS = {
                             "reserved-public-ip"),
     "reserved IP attached to nothing": (lambda p: set_prop(p, "publicIp:PublicIp", ["privateIpId"], DELETE),
                                         "reserved-public-ip"),
+    "reserved IP attached to the private IP of another VNIC": (
+        lambda p: set_dependencies(set_prop(p, "publicIp:PublicIp", ["privateIpId"],
+                                            "ocid1.privateip.oc1.eu-frankfurt-1.other"), "publicIp:PublicIp", []),
+        "reserved-public-ip"),
     "reserved IP not protected": (lambda p: set_option(p, "publicIp:PublicIp", "protect", False),
                                   "reserved-public-ip"),
     "instance assigns a public IP": (

@@ -147,6 +147,23 @@ def _reserved_public_ip(args, report_violation):
             if not r.opts.protect:
                 report_violation(f"public IP '{r.name}' is not protected: deleting it loses the address the A record "
                                  "and the primary's exemptions are keyed to; set protect=True", r.urn)
+    owners: dict[str, list[str]] = {i.urn: [] for i in instances}
+    for r in reserved:
+        if not known(plain(r.props).get("privateIpId")):
+            continue  # first preview: the VNIC does not exist yet; judged again after up, from state
+        # The program derives privateIpId from the instance's own primary VNIC (invokes on the
+        # instance's id), so the engine records the instance as a dependency of the address.
+        mine = [d.urn for d in (r.dependencies or []) if d.resource_type == INSTANCE]
+        if len(mine) != 1:
+            report_violation(f"public IP '{r.name}': its private IP is not derived from exactly one relay instance "
+                             f"(it depends on {len(mine)}), so the pack cannot tell it is attached to a relay's "
+                             "primary VNIC; set private_ip_id from the instance's VNIC attachment", r.urn)
+        else:
+            owners[mine[0]].append(r.name)
+    for urn, names in owners.items():
+        if len(names) > 1:
+            report_violation(f"instance '{urn.rsplit('::', 1)[-1]}' has {len(names)} reserved IPs ({', '.join(names)}); "
+                             "each relay has one, which its A record names")
     if len(reserved) < len(instances):
         report_violation(f"{len(instances)} relay instance(s) but {len(reserved)} RESERVED oci.core.PublicIp; attach "
                          "one to each instance's primary private IP")
