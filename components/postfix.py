@@ -117,7 +117,7 @@ def main_cf(s: Settings) -> str:
         ("postscreen_cache_map", "btree:$data_directory/postscreen_cache", ""),
     ]
     lines = ["# Rendered by backup-mx from the Pulumi stack config. Do not edit on the VM:",
-             "# change the stack and rebuild (see README, Rebuild).", ""]
+             "# change the stack and rebuild (see docs/deploy.md, Rebuild).", ""]
     for key, value, comment in params:
         if comment:
             lines += ["", f"# {comment}"]

@@ -10,7 +10,7 @@ import pulumi_oci as oci
 # preview` refuse any change that forces a replacement (availabilityDomainIndex, vcnCidr, ...).
 # user_data and the image are ignored outright: a new image would replace the boot volume in
 # place (pulumi-oci updates source_details that way), and user_data only runs at first boot.
-# Rebuild deliberately once the queue is empty (README, Rebuild).
+# Rebuild deliberately once the queue is empty (docs/deploy.md, Rebuild).
 IGNORED_ON_UPDATE = ["metadata", "sourceDetails"]
 
 

@@ -28,7 +28,7 @@ smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_sender_restrictions = reject_unknown_client_hostname, check_sender_access inline:{{{DOMAIN}=REJECT spoofed sender}}
 smtpd_client_message_rate_limit = 30
 anvil_rate_time_unit = 60s
-# The stack's messageSizeLimit is the primary's own value (README, Configuration)
+# The stack's messageSizeLimit is the primary's own value (docs/configuration.md)
 message_size_limit = 209715200
 """
 

@@ -724,7 +724,7 @@ def test_malformed_plans_fail_closed_never_crash(policies, example_plan, case):
 
 
 def test_the_deploy_command_passes_a_stack_with_other_environment_values(tmp_path, capsys):
-    """README's `pulumi preview --policy-pack policy --policy-pack-config policy/policy-config.json`,
+    """README's quick start `pulumi preview --policy-pack policy --policy-pack-config policy/policy-config.json`,
     offline, for a stack whose every environment value differs from the example."""
     import yaml
 

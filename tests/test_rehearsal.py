@@ -1,5 +1,5 @@
 """First-boot rehearsal (make rehearse): the rendered user-data booted by real cloud-init
-(Debian's 22.4) under systemd-nspawn, behind a stub network (README, First-boot rehearsal).
+(Debian's 22.4) under systemd-nspawn, behind a stub network (docs/rehearsal.md).
 Timings go to build/rehearsal.json; nothing here asserts a time."""
 import hashlib
 import re
