@@ -306,3 +306,20 @@ def test_no_input_the_cli_can_read_gives_a_traceback(key, value, bare, tmp_path,
     assert code in (0, 2), err
     assert "Traceback" not in err and "Task was destroyed" not in err and "Exception" not in err, err
     assert (code == 0) == (err == ""), err
+
+
+def test_pulumi_new_prompts_for_every_required_scalar_key():
+    """`pulumi new <repo>` asks for template.config keys, and stores each answer as a string
+    (newcmd/config.go encryptTemplateConfig: config.NewValue or NewSecureValue). So the template
+    asks for every required key that is a string, with secret as declared, and the quickstart
+    says how to set the required arrays, which a string answer would not satisfy."""
+    import yaml
+    doc = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    decls = cli_config.load_project(ROOT / "Pulumi.yaml")
+    asked = doc["template"]["config"]
+    required = {k: d for k, d in decls.config.items() if not d.has_default}
+    scalars = {k for k, d in required.items() if doc["config"][k].get("type", "string") == "string"}
+    assert set(asked) == scalars
+    assert all(bool(asked[k].get("secret")) == required[k].secret and asked[k]["description"] for k in asked)
+    arrays = set(required) - scalars
+    assert arrays and all(f"pulumi config set --path '{k}[0]'" in doc["template"]["quickstart"] for k in arrays)
