@@ -17,6 +17,7 @@ from pathlib import Path
 from lab.instance import stop_group
 
 from . import stubs
+from .image import mirror_hosts
 
 HOST, HEADSCALE, GUEST = "10.77.0.1", "10.77.0.2", "10.77.0.10"
 LINK = "bmxr0"
@@ -75,8 +76,7 @@ class Rehearsal:
     def network(self) -> None:
         if Path(f"/run/netns/{self.ns}").exists():
             raise RuntimeError(f"network namespace {self.ns} exists: another rehearsal is running (one at a time)")
-        mirror = socket.gethostbyname("deb.debian.org")
-        self.mirror = mirror
+        self.mirrors = {host: socket.gethostbyname(host) for host in mirror_hosts()}
         subprocess.run(["ip", "netns", "add", self.ns], check=True)
         self.made_ns = True
         subprocess.run(["ip", "link", "add", LINK, "type", "veth", "peer", "name", "eth0", "netns", self.ns], check=True)
@@ -88,12 +88,14 @@ class Rehearsal:
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
         # Out of the guest: the Debian mirror, and nothing else.
         self._ipt("FORWARD", "-i", LINK, "-j", "REJECT")
-        self._ipt("FORWARD", "-i", LINK, "-d", mirror, "-p", "tcp", "--dport", "80", "-j", "ACCEPT")
+        for mirror in sorted(set(self.mirrors.values())):
+            self._ipt("FORWARD", "-i", LINK, "-d", mirror, "-p", "tcp", "--dport", "80", "-j", "ACCEPT")
+            self._ipt("POSTROUTING", "-s", "10.77.0.0/24", "-d", mirror, "-j", "MASQUERADE", table="nat")
         self._ipt("FORWARD", "-o", LINK, "-m", "state", "--state", "ESTABLISHED,RELATED", "-j", "ACCEPT")
-        self._ipt("POSTROUTING", "-s", "10.77.0.0/24", "-d", mirror, "-j", "MASQUERADE", table="nat")
         f = self.faults
         if f.mirror_blocked_s:
-            self._ipt("FORWARD", "-i", LINK, "-d", mirror, "-j", "REJECT", timer=f.mirror_blocked_s)
+            for mirror in sorted(set(self.mirrors.values())):
+                self._ipt("FORWARD", "-i", LINK, "-d", mirror, "-j", "REJECT", timer=f.mirror_blocked_s)
         if f.tcp_blocked_s:
             self._ipt("FORWARD", "-i", LINK, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset",
                       timer=f.tcp_blocked_s)
@@ -121,7 +123,7 @@ class Rehearsal:
         cfg = stubs.pebble_config(self.work, *certs["acme"], HOST)
         self._spawn("pebble", ["pebble", "-config", str(cfg), "-dnsserver", f"{HOST}:53"],
                     env={**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"})
-        names = {"deb.debian.org": self.mirror, "archive.ubuntu.com": HOST,
+        names = {**self.mirrors, "archive.ubuntu.com": HOST,
                  "security.ubuntu.com": HOST, "pkgs.tailscale.com": HOST, "acme.stub": HOST,
                  self.login_host: HEADSCALE, self.relay_hostname: GUEST}
         self._spawn("dnsmasq", ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--log-queries",

@@ -9,9 +9,15 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 CACHE = Path(os.environ.get("BACKUP_MX_REHEARSAL_CACHE", "/var/cache/backup-mx-rehearsal"))
 SUITE = "bookworm"
+# The guest's package sources, whatever the host runs (a CI runner is Ubuntu): Debian's
+# mirrors, overridable; of the host's apt configuration only its proxy settings are carried.
+MIRROR = os.environ.get("BACKUP_MX_REHEARSAL_MIRROR", "http://deb.debian.org/debian")
+SECURITY_MIRROR = os.environ.get("BACKUP_MX_REHEARSAL_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 PACKAGES = ["systemd", "systemd-sysv", "systemd-resolved", "udev", "dbus", "cloud-init", "netplan.io", "iptables",
             "iptables-persistent", "openssh-server", "curl", "ca-certificates", "unattended-upgrades", "locales",
             "sudo", "openssl", "python3", "iproute2", "procps",
@@ -55,19 +61,56 @@ cat > "$root/etc/iptables/rules.v4" <<'RULES'
 {rules}RULES
 cat > "$root/etc/cloud/cloud.cfg.d/90-rehearsal.cfg" <<'CFG'
 {cloud_cfg}CFG
-cp /etc/apt/sources.list.d/*.sources "$root/etc/apt/sources.list.d/" 2>/dev/null || true
-[ -s /etc/apt/sources.list ] && cp /etc/apt/sources.list "$root/etc/apt/sources.list" || rm -f "$root/etc/apt/sources.list"
-for f in /etc/apt/apt.conf.d/*proxy* /etc/apt/apt.conf.d/*Proxy*; do [ -e "$f" ] && cp "$f" "$root/etc/apt/apt.conf.d/"; done
-: > "$root/etc/machine-id"
+{apt}: > "$root/etc/machine-id"
 rm -f "$root"/etc/ssh/ssh_host_* "$root/var/lib/dbus/machine-id"
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/lib/cloud/*
 """
 
 
+def mirror_hosts() -> list[str]:
+    """The hosts the guest may reach for packages (the rehearsal's network allows no other)."""
+    return sorted({urlparse(url).hostname or "" for url in (MIRROR, SECURITY_MIRROR)} - {""})
+
+
+def guest_sources(mirror: str = MIRROR, security: str = SECURITY_MIRROR) -> str:
+    """The guest's /etc/apt/sources.list.d/debian.sources (deb822), as Debian's images ship it."""
+    return (f"Types: deb\nURIs: {mirror}\nSuites: {SUITE} {SUITE}-updates\nComponents: main\nSigned-By: {KEYRING}\n\n"
+            f"Types: deb\nURIs: {security}\nSuites: {SUITE}-security\nComponents: main\nSigned-By: {KEYRING}\n")
+
+
+# Part of the customize hook: the guest's sources from the mirrors above, never the host's;
+# the host's apt proxy settings (HOST_APT, default /etc/apt) carried over, nothing else.
+APT_SETUP = """rm -f "$root/etc/apt/sources.list" "$root"/etc/apt/sources.list.d/*
+mkdir -p "$root/etc/apt/sources.list.d" "$root/etc/apt/apt.conf.d"
+cat > "$root/etc/apt/sources.list.d/debian.sources" <<'SOURCES'
+{sources}SOURCES
+for f in "${HOST_APT:-/etc/apt}"/apt.conf.d/*; do
+  [ -f "$f" ] && grep -qiE '^[[:space:]]*Acquire::[a-z]+::Proxy' "$f" && cp "$f" "$root/etc/apt/apt.conf.d/"
+done
+true
+"""
+
+
+def apt_setup() -> str:
+    return APT_SETUP.replace("{sources}", guest_sources())
+
+
+def proxy_settings(host_apt: Path = Path("/etc/apt")) -> str:
+    """The host's apt proxy files, as the hook copies them (part of the recipe's digest)."""
+    found = []
+    for f in sorted((host_apt / "apt.conf.d").glob("*")):
+        text = f.read_text(errors="replace") if f.is_file() else ""
+        if any(line.strip().lower().startswith("acquire::") and "::proxy" in line.lower() for line in text.splitlines()):
+            found.append(f.name + "\n" + text)
+    return "".join(found)
+
+
+def customize_script() -> str:
+    return CUSTOMIZE.replace("{rules}", OCI_RULES_V4).replace("{cloud_cfg}", CLOUD_CFG).replace("{apt}", apt_setup())
+
+
 def recipe() -> str:
-    sources = "".join(p.read_text() for p in sorted(Path("/etc/apt").glob("sources.list*")) if p.is_file())
-    sources += "".join(p.read_text() for p in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")))
-    return "\n".join([SUITE, " ".join(PACKAGES), CUSTOMIZE, OCI_RULES_V4, CLOUD_CFG, sources])
+    return "\n".join([SUITE, " ".join(PACKAGES), customize_script(), proxy_settings()])
 
 
 def base_image() -> Path:
@@ -80,11 +123,13 @@ def base_image() -> Path:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="backup-mx-image-") as tmp:
         hook = Path(tmp) / "customize.sh"
-        hook.write_text(CUSTOMIZE.replace("{rules}", OCI_RULES_V4).replace("{cloud_cfg}", CLOUD_CFG))
+        hook.write_text(customize_script())
         hook.chmod(0o755)
         partial = tarball.with_name(tarball.stem + ".partial.tar")  # mmdebstrap picks the format by suffix
         subprocess.run(["mmdebstrap", "--variant=apt", "--include=" + ",".join(PACKAGES),
-                        f"--customize-hook={hook}", SUITE, str(partial)],
+                        f"--keyring={KEYRING}", f"--customize-hook={hook}", SUITE, str(partial),
+                        f"deb {MIRROR} {SUITE} main", f"deb {MIRROR} {SUITE}-updates main",
+                        f"deb {SECURITY_MIRROR} {SUITE}-security main"],
                        check=True, capture_output=True, text=True)
         partial.rename(tarball)
     tarball.with_suffix(".json").write_text(json.dumps(
