@@ -33,15 +33,43 @@ message_size_limit = 209715200
 """
 
 
+DNSBL_ZONE = "dnsbl.lab"
+# A postscreen-fronted primary (mailcow, docker-mailserver): a DNSBL that lists the relay's
+# address, as lists of cloud ranges do.
+POSTSCREEN_MAIN = f"""\
+postscreen_access_list = permit_mynetworks
+postscreen_dnsbl_sites = {DNSBL_ZONE}=127.0.0.2
+postscreen_dnsbl_threshold = 1
+postscreen_dnsbl_action = enforce
+postscreen_greet_action = enforce
+"""
+
+
+def postscreen_master(stock: str) -> str:
+    """master.cf.dist with its postscreen lines switched on, as postscreen's README says."""
+    out = []
+    for line in stock.splitlines():
+        if line.startswith("smtp      inet") and line.rstrip().endswith("smtpd"):
+            continue
+        for name in ("smtp      inet", "smtpd     pass", "dnsblog   unix", "tlsproxy  unix"):
+            if line.startswith("#" + name):
+                line = line[1:]
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 @contextmanager
-def emulated_primary(vm_files, tls_dir):
-    """relay lab -> primary (real Postfix, the owner's restrictions) -> final sink."""
+def emulated_primary(vm_files, tls_dir, postscreen=False):
+    """relay lab -> primary (real Postfix, the owner's restrictions) -> final sink. With
+    `postscreen`, the primary runs postscreen with a DNSBL that lists the relay's address."""
     base = lab_dir("primary")
     resolv = base / "resolv.conf"
     resolv.write_text("nameserver 127.0.0.153\noptions timeout:1 attempts:1\n")
-    dns = dnsbl_server("127.0.0.153", [], {})  # answers NXDOMAIN: the relay has no PTR
+    # NXDOMAIN for the rest, so the relay has no PTR
+    dns = dnsbl_server("127.0.0.153", [DNSBL_ZONE] if postscreen else [], {RELAY_SOURCE: "127.0.0.2"})
     stock_master = open("/usr/share/postfix/master.cf.dist").read()
-    primary_files = {"main.cf": PRIMARY_MAIN, "master.cf": stock_master,
+    primary_files = {"main.cf": PRIMARY_MAIN + (POSTSCREEN_MAIN if postscreen else ""),
+                     "master.cf": postscreen_master(stock_master) if postscreen else stock_master,
                      "relay_recipients": f"@{DOMAIN} OK\n", "transport": f"{DOMAIN} smtp:[127.0.0.1]:25\n"}
     final = Lab(base / "final", vm_files, None).sink()
     primary_lab = Lab(base / "p", primary_files, None)
@@ -61,7 +89,7 @@ def snippets():
     return primary_snippets.enablement(s, [(s.relay_hostname, RELAY_SOURCE)])
 
 
-def apply_verbatim(primary, e, anvil=True):
+def apply_verbatim(primary, e, anvil=True, postscreen=False):
     """What the runbook tells the operator to paste, done with postconf on the emulated primary."""
     cca = e["postfix"]["checkClientAccess"]
     map_file = primary.conf / cca["mapFile"].rsplit("/", 1)[-1]  # path override only
@@ -71,6 +99,14 @@ def apply_verbatim(primary, e, anvil=True):
     settings_ = [f"smtpd_sender_restrictions={restriction}, {existing}"]
     if anvil:
         settings_.append(f"{e['postfix']['anvil']['parameter']}={e['postfix']['anvil']['value']}")
+    if postscreen:
+        ps = e["postfix"]["postscreen"]
+        ps_map = primary.conf / ps["mapFile"].rsplit("/", 1)[-1]
+        ps_map.write_text(ps["mapContent"])
+        rest = run("postconf", "-c", str(primary.conf), "-h", ps["parameter"]).stdout.strip()
+        rest = ", ".join(x for x in (w.strip() for w in rest.split(",")) if x and x != "permit_mynetworks")
+        value = ps["value"].replace(ps["mapFile"], str(ps_map))
+        settings_.append(f"{ps['parameter']}={value}" + (f", {rest}" if rest else ""))
     run("postconf", "-c", str(primary.conf), "-e", *settings_)
     run("postfix", "-c", str(primary.conf), "reload")
     time.sleep(1)

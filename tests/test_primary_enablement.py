@@ -58,12 +58,46 @@ def test_with_the_snippets_applied_verbatim_all_300_pass(drain):
     assert run("postconf", "-c", str(primary.conf), "-h", "mynetworks").stdout.strip() == "127.0.0.1/32"
 
 
+@pytest.fixture
+def postscreen_drain(vm_files, tls_dir):
+    with emulated_primary(vm_files, tls_dir, postscreen=True) as lab_:
+        yield lab_
+
+
+def test_a_postscreen_primary_defers_the_drain_without_its_exemption(postscreen_drain):
+    """A primary behind postscreen whose DNSBL lists the relay's address: the other snippets
+    applied, the postscreen one not. postscreen refuses at RCPT; the relay keeps the mail."""
+    relay_lab, primary, final = postscreen_drain
+    apply_verbatim(primary, snippets())
+    relay = relay_lab.relay(primary.port, extra={"smtp_bind_address": RELAY_SOURCE})
+    assert deliver(relay.port, "sender@example.com", [f"user@{DOMAIN}"], message("ps-0")).accepted
+    relay.wait_log(r"blocked using dnsbl\.lab", timeout=60)
+    primary.wait_log(r"postscreen\[\d+\]: DNSBL rank \d+ for \[127\.0\.9\.9\]", timeout=30)
+    assert len(relay.queue()) == 1 and not final.messages()
+
+
+def test_with_the_postscreen_exemption_the_drain_arrives(postscreen_drain):
+    relay_lab, primary, final = postscreen_drain
+    apply_verbatim(primary, snippets(), postscreen=True)
+    relay = relay_lab.relay(primary.port, extra={"smtp_bind_address": RELAY_SOURCE})
+    for i in range(20):
+        assert deliver(relay.port, "sender@example.com", [f"user{i % 3}@{DOMAIN}"], message(f"ps-{i:02d}")).accepted
+    relay.wait_queue_empty(120)
+    primary.wait_queue_empty(120)
+    received = collections.Counter(re.findall(r"^X-Lab-Id: (\S+)", "\n".join(final.messages()), re.M))
+    assert received == collections.Counter({f"ps-{i:02d}": 1 for i in range(20)})
+    assert re.search(r"postscreen\[\d+\]: (ALLOWLISTED|WHITELISTED) \[127\.0\.9\.9\]", primary.log_text())
+    assert run("postconf", "-c", str(primary.conf), "-h", "mynetworks").stdout.strip() == "127.0.0.1/32"
+
+
 def test_enablement_is_a_stack_output_keyed_to_the_reserved_ip(example_run):
     out = program.public_outputs(example_run.outputs)
     e = out["primaryEnablement"]
     assert e["address"] == out["reservedIp"]
     assert e["postfix"]["checkClientAccess"]["mapContent"] == f"{out['reservedIp']}/32 OK\n"
     assert e["pfsense"] == {"interface": "WAN", "protocol": "tcp", "source": f"{out['reservedIp']}/32",
-                            "destinationPort": 2526, "target": "mail.viktorbarzin.me", "targetPort": 25,
-                            "description": "backup MX drain: mx2.viktorbarzin.me -> primary SMTP"}
+                            "destinationPort": 2526, "target": "<the primary's LAN address>", "targetPort": 25,
+                            "description": "backup MX drain: mx2.viktorbarzin.me -> primary SMTP",
+                            "menu": "Firewall > NAT > Port Forward (with the associated filter rule)"}
+    assert e["natRules"]["pfsense"] == e["pfsense"] and set(e["natRules"]) == {"pfsense", "opnsense", "linux"}
     assert out["reservedIp"] + "/32" in e["policydSpf"]["skipAddresses"]

@@ -21,7 +21,8 @@ STACKS = [ROOT / "Pulumi.example.yaml", *sorted((ROOT / "examples").glob("Pulumi
 COMMON = ("Pulumi.example.yaml", "Pulumi.twodomain.yaml")
 # Sections and outputs that exist only in one shape: they must resolve in at least one stack.
 SHAPE_SECTIONS = ("## Two relays", "## MTA-STS rollout", "## Free-tier accounts")
-SHAPE_OUTPUTS = (".mtaSts", ".wireguardPeer", ".primaryEnablement.pfsense")  # pfsense: the NAT drain only
+# the NAT rules exist with the NAT drain only
+SHAPE_OUTPUTS = (".mtaSts", ".wireguardPeer", ".primaryEnablement.pfsense", ".primaryEnablement.natRules")
 CLI = json.loads((ROOT / "tests" / "data" / "pulumi-cli-flags.json").read_text())["flags"]
 PULUMI_STUB = """#!/bin/bash
 # The Pulumi CLI, stubbed: records each invocation, answers from the stack's offline outputs.
