@@ -39,14 +39,14 @@ tailscale_package() {
 enrol() (
   # A subshell, so its EXIT trap covers every way out. The key is consumed from its file on
   # the first attempt and removed whether tailscale up succeeds, fails, hangs or is stopped.
-  # A later retry needs a new key (README, Tailnet).
+  # A later retry needs a new key (docs/deploy.md, First boot).
   if tailscale status >/dev/null 2>&1; then exit 0; fi
   mkdir -p -m 0700 "$RUN_DIR"
   key=$(mktemp "$RUN_DIR/preauth.XXXXXX")
   trap 'shred -u "$key" 2>/dev/null || rm -f "$key"' EXIT
   trap 'exit 143' TERM INT HUP
   if [ ! -s "$KEY_SOURCE" ]; then
-    echo "backup-mx-extras: no preauth key at $KEY_SOURCE (used or never written); enrol by hand: README, Tailnet"
+    echo "backup-mx-extras: no preauth key at $KEY_SOURCE (used or never written); enrol by hand: docs/deploy.md, First boot"
     exit 1
   fi
   cat "$KEY_SOURCE" > "$key"
