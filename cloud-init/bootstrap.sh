@@ -24,12 +24,12 @@ debconf-set-selections "$DEBCONF_FILE"
 retry 20 apt_install postfix
 
 step "postfix: install the rendered configuration (never patched in place)"
-install -d -m 0755 /etc/postfix/tls
-if [ ! -s /etc/postfix/tls/fullchain.pem ]; then
+install -d -m 0755 "$TLS_DIR"
+if [ ! -s "$TLS_DIR/fullchain.pem" ]; then
   # Until certbot succeeds, STARTTLS uses a self-signed pair: opportunistic TLS still works.
   openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=$RELAY_HOSTNAME" \
-    -keyout /etc/postfix/tls/privkey.pem -out /etc/postfix/tls/fullchain.pem
-  chmod 0600 /etc/postfix/tls/privkey.pem
+    -keyout "$TLS_DIR/privkey.pem" -out "$TLS_DIR/fullchain.pem"
+  chmod 0600 "$TLS_DIR/privkey.pem"
 fi
 # The staging path stays literal here: it is the one copy the policy pack sanctions
 # (policy/backup_mx_rules/cloudinit.py); a variable would make the pack fail closed.

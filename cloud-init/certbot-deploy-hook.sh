@@ -3,6 +3,6 @@
 set -euo pipefail
 . "${BACKUP_MX_ENV:-/etc/backup-mx/backup-mx.env}"
 live=/etc/letsencrypt/live/$RELAY_HOSTNAME
-install -m 0644 "$live/fullchain.pem" /etc/postfix/tls/fullchain.pem
-install -m 0600 "$live/privkey.pem" /etc/postfix/tls/privkey.pem
+install -m 0644 "$live/fullchain.pem" "$TLS_DIR/fullchain.pem"
+install -m 0600 "$live/privkey.pem" "$TLS_DIR/privkey.pem"
 postfix reload

@@ -82,6 +82,7 @@ def env_file(s: Settings) -> str:
         "DEBCONF_FILE": DEBCONF_FILE,
         "PREAUTH_KEY_FILE": PREAUTH_KEY_FILE,
         "STATE_DIR": facts.STATE_DIR,
+        "TLS_DIR": facts.TLS_DIR,
         "DRAIN_TRANSPORT": s.drain_transport,
         "ACCOUNT_MODE": s.account_mode,
         "TEXTFILE_DIR": facts.TEXTFILE_DIR,

@@ -17,6 +17,7 @@ CONFIG_DIR = "/etc/backup-mx"
 ENV_FILE = f"{CONFIG_DIR}/backup-mx.env"  # the scripts' one source; its path is their only literal
 STAGING_DIR = f"{CONFIG_DIR}/postfix"  # rendered Postfix files, installed after the package
 DEBCONF_FILE = f"{CONFIG_DIR}/debconf.txt"
+TLS_DIR = "/etc/postfix/tls"  # Postfix's certificate pair: the bootstrap's self-signed one, then certbot's
 PREAUTH_KEY_FILE = f"{CONFIG_DIR}/headscale-preauth-key"  # shredded once used
 STATE_DIR = "/var/lib/backup-mx"  # one <part>.done per finished extra
 APT_MIRROR_HOST = "archive.ubuntu.com"  # the egress wait's TCP target

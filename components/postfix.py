@@ -5,10 +5,9 @@ production because the grep matched Ubuntu's commented examples.
 """
 from __future__ import annotations
 
-from .facts import SIZE_HEADROOM
+from .facts import SIZE_HEADROOM, TLS_DIR
 from .settings import Settings
 
-TLS_DIR = "/etc/postfix/tls"  # certbot's deploy hook copies the live certificate here
 RELAY_RECIPIENTS = "/etc/postfix/relay_recipients"
 TRANSPORT = "/etc/postfix/transport"
 # A slowloris from many addresses holds one smtpd per session. With one session per client
