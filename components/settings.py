@@ -311,6 +311,12 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
     for d in domains:
         if d not in zone_ids and not any(e.startswith(d + "=") for e in v["cloudflareZoneIds"]):
             r.fail("cloudflareZoneIds", f"has no entry for {d!r}; allowed form: {d}=<zone id>")
+    for zone_id in sorted(set(zone_ids.values())):
+        # One Cloudflare zone holds one domain (its apex) and that domain's subdomains.
+        shared = sorted((d for d, z in zone_ids.items() if z == zone_id), key=len)
+        if any(not d.endswith("." + shared[0]) for d in shared[1:]):
+            r.fail("cloudflareZoneIds", f"gives zone {zone_id} to {', '.join(shared)}; one Cloudflare zone holds one "
+                                        "domain and its subdomains, so give each other domain its own zone id")
     zones = tuple(Zone(d, zone_ids.get(d, "")) for d in domains)
 
     relay = (v["relayHostname"] or (f"mx2.{domains[0]}" if domains else "")).lower().rstrip(".")

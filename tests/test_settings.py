@@ -137,6 +137,18 @@ def test_a_domain_without_a_zone_id_names_the_zone_key():
     assert "backup-mx:cloudflareZoneIds: has no entry for 'example.org'" in str(err.value)
 
 
+def test_one_zone_holds_one_domain_and_its_subdomains():
+    """Found by the accept-iff-pack-clean property: two unrelated domains under one zone id
+    previewed, and the pack could not tell which zone a record's name belongs to."""
+    with pytest.raises(settings.ConfigError) as err:
+        load(domains=["example.net", "example.org"],
+             cloudflareZoneIds=["example.net=" + "a" * 32, "example.org=" + "a" * 32])
+    assert "backup-mx:cloudflareZoneIds: gives zone " + "a" * 32 + " to example.net, example.org" in str(err.value)
+    s = load(domains=["example.net", "lists.example.net"],
+             cloudflareZoneIds=["example.net=" + "a" * 32, "lists.example.net=" + "a" * 32])
+    assert [z.zone_id for z in s.zones] == ["a" * 32] * 2
+
+
 def test_all_errors_are_reported_at_once():
     with pytest.raises(settings.ConfigError) as err:
         load(queueLifetime="200d", drainPort=25, shape="big")

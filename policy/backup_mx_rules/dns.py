@@ -181,15 +181,15 @@ def record_name(p: dict) -> str:
     zone-record-budget reports that zone."""
     name = str(p.get("name", "")).lower().rstrip(".")
     try:
-        zones = {zone_id: domain for domain, zone_id in environment.zone_ids().items()}
+        # A zone holds its apex and the apex's subdomains: several protected domains may share it.
+        held = sorted((d for d, z in environment.zone_ids().items() if z == str(p.get("zoneId", ""))), key=len)
     except FactError:
-        zones = {}
-    zone = zones.get(str(p.get("zoneId", "")))
-    if zone is None:
+        held = []
+    if not held:
         return name
     if name in ("", "@"):
-        return zone
-    return name if name == zone or name.endswith("." + zone) else f"{name}.{zone}"
+        return held[0]
+    return name if any(name == d or name.endswith("." + d) for d in held) else f"{name}.{held[0]}"
 
 
 
