@@ -2,8 +2,8 @@
 
 The program reads them from here; the scripts on the VM receive them through the rendered
 environment file (cloudinit.env_file), never as their own literals. The policy pack keeps
-its own copies on purpose (policy/backup_mx_rules/view.py): it judges the artifacts
-independently of this program.
+its own copies on purpose (policy/backup_mx_rules/environment.py, network.py, and the env
+contract in relay_files.json): it judges the artifacts independently of this program.
 """
 SMTP_PORT = 25  # inbound mail; also the port Oracle blocks for egress
 HTTP_PORT = 80  # HTTP-01 for certbot (Let's Encrypt validates from many places)
