@@ -75,7 +75,7 @@ class BackupMx(pulumi.ComponentResource):
                      for (spec, own, vm), source in zip(relays, sources, strict=True)]
         first = described[0]
         self.outputs = {
-            # The first relay's facts at the top level (as before relayCount); every relay under "relays".
+            # The first relay's facts at the top level (the runbook reads them there); every relay under "relays".
             **{key: first[key] for key in ("relayHostname", "reservedIp", "relayPrivateIp", "instanceId")},
             "region": s.oci_region,
             "availabilityDomain": first["availabilityDomain"],

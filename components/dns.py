@@ -86,7 +86,7 @@ class Dns(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
 
         backups = [{"host": r.hostname, "preference": r.mx_preference} for r in args.relays]
-        # "backup" is the first relay (as before relayCount); "backups" lists every relay.
+        # "backup" is the first relay (one relay's stack reads it); "backups" lists every relay.
         self.mx_records = {z.domain: {
             "backup": backups[0], "backups": backups,
             "primary": {"host": args.primary_mx_host, "preference": args.primary_mx_preference}} for z in args.zones}

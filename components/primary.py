@@ -140,7 +140,7 @@ def enablement(s: Settings, relays: list[tuple[str, str]], relay_public_key: str
         "  }\n"
         "}\n")
     return {
-        "address": relays[0][1],  # the first relay, as before relayCount
+        "address": relays[0][1],  # the first relay (the one a single-relay stack has)
         "addresses": [ip for _, ip in relays],
         "postfix": {
             "checkClientAccess": {

@@ -117,7 +117,7 @@ class RelaySpec:
     private_ip: str
     mx_preference: int
     zone: Zone  # the zone that holds its A record
-    fault_domain: Optional[str]  # None: OCI picks (one relay, as before relayCount existed)
+    fault_domain: Optional[str]  # None: OCI picks (one relay: no fault domain to keep apart from)
 
 
 @dataclass(frozen=True)
