@@ -220,6 +220,11 @@ EQUIVALENTS = {
         encoding="b64", content=base64.b64encode(entry(d, "/usr/local/sbin/backup-mx-drain")["content"].encode())
         .decode())),
     "an empty bootcmd": ("default", lambda d: d.update(bootcmd=[])),
+    # cloud-init reads a YAML number as the mode itself: an unquoted 0755 is the integer 493
+    "a mode written as a YAML number": ("default", lambda d: entry(d, "/usr/local/sbin/backup-mx-drain").update(
+        permissions=0o755)),
+    "a mode written 0o755": ("default", lambda d: entry(d, "/usr/local/sbin/backup-mx-drain").update(
+        permissions="0o755")),
     "an env value bare instead of quoted": ("default", env_set("SMTP_PORT", "25")),
     "the free shape's env with ACCOUNT_MODE quoted": ("free", env_set("ACCOUNT_MODE", "'free'")),
 }

@@ -104,13 +104,25 @@ def entry_path(entry: dict) -> str:
     return posixpath.normpath("/" + entry["path"].strip().lstrip("/"))
 
 
+def file_mode(permissions: object) -> str:
+    """cloud-init's cc_write_files decode_perms(): a YAML number is the mode itself (an
+    unquoted 0755 is the integer 493), text is read as octal, anything unreadable keeps the
+    default 0644. Returned as octal digits without leading zeros."""
+    if permissions is None:
+        return "644"
+    try:
+        mode = int(permissions) if isinstance(permissions, (int, float)) else int(str(permissions).strip(), 8)
+    except ValueError:
+        mode = 0o644
+    return format(mode, "o")
+
+
 def written_modes(doc: dict) -> dict[str, str]:
-    """path -> the octal mode the file ends with (the last entry that writes it decides;
-    cloud-init's default is 0644), without leading zeros."""
+    """path -> the octal mode the file ends with (the last entry that writes it decides)."""
     modes = {}
     for entry in doc.get("write_files") or []:
         if isinstance(entry, dict) and isinstance(entry.get("path"), str) and entry["path"].strip():
-            modes[entry_path(entry)] = str(entry.get("permissions", "0644")).strip().lstrip("0o") or "0"
+            modes[entry_path(entry)] = file_mode(entry.get("permissions"))
     return modes
 
 
