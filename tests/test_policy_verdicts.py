@@ -149,6 +149,19 @@ def test_mail_expires_only_where_the_pack_says(policies, example_plan, vm_files,
     assert verdict == ({policy} if policy else set()), verdict
 
 
+def send_one(lab, lab_id, outcome):
+    """One message for a protected recipient through the lab relay to a fake primary: the relay
+    and "refused" (never with a 5xx) or outcome(relay, rcpt) once it was taken."""
+    primary = lab.sink()
+    relay = lab.relay(primary.port)
+    rcpt = "alice@viktorbarzin.me"
+    session = deliver(relay.port, "sender@example.com", [rcpt], message(lab_id))
+    if not session.accepted:
+        assert all(r.code < 500 for r in session.replies), session.replies  # never 5xx, still
+        return relay, "refused"
+    return relay, outcome(relay, rcpt)
+
+
 TRANSPORT = [
     ("rendered", "primary", None),
     # postmap keeps the first row; the daemons refuse the whole table: 451 at RCPT.
@@ -165,16 +178,11 @@ TRANSPORT = [
 def test_mail_takes_the_transport_the_pack_judged(policies, example_plan, vm_files, lab, case):
     variant_id, want, policy = case
     verdict = judge(policies, example_plan, vm_files, lab, variant_id)
-    primary = lab.sink()
-    relay = lab.relay(primary.port)
-    rcpt = "alice@viktorbarzin.me"
-    session = deliver(relay.port, "sender@example.com", [rcpt], message("v-route"))
-    if not session.accepted:
-        assert all(r.code < 500 for r in session.replies), session.replies  # never 5xx, still
-        observed = "refused"
-    else:
+
+    def where(relay, rcpt):
         taken = relay_of(relay, rcpt)
-        observed = "primary" if taken.startswith("127.0.0.1[127.0.0.1]") else taken.split("[")[0]
+        return "primary" if taken.startswith("127.0.0.1[127.0.0.1]") else taken.split("[")[0]
+    relay, observed = send_one(lab, "v-route", where)
     assert observed == want, relay.log_text()[-2000:]
     assert verdict == ({policy} if policy else set()), verdict
 
@@ -198,15 +206,7 @@ def test_mail_flows_only_where_the_parameters_pass(policies, example_plan, vm_fi
     passes delivers."""
     variant_id, want, policy = case
     verdict = judge(policies, example_plan, vm_files, lab, variant_id)
-    primary = lab.sink()
-    relay = lab.relay(primary.port)
-    rcpt = "alice@viktorbarzin.me"
-    session = deliver(relay.port, "sender@example.com", [rcpt], message("v-live"))
-    if not session.accepted:
-        assert all(r.code < 500 for r in session.replies), session.replies
-        observed = "refused"
-    else:
-        observed = final_status(relay, rcpt)
+    relay, observed = send_one(lab, "v-live", final_status)
     assert observed == want, relay.log_text()[-2000:]
     if "bound to" in variant_id:
         assert "bind 192.0.2.77: Cannot assign requested address" in relay.log_text()
