@@ -1,8 +1,9 @@
 #!/bin/bash
 # Everything the relay wants besides mail, each part done once and recorded: exporters and
-# unattended-upgrades, the tailscale repository and package, tailnet enrolment, the
-# certificate timer and the outage-readiness timers. Run at the end of the first boot and by backup-mx-extras.timer until
-# every part has succeeded; a failure here never touches Postfix.
+# unattended-upgrades, the tailscale repository and package and tailnet enrolment (unless
+# tailnet none), the certificate timer and the outage-readiness timers. Run at the end of the
+# first boot and by backup-mx-extras.timer until every part has succeeded; a failure here
+# never touches Postfix.
 set -uo pipefail
 . "${BACKUP_MX_ENV:-/etc/backup-mx/backup-mx.env}"
 . "${BACKUP_MX_LIB:-/usr/local/lib/backup-mx}/common.sh"
@@ -51,8 +52,11 @@ enrol() (
   fi
   cat "$KEY_SOURCE" > "$key"
   shred -u "$KEY_SOURCE" 2>/dev/null || rm -f "$KEY_SOURCE"
+  # headscale: its own login server; tailscale: the client's default, Tailscale's control server.
+  server=()
+  if [ "$TAILNET" = headscale ]; then server=(--login-server "$HEADSCALE_LOGIN_SERVER"); fi
   timeout --kill-after=5 "$((UP_TIMEOUT + 10))" tailscale up --timeout "${UP_TIMEOUT}s" \
-    --login-server "$HEADSCALE_LOGIN_SERVER" --authkey "file:$key" \
+    "${server[@]}" --authkey "file:$key" \
     --advertise-tags "$TAILNET_TAG" --hostname "${RELAY_HOSTNAME%%.*}" && \
   "${BACKUP_MX_SBIN:-/usr/local/sbin}/backup-mx-firewall" --tailnet-ssh
 )
@@ -78,10 +82,13 @@ fi
 if [ "${DRAIN_TRANSPORT:-nat}" = wireguard ]; then
   part wireguard wireguard || failed=1
 fi
-if part tailscale-package tailscale_package; then
-  part tailnet enrol || failed=1
-else
-  failed=1
+# tailnet none: nothing to join; SSH is break-glass from homelabCidr or the OCI console.
+if [ "$TAILNET" != none ]; then
+  if part tailscale-package tailscale_package; then
+    part tailnet enrol || failed=1
+  else
+    failed=1
+  fi
 fi
 if [ "$failed" -eq 0 ]; then
   systemctl disable backup-mx-extras.timer 2>/dev/null || true

@@ -33,8 +33,9 @@ for rule in "${rules[@]}"; do
   fi
 done
 
-if [ "${1:-}" = "--tailnet-ssh" ]; then
-  # The security list already blocks public SSH; drop the image's ACCEPT too.
+if [ "${1:-}" = "--tailnet-ssh" ] || [ "$TAILNET" = none ]; then
+  # The security list already blocks public SSH; drop the image's ACCEPT too: once the
+  # tailnet carries SSH, or at once with tailnet none (break-glass or the OCI console only).
   while iptables -C INPUT -p tcp -m state --state NEW -m tcp --dport "$SSH_PORT" -j ACCEPT 2>/dev/null; do
     iptables -D INPUT -p tcp -m state --state NEW -m tcp --dport "$SSH_PORT" -j ACCEPT
   done

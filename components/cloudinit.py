@@ -70,6 +70,7 @@ def env_file(s: Settings) -> str:
         "HOMELAB_CIDR": s.homelab_cidr,
         "BREAK_GLASS_SSH": "true" if s.break_glass_ssh else "false",
         "CERTBOT_EMAIL": s.certbot_email,
+        "TAILNET": s.tailnet,
         "HEADSCALE_LOGIN_SERVER": s.headscale_login_server,
         "TAILNET_TAG": s.tailnet_tag,
         "APT_MIRROR_HOST": facts.APT_MIRROR_HOST,
@@ -132,8 +133,9 @@ def _assets(assets: list[tuple[str, str, str]]) -> list[dict]:
 def cloud_config(s: Settings, preauth_key: str, wireguard_key: str = "") -> dict:
     files = [{"path": ENV_FILE, "permissions": "0644", "content": env_file(s)},
              {"path": DEBCONF_FILE, "permissions": "0644",
-              "content": "".join(line.format(relay=s.relay_hostname) + "\n" for line in PACKAGE_DEBCONF)},
-             {"path": PREAUTH_KEY_FILE, "permissions": "0600", "content": preauth_key}]
+              "content": "".join(line.format(relay=s.relay_hostname) + "\n" for line in PACKAGE_DEBCONF)}]
+    if s.tailnet != "none":
+        files.append({"path": PREAUTH_KEY_FILE, "permissions": "0600", "content": preauth_key})
     files += [{"path": path, "permissions": "0644", "content": text}
               for path, text in staged_postfix_files(s).items()]
     files += _assets(_ASSET_FILES)

@@ -27,6 +27,9 @@ ALWAYS_FREE_SHAPES = ("VM.Standard.E2.1.Micro",)
 # is 421 under soft_bounce (tests/test_relay_lab.py proves both on real Postfix).
 DNSBL_ACTIONS = ("enforce", "drop", "ignore")
 ACCOUNT_MODES = ("payg", "free")
+# How the relay is managed: joins headscale, joins Tailscale's hosted tailnet, or neither
+# (SSH only with breakGlassSsh, else the OCI console).
+TAILNETS = ("headscale", "tailscale", "none")
 BOOT_VOLUME_MIN_GB, ALWAYS_FREE_STORAGE_GB = 50, 200
 POSTFIX_LIFETIME_CAP_S = 100 * 86400  # qmgr refuses to start above 100d
 QUEUE_LIFETIME_FLOOR_S, BOUNCE_LIFETIME_S = 30 * 86400, 86400  # the pack's queue-lifetime and bounce-lifetime
@@ -149,11 +152,12 @@ class Settings:
     homelab_cidr: str
     break_glass_ssh: bool
     certbot_email: str
-    headscale_login_server: str
+    headscale_login_server: str  # "" unless tailnet headscale
     tailnet_tag: str
     ssh_authorized_keys: tuple[str, ...]
     drain_source_address: str
     drain_transport: str = "nat"
+    tailnet: str = "headscale"
     account_mode: str = "payg"
     wireguard: Optional[WireGuard] = None
     relays: tuple[RelaySpec, ...] = ()  # every relay; the relay_* fields above are the first one's
@@ -205,6 +209,7 @@ class Settings:
             "breakGlassSsh": self.break_glass_ssh,
             "accountMode": self.account_mode,
             "relayPrivateIp": self.relay_private_ip,
+            "tailnet": self.tailnet,
             "tailnetTag": self.tailnet_tag,
             "mtaSts": self.mta_sts.mode if self.mta_sts else "off",
         }
@@ -268,6 +273,13 @@ class _Reader:
 SECRET_KEYS = ("headscalePreauthKey", "wireguardPrivateKey")
 
 
+def required_secrets(tailnet: str, drain_transport: str) -> tuple[str, ...]:
+    """The secret keys a shape needs: the tailnet key unless tailnet none, the WireGuard key
+    with drainTransport wireguard. (The offline preview stands in a placeholder for these.)"""
+    return tuple(key for key, needed in (("headscalePreauthKey", tailnet != "none"),
+                                         ("wireguardPrivateKey", drain_transport == "wireguard")) if needed)
+
+
 def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = None,
          decls: Optional[dict[str, dict]] = None, preauth: Optional[SecretConfig] = None,
          wireguard_key: Optional[SecretConfig] = None, wireguard_private_key: Any = None,
@@ -283,7 +295,7 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
                     + (f"did you mean {close[0]}?" if close else f"known keys: {', '.join(sorted(r.decls))}"))
     v = {key: r.value(key) for key in r.decls if key not in SECRET_KEYS}
     if preauth is not None:
-        _check_preauth(r, preauth)
+        _check_preauth(r, preauth, v["tailnet"])
     if r.errors:
         raise ConfigError("invalid stack config:\n  " + "\n  ".join(r.errors))
 
@@ -438,10 +450,7 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
     if not (re.fullmatch(r"[A-Za-z0-9._+-]{1,64}", local) and _HOSTNAME.match(email_domain.lower())):
         r.fail("certbotEmail", f"{v['certbotEmail']!r} is not a plain e-mail address "
                                "(letters, digits and . _ + - before the @, a domain name after it)")
-    url_problem = login_server_problem(v["headscaleLoginServer"])
-    if url_problem:
-        r.fail("headscaleLoginServer", f"{v['headscaleLoginServer']!r} {url_problem}; "
-                                       "allowed: https://host[:port][/path]")
+    _tailnet(r, v)
     if not re.fullmatch(r"tag:[a-z0-9-]+", v["tailnetTag"]):
         r.fail("tailnetTag", f"{v['tailnetTag']!r} must look like tag:backup-mx")
     for key in v["sshAuthorizedKeys"]:
@@ -485,7 +494,8 @@ def load(project: str, raw: Callable[[str], Optional[str]], preauth_key: Any = N
         certbot_email=v["certbotEmail"],
         headscale_login_server=v["headscaleLoginServer"], tailnet_tag=v["tailnetTag"],
         ssh_authorized_keys=tuple(v["sshAuthorizedKeys"]), drain_source_address=drain_source,
-        drain_transport=v["drainTransport"], account_mode=v["accountMode"], wireguard=wireguard, relays=relays,
+        drain_transport=v["drainTransport"], tailnet=v["tailnet"], account_mode=v["accountMode"],
+        wireguard=wireguard, relays=relays,
         mta_sts=mta_sts,
         wireguard_private_key=wireguard_private_key,
         headscale_preauth_key=preauth_key,
@@ -781,10 +791,34 @@ def _is_cidr(text: str) -> bool:
         return False
 
 
-def _check_preauth(r: _Reader, key: SecretConfig) -> None:
+def _tailnet(r: _Reader, v: dict) -> None:
+    """headscale needs its login server; tailscale and none take none (Tailscale's own control
+    server is the client's default)."""
+    tailnet, server = v["tailnet"], v["headscaleLoginServer"]
+    if tailnet not in TAILNETS:
+        r.fail("tailnet", f"{tailnet!r} is not allowed; allowed: {', '.join(TAILNETS)}")
+    elif tailnet == "headscale" and not server:
+        r.fail("headscaleLoginServer", "is required with tailnet headscale: the https URL of your headscale server "
+                                       "(or set tailnet: tailscale, or none)")
+    elif tailnet == "headscale" and login_server_problem(server):
+        r.fail("headscaleLoginServer", f"{server!r} {login_server_problem(server)}; allowed: https://host[:port][/path]")
+    elif tailnet != "headscale" and server:
+        r.fail("headscaleLoginServer", f"is set but tailnet is {tailnet}; set tailnet: headscale, or remove it")
+
+
+def _check_preauth(r: _Reader, key: SecretConfig, tailnet: str) -> None:
     how = "set it with `pulumi config set --secret headscalePreauthKey <key>`"
-    if key.text is None:
-        r.fail("headscalePreauthKey", f"is required but not set; {how}")
+    if tailnet not in TAILNETS:
+        return  # tailnet is named above
+    if tailnet == "none":
+        if key.text:
+            r.fail("headscalePreauthKey", "is set but tailnet is none, so nothing would use it; remove it with "
+                                          "`pulumi config rm headscalePreauthKey`, or set tailnet: headscale or "
+                                          "tailscale")
+        return
+    kind = "a headscale preauth key" if tailnet == "headscale" else "a Tailscale auth key tagged with tailnetTag"
+    if not key.text and not key.secret:
+        r.fail("headscalePreauthKey", f"is required with tailnet {tailnet} ({kind}); {how}, or set tailnet: none")
     elif not key.secret:
         r.fail("headscalePreauthKey", "is stored in plain text in the stack file; remove it there and " + how)
     elif not key.text:

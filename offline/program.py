@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from components.settings import PROJECT_FILE
+from components.settings import PROJECT_FILE, required_secrets
 from offline import cli_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +69,11 @@ def read_stack_file(path: Path, project: str, stack: str | None = None) -> tuple
             notes.append(f"the Pulumi CLI will refuse this stack ({cli_config.missing_keys_error(stack, [key])}) "
                          f"until you run: pulumi config set --secret {key} <value>")
         values = cli_config.merge(stack, decls, values)
+        for key in _unset_shape_secrets(project, values):  # the program itself stops here
+            unset.append(key)
+            values[f"{project}:{key}"] = cli_config.Value(placeholder(key), secure=True)
+            notes.append(f"`pulumi preview` will refuse this stack ({project}:{key} is required by its shape) "
+                         f"until you run: pulumi config set --secret {key} <value>")
     except cli_config.CliRefusal as exc:
         raise StackFileError("\n".join(f"{path}: {p}" for p in exc.problems)) from None
     plain, secret = {}, {}
@@ -84,6 +89,16 @@ def read_stack_file(path: Path, project: str, stack: str | None = None) -> tuple
             plain[key] = value.text
     notes += _octal_notes(text, plain)
     return plain, secret, notes
+
+
+def _unset_shape_secrets(project: str, values: dict[str, cli_config.Value]) -> list[str]:
+    """The secrets the stack's shape needs (components/settings.py required_secrets) that the
+    stack file leaves at their empty default."""
+    def text(key: str) -> str:
+        value = values.get(f"{project}:{key}")
+        return value.text if value is not None and not value.secure else ""
+    return [key for key in required_secrets(text("tailnet"), text("drainTransport"))
+            if (value := values.get(f"{project}:{key}")) is None or (not value.secure and not value.text)]
 
 
 def _octal_notes(text: str, plain: dict[str, str]) -> list[str]:
@@ -139,11 +154,16 @@ def _struct_to_dict(struct) -> dict:
 def run(stack_file: Path, stack: str = "example", first_preview: bool = False, second_run: bool = False,
         project: str = "backup-mx", overrides: dict[str, str] | None = None,
         secret_overrides: dict[str, str] | None = None, live_zones: dict[str, list[dict]] | None = None) -> Run:
-    """Run __main__.py once under mocks. `overrides` replace raw config values (tests);
+    """Run __main__.py once under mocks. `overrides` replace raw config values and
+    `secret_overrides` secret ones, None unsetting one back to its plain default (tests);
     `live_zones` (domain -> records) replace a zone's made-up records with real ones."""
     plain, secret, notes = read_stack_file(stack_file, project, stack)
     plain.update(overrides or {})
-    secret.update(secret_overrides or {})
+    for key, value in (secret_overrides or {}).items():
+        if value is not None:
+            secret[key] = value
+        elif secret.pop(key, None) is not None:
+            plain.setdefault(key, "")  # the CLI merges the key's declared default, ""
     live_own: list[dict] = []
     if second_run:
         previous = _run_once(project, stack, plain, secret, first_preview=False, live_own=[], live_zones=live_zones)

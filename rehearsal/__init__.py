@@ -6,6 +6,7 @@ import contextlib
 import tempfile
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 from . import image, stubs
 from .guest import GUEST, HOST, Faults, Rehearsal
@@ -20,7 +21,10 @@ def rendered_user_data(stack_file: Path = ROOT / "Pulumi.example.yaml") -> tuple
     """The user-data exactly as the program renders it (with a test preauth key), and the
     stack's raw config."""
     from offline import program
-    run = program.run(stack_file, secret_overrides={"headscalePreauthKey": PREAUTH_KEY})
+    _, secret, _ = program.read_stack_file(stack_file, "backup-mx")
+    if "headscalePreauthKey" in secret:  # the shape has a tailnet
+        secret["headscalePreauthKey"] = PREAUTH_KEY
+    run = program.run(stack_file, secret_overrides=secret)
     if run.error:
         raise RuntimeError(run.error)
     inst = next(r for r in run.resources if r.type.endswith("instance:Instance"))
@@ -36,7 +40,8 @@ def rehearsal(user_data: str, config: dict[str, str], faults: Faults | None = No
     tarball = image.base_image()
     tmp = Path(tempfile.mkdtemp(prefix="backup-mx-rehearsal-", dir=work or "/var/tmp"))
     relay = config["backup-mx:relayHostname"]
-    login_host = config["backup-mx:headscaleLoginServer"].split("//", 1)[1].split("/")[0].split(":")[0]
+    login_host = {"headscale": urlsplit(config["backup-mx:headscaleLoginServer"]).hostname or "",
+                  "tailscale": "controlplane.tailscale.com"}.get(config["backup-mx:tailnet"], "")
     r = Rehearsal(tmp, user_data, relay, login_host, faults or Faults())
     try:
         r.network()

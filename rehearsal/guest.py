@@ -37,7 +37,7 @@ class Rehearsal:
     work: Path
     user_data: str
     relay_hostname: str
-    login_host: str
+    login_host: str  # the tailnet's control server; "" with tailnet none
     faults: Faults = field(default_factory=Faults)
     ns: str = "bmx-rehearsal"
     procs: dict = field(default_factory=dict)
@@ -108,7 +108,8 @@ class Rehearsal:
 
     def services(self) -> None:
         certs = stubs.make_ca(self.work / "pki", {
-            "repo": ["pkgs.tailscale.com"], "headscale": [self.login_host], "acme": ["acme.stub", HOST]})
+            "repo": ["pkgs.tailscale.com"], "headscale": [self.login_host or "login.invalid"],
+            "acme": ["acme.stub", HOST]})
         self.ca = self.work / "pki" / "ca.pem"
         web = stubs.tailscale_repo(self.work / "repo")
         py = [os.environ.get("PYTHON", "python3"), "-m", "rehearsal.https_stub"]
@@ -125,7 +126,7 @@ class Rehearsal:
                     env={**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"})
         names = {**self.mirrors, "archive.ubuntu.com": HOST,
                  "security.ubuntu.com": HOST, "pkgs.tailscale.com": HOST, "acme.stub": HOST,
-                 self.login_host: HEADSCALE, self.relay_hostname: GUEST}
+                 self.relay_hostname: GUEST, **({self.login_host: HEADSCALE} if self.login_host else {})}
         self._spawn("dnsmasq", ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--log-queries",
                                 f"--interface={LINK}", "--bind-interfaces", f"--listen-address={HOST}",
                                 f"--dhcp-range={GUEST},{GUEST},255.255.255.0,1h",

@@ -32,8 +32,17 @@ REQUIRED = {
 SECRET = "hskey-5d41402abc4b2a76b9719d911017c592"  # a recognisable preauth key for leak checks
 
 
+def stack_secrets(stack_file=EXAMPLE, tailnet_key=SECRET) -> dict[str, str]:
+    """The secrets a test run of the stack gets: the offline preview's placeholders for what its
+    shape needs (none for the tailnet with tailnet none), the tailnet key recognisable."""
+    _, secret, _ = program.read_stack_file(stack_file, "backup-mx")
+    if "headscalePreauthKey" in secret:
+        secret["headscalePreauthKey"] = tailnet_key
+    return secret
+
+
 def run_stack(stack_file=EXAMPLE, **kw):
-    kw.setdefault("secret_overrides", {"headscalePreauthKey": SECRET})
+    kw.setdefault("secret_overrides", stack_secrets(stack_file))
     result = program.run(stack_file, stack=stack_file.stem.split(".")[-1], **kw)
     assert not result.error, result.error
     return result

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from components.settings import SECRET_KEYS
 from offline import cli_config, program
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -258,7 +259,7 @@ def test_the_readme_stack_passes_the_clis_rules(tmp_path):
               "primaryMxHost": "mail.example.org", "ociCompartmentId": "ocid1.tenancy.oc1..aaaa",
               "homelabCidr": "203.0.113.7/32", "certbotEmail": "ops@example.org",
               "headscaleLoginServer": "https://hs.example.org"}
-    assert set(required) - {"headscalePreauthKey"} == set(values)
+    assert set(required) == set(values) - {"headscaleLoginServer"}  # that one the default tailnet requires
     text = "config:\n" + "".join(f"  backup-mx:{k}: {v}\n" for k, v in values.items()) + \
         "  backup-mx:headscalePreauthKey:\n    secure: v1:abc\n"
     config = cli_config.effective_config("prod", decls, text)
@@ -269,14 +270,19 @@ def test_the_readme_stack_passes_the_clis_rules(tmp_path):
     assert plain["domains"] == '["example.org"]' and set(secret) == {"headscalePreauthKey"}
 
 
-def test_unset_required_secret_says_the_cli_refuses_until_set(tmp_path):
-    stack = tmp_path / "Pulumi.prod.yaml"
-    stack.write_text((ROOT / "Pulumi.example.yaml").read_text())
-    _, secret, notes = program.read_stack_file(stack, "backup-mx")
-    assert "headscalePreauthKey" in secret
+@pytest.mark.parametrize("stack,needed", [("Pulumi.example.yaml", True), ("examples/Pulumi.tailscale.yaml", True),
+                                          ("examples/Pulumi.notailnet.yaml", False)])
+def test_an_unset_shape_secret_previews_with_a_placeholder_and_says_preview_refuses(tmp_path, stack, needed):
+    """The tailnet key defaults to "" (tailnet none needs none), so the CLI passes an unset one
+    through and the program refuses it; offline, a placeholder and a note say so."""
+    path = tmp_path / "Pulumi.prod.yaml"
+    path.write_text((ROOT / stack).read_text())
+    _, secret, notes = program.read_stack_file(path, "backup-mx")
     line = [n for n in notes if "headscalePreauthKey" in n]
-    assert len(line) == 1 and "Stack 'prod' is missing configuration value 'headscalePreauthKey'" in line[0]
-    assert "pulumi config set --secret headscalePreauthKey" in line[0]
+    assert ("headscalePreauthKey" in secret) == needed and len(line) == int(needed)
+    if needed:
+        assert "`pulumi preview` will refuse this stack" in line[0]
+        assert "pulumi config set --secret headscalePreauthKey" in line[0]
 
 
 # --- no traceback for any file the CLI can read -----------------------------------------------
@@ -319,7 +325,11 @@ def test_pulumi_new_prompts_for_every_required_scalar_key():
     asked = doc["template"]["config"]
     required = {k: d for k, d in decls.config.items() if not d.has_default}
     scalars = {k for k, d in required.items() if doc["config"][k].get("type", "string") == "string"}
-    assert set(asked) == scalars
-    assert all(bool(asked[k].get("secret")) == required[k].secret and asked[k]["description"] for k in asked)
+    # The default tailnet, headscale, needs its server and key, which default to "" so that
+    # tailnet none needs neither (components/settings.py says which a shape requires).
+    tailnet = {"tailnet", "headscaleLoginServer", "headscalePreauthKey"}
+    assert set(asked) == scalars | tailnet
+    assert all(bool(asked[k].get("secret")) == (k in SECRET_KEYS) and asked[k]["description"] for k in asked)
+    assert asked["tailnet"]["default"] == doc["config"]["tailnet"]["default"]
     arrays = set(required) - scalars
     assert arrays and all(f"pulumi config set --path '{k}[0]'" in doc["template"]["quickstart"] for k in arrays)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT, run_stack
+
 KEY = "hskey-auth-Zq7X9-single-use"
 
 STUB = """#!/bin/bash
@@ -25,6 +27,11 @@ exit 0
 
 @pytest.fixture
 def sandbox(tmp_path, vm_files):
+    return make_box(tmp_path, vm_files)
+
+
+def make_box(tmp_path: Path, vm_files: dict, done=("exporters-and-upgrades", "certificate-timer",
+                                                    "tailscale-package")) -> Path:
     bins, lib = tmp_path / "bin", tmp_path / "lib"
     bins.mkdir()
     lib.mkdir()
@@ -38,8 +45,8 @@ def sandbox(tmp_path, vm_files):
     env_file.write_text(vm_files["backup-mx.env"])
     state = tmp_path / "state"
     state.mkdir()
-    for done in ("exporters-and-upgrades", "certificate-timer", "tailscale-package"):
-        (state / f"{done}.done").touch()  # those parts write system paths; enrolment is under test
+    for part in done:
+        (state / f"{part}.done").touch()  # those parts write system paths; enrolment is under test
     return tmp_path
 
 
@@ -97,3 +104,34 @@ def test_without_a_key_enrolment_fails_loudly_and_touches_nothing_else(sandbox):
     assert "no preauth key" in result.stdout and "enrol by hand" in result.stdout
     calls = (sandbox / "calls").read_text()
     assert "tailscale up" not in calls and "postfix" not in calls
+
+
+def shape_box(tmp_path: Path, stack: str, **kw) -> Path:
+    from lab import files_from_run
+    tmp_path.mkdir(exist_ok=True)
+    return make_box(tmp_path, files_from_run(run_stack(ROOT / "examples" / stack)), **kw)
+
+
+@pytest.mark.parametrize("stack,server", [(None, "--login-server https://headscale.viktorbarzin.me"),
+                                          ("Pulumi.tailscale.yaml", None)])
+def test_enrolment_names_the_login_server_for_headscale_only(sandbox, tmp_path, stack, server):
+    """headscale: tailscale up gets the stack's login server; tailscale: the client's default
+    (Tailscale's control server), so no --login-server at all."""
+    box = sandbox if stack is None else shape_box(tmp_path / "shape", stack)
+    assert run_extras(box, "ok").returncode == 0
+    up = next(line for line in (box / "calls").read_text().splitlines() if line.startswith("tailscale up"))
+    assert ("--login-server" in up) == (server is not None) and (server is None or server in up)
+    assert "--authkey file:" in up and "--advertise-tags tag:backup-mx" in up and "--hostname mx2" in up
+
+
+def test_without_a_tailnet_nothing_is_installed_or_enrolled_and_the_extras_finish(tmp_path):
+    """tailnet none: no tailscale repository, package or enrolment; every other part runs and
+    the timer is disabled (all done), although no key was ever written."""
+    box = shape_box(tmp_path, "Pulumi.notailnet.yaml", done=())
+    result = run_extras(box, "ok", with_key=False)
+    assert result.returncode == 0 and "all done" in result.stdout, result.stdout + result.stderr
+    calls = (box / "calls").read_text()
+    assert "tailscale" not in calls and "pkgs.tailscale.com" not in calls, calls
+    assert "systemctl disable backup-mx-extras.timer" in calls
+    assert sorted(p.name for p in (box / "state").iterdir()) == [
+        "certificate-timer.done", "exporters-and-upgrades.done", "readiness-timers.done"]

@@ -10,7 +10,7 @@ import pytest
 
 from lab import files_from_run
 from rehearsal.image import OCI_RULES_V4
-from tests.helpers import BREAK_GLASS, run_stack, sh
+from tests.helpers import BREAK_GLASS, ROOT, run_stack, sh
 
 OCI_IMAGE_RULES = OCI_RULES_V4  # one home for the OCI image's shape: the rehearsal's image
 PROBE_PORTS = list(range(1, 1025)) + [2525, 2526, 3306, 8080, 9100, 9154, 9090, 10050]
@@ -135,3 +135,16 @@ def test_break_glass_ssh_is_open_to_the_homelab_only_and_survives_the_tailnet_st
     assert open_ports(hosts["home"], "198.51.100.1") == {22, 25, 80, 9100, 9154}
     saved = (tmp_path / "rules.v4").read_text()
     assert "-A INPUT -s 198.51.100.7/32 -p tcp -m tcp --dport 22 -j ACCEPT" in saved
+
+
+def test_without_a_tailnet_public_ssh_closes_at_the_first_run_and_break_glass_stays(hosts, tmp_path):
+    """tailnet none: no tailnet step ever comes, so the first run drops the image's public SSH
+    ACCEPT; SSH is the homelab's break-glass rule alone (and the OCI console)."""
+    files = files_from_run(run_stack(ROOT / "examples" / "Pulumi.notailnet.yaml"))
+    assert "TAILNET=none" in files["backup-mx.env"] and "BREAK_GLASS_SSH=true" in files["backup-mx.env"]
+    run_firewall(files, hosts, tmp_path)
+    run_firewall(files, hosts, tmp_path)  # idempotent
+    assert open_ports(hosts["stranger"], "203.0.113.1") == {25, 80}
+    assert open_ports(hosts["home"], "198.51.100.1") == {22, 25, 80, 9100, 9154}
+    saved = (tmp_path / "rules.v4").read_text()
+    assert "tailscale0" not in saved and "-A INPUT -s 198.51.100.7/32 -p tcp -m tcp --dport 22 -j ACCEPT" in saved

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from offline import program
-from tests.helpers import ROOT, TWO_DOMAINS, run_stack
+from tests.helpers import ROOT, TWO_DOMAINS, run_stack, stack_secrets
 
 RUNBOOK = (ROOT / "docs" / "runbook.md").read_text()
 
@@ -58,8 +58,7 @@ def stacks(tmp_path_factory):
     """Per stack: a directory with outputs.json, a `pulumi stack export` document and stubs."""
     dirs = {}
     for path in STACKS:
-        _, secret, _ = program.read_stack_file(path, "backup-mx")
-        run = run_stack(path, secret_overrides={"headscalePreauthKey": "hskey-test", **secret})
+        run = run_stack(path, secret_overrides=stack_secrets(path, "hskey-test"))
         base = tmp_path_factory.mktemp(path.stem.replace(".", "-"))
         (base / "outputs.json").write_text(json.dumps(program.public_outputs(run.outputs)))
         plan = program.plan(run)

@@ -32,8 +32,45 @@ def test_defaults_come_from_pulumi_yaml():
 def test_every_required_key_is_named_when_missing():
     with pytest.raises(settings.ConfigError) as err:
         settings.load("backup-mx", lambda key: None)
-    for key in REQUIRED:
+    for key in set(REQUIRED) - {"headscaleLoginServer"}:  # that one: the tailnet tests below
         assert f"backup-mx:{key}: is required" in str(err.value)
+
+
+def _tailnet(tailnet, key, server):
+    raw = {**REQUIRED, "tailnet": tailnet, "headscaleLoginServer": server}
+    return settings.load("backup-mx", raw.get, preauth=key, preauth_key=key.text)
+
+
+KEY = settings.PreauthKey("hskey-test-0123456789", True)
+
+
+@pytest.mark.parametrize("tailnet,key,server,expected", [
+    ("headscale", KEY, "", "headscaleLoginServer: is required with tailnet headscale"),
+    ("tailscale", KEY, "https://hs.example.net", "headscaleLoginServer: is set but tailnet is tailscale"),
+    ("none", settings.PreauthKey("", False), "https://hs.example.net", "headscaleLoginServer: is set but tailnet is none"),
+    ("none", KEY, "", "headscalePreauthKey: is set but tailnet is none"),
+    ("tailscale", settings.PreauthKey("", False), "", "headscalePreauthKey: is required with tailnet tailscale"),
+    ("headscale", settings.PreauthKey(None, False), "https://hs.example.net",
+     "headscalePreauthKey: is required with tailnet headscale"),
+    ("tailscal", KEY, "", "tailnet: 'tailscal' is not allowed; allowed: headscale, tailscale, none"),
+])
+def test_each_tailnet_requires_its_keys_and_refuses_the_others(tailnet, key, server, expected):
+    with pytest.raises(settings.ConfigError) as err:
+        _tailnet(tailnet, key, server)
+    assert f"backup-mx:{expected}" in str(err.value)
+    assert not key.text or key.text not in str(err.value)
+
+
+@pytest.mark.parametrize("tailnet,key,server", [
+    ("headscale", settings.PreauthKey("hskey-x", True), "https://hs.example.net"),
+    ("tailscale", settings.PreauthKey("tskey-auth-x", True), ""),
+    ("none", settings.PreauthKey("", False), ""),
+])
+def test_each_tailnet_loads_with_exactly_its_keys(tailnet, key, server):
+    s = _tailnet(tailnet, key, server)
+    assert (s.tailnet, s.headscale_login_server) == (tailnet, server)
+    assert settings.required_secrets(s.tailnet, s.drain_transport) == (() if tailnet == "none"
+                                                                        else ("headscalePreauthKey",))
 
 
 @pytest.mark.parametrize("key,value,expected", [
@@ -176,7 +213,7 @@ def test_second_domain_and_relay_zone():
 
 
 @pytest.mark.parametrize("key,expected", [
-    (settings.PreauthKey(None, True), "is required but not set"),
+    (settings.PreauthKey(None, False), "is required with tailnet headscale"),
     (settings.PreauthKey("", True), "is empty"),
     (settings.PreauthKey("tskey-plain", False), "stored in plain text"),
     (settings.PreauthKey("hskey\tpasted", True), "whitespace or control characters"),

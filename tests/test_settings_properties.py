@@ -77,6 +77,10 @@ def valid_config(draw):
     if draw(st.booleans()):  # a second relay: its own name in one of the domains, its own preference
         raw.update({"relayCount": "2", "secondRelayHostname": f"{draw(label)}-b.{draw(st.sampled_from(domains))}",
                     "secondMxPreference": str(draw(st.sampled_from([0, 2, 20, 30, 65535])))})
+    tailnet = draw(st.sampled_from(settings.TAILNETS))
+    raw["tailnet"] = tailnet
+    if tailnet != "headscale":
+        raw["headscaleLoginServer"] = ""
     # The drain goes to the primary, never to a relay (the settings refuse that, by name).
     assume(raw["drainHost"] not in (raw["relayHostname"], raw.get("secondRelayHostname")))
     return raw
@@ -134,6 +138,7 @@ BAD = {
     "headscaleLoginServer": st.sampled_from(["https://hs.example.net:70000", "https://hs.example.net:-1",
                                              "https://hs.example.net:x", "http://hs.example.net",
                                              "https://hs.example.net/$(id)", "https://"]),
+    "tailnet": st.sampled_from(["Headscale", "tailscale ", "off", "wireguard", "", "true"]),
     "vcnCidr": st.sampled_from(["169.254.0.0/24", "0.0.0.0/16", "8.8.8.0/24", "127.0.0.0/24", "10.0.0.0/8"]),
     "homelabCidr": st.integers(0, 23).map(lambda n: str(ipaddress.ip_network(f"8.0.0.0/{n}", strict=False))),
     "mxPreference": st.sampled_from(["020", "1e3", "0x20", "2_0", "-5", "65536", ""]),
@@ -201,8 +206,9 @@ def test_a_config_the_settings_accept_is_one_the_pack_passes(raw):
     zone is the fake cloud's (its count and the primary's MX); a real zone can still fail
     zone-record-budget or mx-preference, which only `--live-zone` can judge."""
     from offline import analyzer, program
-    from tests.helpers import reported, run_stack
-    result = run_stack(EXAMPLE, overrides=raw)
+    from tests.helpers import SECRET, reported, run_stack
+    secrets = {"headscalePreauthKey": None if raw["tailnet"] == "none" else SECRET}
+    result = run_stack(EXAMPLE, overrides=raw, secret_overrides=secrets)
     plan = program.plan(result, redacted=False)
     a = analyzer.Analyzer("backup-mx", "example", dry_run=True, config=plan["config"])
     try:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from offline import program
-from tests.helpers import ROOT, reported, run_stack, set_user_data_doc, user_data_doc
+from tests.helpers import ROOT, reported, run_stack, set_user_data_doc, stack_secrets, user_data_doc
 
 CONTRACT = json.loads((ROOT / "policy" / "backup_mx_rules" / "relay_files.json").read_text())
 SHAPES = {"default": ROOT / "Pulumi.example.yaml", **{
@@ -32,8 +32,7 @@ ENV = "/etc/backup-mx/backup-mx.env"
 def runs():
     out = {}
     for shape, path in SHAPES.items():
-        _, secret, _ = program.read_stack_file(path, "backup-mx")
-        out[shape] = run_stack(path, secret_overrides={"headscalePreauthKey": "hskey-test", **secret})
+        out[shape] = run_stack(path, secret_overrides=stack_secrets(path, "hskey-test"))
     return out
 
 
@@ -55,7 +54,7 @@ def entry_line(path, doc_entry, spec):
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-def test_the_contract_lists_exactly_what_the_program_renders(plans, shape):
+def test_the_contract_lists_exactly_what_the_program_renders(runs, plans, shape):
     files = {f["path"]: f for f in CONTRACT["files"]}
     for inst in instances(plans[shape]):
         doc = user_data_doc(inst)
@@ -68,10 +67,12 @@ def test_the_contract_lists_exactly_what_the_program_renders(plans, shape):
             if spec["kind"] == "static":
                 digest = hashlib.sha256(entry["content"].encode()).hexdigest()
                 assert digest == spec["sha256"], f"review and update the line:\n{entry_line(path, entry, spec)}"
-        account = "free" if shape == "free" else "payg"
-        transport = "wireguard" if shape == "wireguard" else "nat"
-        expected = {p for p, f in files.items() if f["shape"] == "all" or (f["shape"], account) == ("free", "free")
-                    or (f["shape"], transport) == ("wireguard", "wireguard")}
+        config = runs[shape].config
+        active = {"all"} | {name for name, on in (
+            ("free", config["backup-mx:accountMode"] == "free"),
+            ("wireguard", config["backup-mx:drainTransport"] == "wireguard"),
+            ("tailnet", config["backup-mx:tailnet"] != "none")) if on}
+        expected = {p for p, f in files.items() if f["shape"] in active}
         assert set(rendered) == expected, sorted(set(rendered) ^ expected)
         assert doc["runcmd"] == CONTRACT["runcmd"] and "bootcmd" not in doc
 
@@ -197,6 +198,16 @@ MUTATIONS = {
     # two relays: each instance is judged with its own name
     "the second relay's env names the first": ("tworelays", on_doc(
         env_set("RELAY_HOSTNAME", "mx2.viktorbarzin.me"), fqdn="mx3."), {USER_DATA}),
+    # the tailnet: the key file and enrolment exist exactly where the stack has a tailnet
+    "a tailnet key written on the no-tailnet shape": ("notailnet", add_file(
+        "/etc/backup-mx/headscale-preauth-key", "hskey-x\n", "0600"), {USER_DATA}),
+    "env: TAILNET none on a headscale stack (no enrolment, public SSH dropped)": ("default", env_set(
+        "TAILNET", "none"), {USER_DATA}),
+    "env: TAILNET headscale on the no-tailnet shape": ("notailnet", env_set("TAILNET", "headscale"), {USER_DATA}),
+    "env: a login server on the tailscale shape": ("tailscale", env_set(
+        "HEADSCALE_LOGIN_SERVER", "'https://hs.evil.example'"), {USER_DATA}),
+    "the tailnet key removed on the tailscale shape": ("tailscale", drop_file("/etc/backup-mx/headscale-preauth-key"),
+                                                       {USER_DATA}),
     # class 8: the free-tier keep-alive
     "keep-alive unit removed": ("free", drop_file(KEEPALIVE_UNIT), {KEEPALIVE}),
     "keep-alive script removed": ("free", drop_file("/usr/local/sbin/backup-mx-keepalive"), {KEEPALIVE}),
@@ -251,7 +262,7 @@ def test_equivalent_user_data_forms_pass(policies, plans, case):
 
 def test_every_shape_has_user_data_mutations():
     counts = {shape: sum(1 for s, _, _ in MUTATIONS.values() if s == shape) for shape in
-              ("default", "free", "wireguard", "tworelays")}
+              ("default", "free", "wireguard", "tworelays", "tailscale", "notailnet")}
     assert all(n >= 1 for n in counts.values()), counts
     assert sum(1 for _, _, e in MUTATIONS.values() if KEEPALIVE in e) >= 3
 

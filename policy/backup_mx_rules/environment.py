@@ -25,7 +25,7 @@ FACT_DEFAULTS: dict[str, Any] = {
     "breakGlassSsh": False, "drainTransport": "nat", "wireguardPeerPublicKey": "", "wireguardRelayAddress": "",
     "wireguardPrimaryAddress": "", "relayCount": 1, "secondRelayHostname": "", "secondMxPreference": 0,
     "mtaSts": "off", "accountMode": "payg", "tailnetTag": "tag:backup-mx", "sshAuthorizedKeys": [],
-    "queueLifetime": "30d", "wireguardEndpoint": "",
+    "queueLifetime": "30d", "wireguardEndpoint": "", "tailnet": "headscale", "headscaleLoginServer": "",
 }
 SMTP_PORT = 25  # the pack's own copy: with drainTransport wireguard the drain is port 25 in the tunnel
 # The contract's size headroom (docs/policies.md): the relay's message_size_limit is the
@@ -33,6 +33,7 @@ SMTP_PORT = 25  # the pack's own copy: with drainTransport wireguard the drain i
 SIZE_HEADROOM = 1024 * 1024
 DRAIN_TRANSPORTS = ("nat", "wireguard")
 ACCOUNT_MODES = ("payg", "free")
+TAILNETS = ("headscale", "tailscale", "none")
 REQUIRED = ("domains", "cloudflareZoneIds", "primaryMxHost", "homelabCidr")
 ARRAYS = ("domains", "cloudflareZoneIds", "primaryMynetworks", "sshAuthorizedKeys")
 INTEGERS = ("mxPreference", "primaryMxPreference", "drainPort", "messageSizeLimit", "relayCount", "secondMxPreference")
@@ -150,6 +151,14 @@ def account_mode() -> str:
     if value not in ACCOUNT_MODES:
         raise FactError(f"stack config {project()}:accountMode = {value!r} is not one of {', '.join(ACCOUNT_MODES)}; "
                         "the pack cannot tell whether the relay needs its keep-alive")
+    return value
+
+
+def tailnet() -> str:
+    value = fact("tailnet")
+    if value not in TAILNETS:
+        raise FactError(f"stack config {project()}:tailnet = {value!r} is not one of {', '.join(TAILNETS)}; "
+                        "the pack cannot tell which files and enrolment the relay should have")
     return value
 
 

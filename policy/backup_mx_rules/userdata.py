@@ -50,10 +50,11 @@ class ContractError(ValueError):
     pass
 
 
-def shape_of(path_entry: dict, account_mode: str, transport: str) -> bool:
-    shape = path_entry["shape"]
-    return shape == "all" or (shape == "free" and account_mode == "free") or (
-        shape == "wireguard" and transport == "wireguard")
+def shapes(account_mode: str, transport: str, tailnet: str) -> set[str]:
+    """The contract's shapes this stack has: every relay has "all"; "free" with accountMode
+    free, "wireguard" with drainTransport wireguard, "tailnet" unless tailnet none."""
+    return {"all"} | {name for name, on in (("free", account_mode == "free"), ("wireguard", transport == "wireguard"),
+                                            ("tailnet", tailnet != "none")) if on}
 
 
 def document(props: dict, where: str) -> dict:
@@ -86,7 +87,7 @@ def expected_env(hostname: str) -> dict[str, str]:
         "DRAIN_HOST": host, "DRAIN_PORT": str(port), "HOMELAB_CIDR": str(environment.fact("homelabCidr")),
         "BREAK_GLASS_SSH": "true" if environment.fact("breakGlassSsh") else "false",
         "CERTBOT_EMAIL": str(environment.fact("certbotEmail")),
-        "HEADSCALE_LOGIN_SERVER": str(environment.fact("headscaleLoginServer")),
+        "TAILNET": environment.tailnet(), "HEADSCALE_LOGIN_SERVER": str(environment.fact("headscaleLoginServer")),
         "TAILNET_TAG": str(environment.fact("tailnetTag")),
         "DRAIN_TRANSPORT": environment.drain_transport(), "ACCOUNT_MODE": environment.account_mode(),
         "DRAIN_CANARY_SIZE": str(environment.fact("messageSizeLimit")),
@@ -178,6 +179,7 @@ def _owned(name: str, keepalive: bool, account_mode: str) -> bool:
 def file_problems(doc: dict, hostname: str, mode_of_account: str, transport: str, keepalive: bool) -> list[str]:
     """Problems with write_files, for the policy `keepalive` selects (see _owned)."""
     problems = []
+    active = shapes(mode_of_account, transport, environment.tailnet())
     texts = cloudinit.written_files(doc)
     modes = cloudinit.written_modes(doc)
     seen: set[str] = set()
@@ -192,13 +194,13 @@ def file_problems(doc: dict, hostname: str, mode_of_account: str, transport: str
             problems.append(f"{path} uses write_files key(s) {extra}; the program writes path, content and "
                             "permissions only")
         known_file = FILES.get(path)
-        if known_file is None or not shape_of(known_file, mode_of_account, transport):
+        if known_file is None or known_file["shape"] not in active:
             why = "for this shape" if known_file else f"in the pack's list of relay files ({CONTRACT_FILE})"
             problems.append(f"{path} is not {why}; the pack fails closed on files it does not know. If this is a "
                             f"reviewed change, add its line to {CONTRACT_FILE}")
             continue
     for path, spec in FILES.items():
-        if not _owned(path, keepalive, mode_of_account) or not shape_of(spec, mode_of_account, transport):
+        if not _owned(path, keepalive, mode_of_account) or spec["shape"] not in active:
             continue
         if path not in texts:
             problems.append(f"{path} ({spec['role']}) is missing from write_files")
