@@ -9,11 +9,13 @@ config = pulumi.Config()
 
 
 def secret_config(key: str) -> settings.SecretConfig:
-    """A secret key's text and whether the stack stores it encrypted (checked, never echoed)."""
+    """A secret key's text and whether the stack stores it encrypted (checked, never echoed),
+    and the secret Output the renderers get."""
     full = f"{pulumi.get_project()}:{key}"
     return settings.SecretConfig(
         text=runtime_config.get_config(full),
-        secret=runtime_config.is_config_secret(full) or full in runtime_config.get_config_secret_keys_env())
+        secret=runtime_config.is_config_secret(full) or full in runtime_config.get_config_secret_keys_env(),
+        value=config.get_secret(key))
 
 
 def stack_keys() -> list[str]:
@@ -24,11 +26,9 @@ def stack_keys() -> list[str]:
 
 
 try:
-    stack_settings = settings.load(
-        pulumi.get_project(), config.get, keys=stack_keys(),
-        preauth=secret_config("headscalePreauthKey"), preauth_key=config.get_secret("headscalePreauthKey"),
-        wireguard_key=secret_config("wireguardPrivateKey"),
-        wireguard_private_key=config.get_secret("wireguardPrivateKey"))
+    stack_settings = settings.load(pulumi.get_project(), config.get, keys=stack_keys(),
+                                   tailnet_key=secret_config("headscalePreauthKey"),
+                                   wireguard_key=secret_config("wireguardPrivateKey"))
 except settings.ConfigError as err:
     raise pulumi.RunError(str(err)) from None
 backup_mx = BackupMx("backup-mx", stack_settings)

@@ -14,7 +14,8 @@ import yaml
 
 from . import facts, postfix
 from .facts import DEBCONF_FILE, ENV_FILE, PREAUTH_KEY_FILE, STAGING_DIR
-from .settings import Settings, postfix_seconds
+from .postfix_grammar import postfix_seconds
+from .settings import Settings
 
 ASSETS = Path(__file__).resolve().parent.parent / "cloud-init"
 PACKAGE_DEBCONF = [

@@ -1,4 +1,5 @@
-"""Ground-floor grammars the settings check values against. Nothing here imports the rest.
+"""Ground-floor grammars the settings check values against: host names, addresses, https
+URLs, e-mail addresses and SSH public keys. Nothing here imports the rest.
 
 SSH public keys are read the way sshd reads an authorized_keys line (OpenSSH auth2-pubkeyfile.c
 check_authkey_line -> sshkey_read -> sshkey_from_blob_internal in sshkey.c): the base64 blob
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
+from urllib.parse import urlsplit
 
 # key type -> the curve name its blob carries (ECDSA) or None
 SSH_KEY_TYPES = {
@@ -97,3 +100,53 @@ def _fields(kind: str, reader: _Blob) -> str:
     if not reader.done():
         return "has bytes after the key (a truncated or joined paste?)"
     return ""
+
+# RFC 1123 host names, lower case, with a TLD of letters (what the relay, the primary and the
+# DNS records may be called).
+HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+def is_ipv4(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 4
+    except ValueError:
+        return False
+
+
+def is_cidr(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+        return True
+    except ValueError:
+        return False
+
+
+def https_url_problem(url: str) -> str:
+    """'' when `url` is https://host[:port][/path] with nothing a shell or a quote could act on
+    (the relay's scripts pass it to commands); else what is wrong."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "contains whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme != "https":
+        return "must use https://"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return "must not carry credentials, a query or a fragment"
+    if not parts.hostname or not (HOSTNAME.match(parts.hostname) or is_ipv4(parts.hostname)):
+        return "has no valid host name"
+    if port is not None and not 1 <= port <= 65535:
+        return f"has port {port}, outside 1..65535"
+    if re.search(r"[\"'`$;&|<>\\]", url):
+        return "contains shell or quoting metacharacters"
+    return ""
+
+
+def email_problem(address: str) -> str:
+    """'' for a plain address: letters, digits and . _ + - before the @, a host name after it."""
+    local, _, domain = address.rpartition("@")
+    if re.fullmatch(r"[A-Za-z0-9._+-]{1,64}", local) and HOSTNAME.match(domain.lower()):
+        return ""
+    return "is not a plain e-mail address (letters, digits and . _ + - before the @, a domain name after it)"

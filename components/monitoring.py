@@ -96,13 +96,15 @@ def alert_rules(s: Settings) -> dict:
                        for relay in s.relays]}
 
 
+def _narrowed(selector: str, only: str) -> str:
+    """A selector with the relay's own matchers (`only`, e.g. ',relay="mx2..."') added."""
+    return selector[:-1] + only + "}"
+
+
 def _rules(s: Settings, only: str) -> list[dict]:
     """The rules for the relay `s` is rendered for; `only` narrows every selector to its series."""
     def series(selector: str) -> str:
-        return selector[:-1] + only + "}"
-
-    def narrow(name: str) -> str:  # a recorded series, which has no other matchers
-        return name + "{" + only[1:] + "}" if only else name
+        return _narrowed(selector, only)
 
     delayed = DELAYED.format(relay=s.relay_hostname)
     queue = series(QUEUE_SERIES)
@@ -157,38 +159,52 @@ def _rules(s: Settings, only: str) -> list[dict]:
                                         "off the relay before it expires. " + delayed}},
     ]
     if s.account_mode == "free":
-        # Oracle judges the p95 of 1-minute CPU utilization over 7 days. "p95 < X" is "fewer than
-        # 5 % of the minutes reach X": each minute is marked busy or not, the last hour's busy
-        # fraction is recorded, and the mean of its hourly values over 7 days is compared with 5 %
-        # (168 samples per evaluation instead of 10,080, within promtool's limit too).
-        rules.append({"record": BUSY_MINUTE,
-                      "expr": f"(1 - avg by (relay) (rate({series(IDLE_CPU)}[2m]))) >= bool {RECLAMATION_ALERT_P95}"})
-        rules += [
-            {"record": BUSY_FRACTION, "expr": f"avg_over_time({narrow(BUSY_MINUTE)}[1h])"},
-            {"alert": "BackupMxIdleReclamationRisk",
-             "expr": f"avg_over_time({narrow(BUSY_FRACTION)}[7d:1h]) < 0.05",
-             "for": "2h", "labels": {"severity": "warning"},
-             "annotations": {
-                 "summary": f"{s.relay_hostname} looks idle to Oracle: 7-day CPU p95 under "
-                            f"{RECLAMATION_ALERT_P95:.0%}",
-                 "description": f"Oracle reclaims a free-tier Always-Free instance whose 7-day CPU p95 stays under "
-                                f"{RECLAMATION_P95:.0%}, and a reclaimed VM loses its queue. Check "
-                                "`systemctl status backup-mx-keepalive` on the relay; log in to the OCI console "
-                                f"(runbook: BackupMxIdleReclamationRisk). {delayed}"}}]
+        rules += _idle_reclamation_rules(s, only, delayed)
     if s.wireguard:
-        rules.append(
-            {"alert": "BackupMxDrainPeerUnreachable",
-             "expr": f"(time() - max({series(HANDSHAKE)}) > {PEER_UNREACHABLE_S}) "
-                     f"and on() (sum(delta({queue}[30m])) > 0)",
-             "for": "10m", "labels": {"severity": "warning"},
-             "annotations": {
-                 "summary": f"the WireGuard drain peer is unreachable from {s.relay_hostname} while its queue grows",
-                 "description": f"No handshake with the homelab firewall for over {PEER_UNREACHABLE_S // 60} minutes "
-                                "and mail is piling up on the relay. Check that the firewall still has the relay as a "
-                                "package peer (a regenerated config drops hand-added peers), its endpoint "
-                                f"{s.wireguard.endpoint}, and `wg show` on the relay "
-                                f"(runbook: BackupMxDrainPeerUnreachable). {delayed}"}})
+        rules.append(_peer_unreachable_rule(s, only, delayed))
     return rules
+
+
+def _idle_reclamation_rules(s: Settings, only: str, delayed: str) -> list[dict]:
+    """accountMode free: the alert that Oracle would see the relay as idle."""
+    def narrow(name: str) -> str:  # a recorded series, which has no other matchers
+        return name + "{" + only[1:] + "}" if only else name
+    # Oracle judges the p95 of 1-minute CPU utilization over 7 days. "p95 < X" is "fewer than
+    # 5 % of the minutes reach X": each minute is marked busy or not, the last hour's busy
+    # fraction is recorded, and the mean of its hourly values over 7 days is compared with 5 %
+    # (168 samples per evaluation instead of 10,080, within promtool's limit too).
+    idle = _narrowed(IDLE_CPU, only)
+    return [
+        {"record": BUSY_MINUTE,
+         "expr": f"(1 - avg by (relay) (rate({idle}[2m]))) >= bool {RECLAMATION_ALERT_P95}"},
+        {"record": BUSY_FRACTION, "expr": f"avg_over_time({narrow(BUSY_MINUTE)}[1h])"},
+        {"alert": "BackupMxIdleReclamationRisk",
+         "expr": f"avg_over_time({narrow(BUSY_FRACTION)}[7d:1h]) < 0.05",
+         "for": "2h", "labels": {"severity": "warning"},
+         "annotations": {
+             "summary": f"{s.relay_hostname} looks idle to Oracle: 7-day CPU p95 under "
+                        f"{RECLAMATION_ALERT_P95:.0%}",
+             "description": f"Oracle reclaims a free-tier Always-Free instance whose 7-day CPU p95 stays under "
+                            f"{RECLAMATION_P95:.0%}, and a reclaimed VM loses its queue. Check "
+                            "`systemctl status backup-mx-keepalive` on the relay; log in to the OCI console "
+                            f"(runbook: BackupMxIdleReclamationRisk). {delayed}"}}]
+
+
+def _peer_unreachable_rule(s: Settings, only: str, delayed: str) -> dict:
+    """drainTransport wireguard: the alert that the tunnel is down while mail piles up."""
+    assert s.wireguard is not None
+    handshake, queue = _narrowed(HANDSHAKE, only), _narrowed(QUEUE_SERIES, only)
+    return {
+        "alert": "BackupMxDrainPeerUnreachable",
+        "expr": f"(time() - max({handshake}) > {PEER_UNREACHABLE_S}) and on() (sum(delta({queue}[30m])) > 0)",
+        "for": "10m", "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": f"the WireGuard drain peer is unreachable from {s.relay_hostname} while its queue grows",
+            "description": f"No handshake with the homelab firewall for over {PEER_UNREACHABLE_S // 60} minutes "
+                           "and mail is piling up on the relay. Check that the firewall still has the relay as a "
+                           "package peer (a regenerated config drops hand-added peers), its endpoint "
+                           f"{s.wireguard.endpoint}, and `wg show` on the relay "
+                           f"(runbook: BackupMxDrainPeerUnreachable). {delayed}"}}
 
 
 BUSY_MINUTE = "backup_mx:cpu_busy_minute"  # 1 when the minute's CPU utilization reached the alert level

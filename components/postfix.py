@@ -33,9 +33,13 @@ DRAIN_TLS = {
 }
 
 
-def main_cf(s: Settings) -> str:
+Param = tuple[str, str, str]  # name, value, the comment above it ("" for none)
+
+
+def _scope(s: Settings) -> list[Param]:
+    """What the relay takes: the protected domains, for relay, from anyone; nothing local."""
     domains = " ".join(s.domains)
-    params: list[tuple[str, str, str]] = [
+    return [
         ("compatibility_level", "3.6", ""),
         ("myhostname", s.relay_hostname, "Identity and scope: nothing is delivered locally."),
         ("myorigin", s.domains[0],
@@ -62,6 +66,12 @@ def main_cf(s: Settings) -> str:
         ("smtpd_helo_restrictions", "", ""),
         ("smtpd_sender_restrictions", "", ""),
         ("smtpd_data_restrictions", "", ""),
+    ]
+
+
+def _smtpd(s: Settings) -> list[Param]:
+    """How the relay answers: never 5xx, no smuggling, its size limit, its queue."""
+    return [
         ("smtpd_forbid_bare_newline", "normalize",
          "SMTP smuggling (CVE-2023-51764): DATA ends only at <CR><LF>.<CR><LF>, and a bare <LF>\n"
          "# is read as <CR><LF>, so no <LF>.<LF> can split one message into two. normalize never\n"
@@ -89,6 +99,12 @@ def main_cf(s: Settings) -> str:
         ("notify_classes", "resource, software",
          "Postmaster notices go to the protected domain and drain like any other mail."),
         ("error_notice_recipient", f"postmaster@{s.domains[0]}", ""),
+    ]
+
+
+def _limits_tls_postscreen(s: Settings) -> list[Param]:
+    """Slowloris limits, TLS both ways, and postscreen's triage."""
+    return [
         ("default_process_limit", str(PROCESS_LIMIT),
          "Slowloris: enough smtpd processes that one session per client address cannot hold them all."),
         ("smtpd_client_connection_count_limit", str(CLIENT_CONNECTIONS),
@@ -115,6 +131,10 @@ def main_cf(s: Settings) -> str:
         ("postscreen_dnsbl_action", s.dnsbl_action, ""),
         ("postscreen_cache_map", "btree:$data_directory/postscreen_cache", ""),
     ]
+
+
+def main_cf(s: Settings) -> str:
+    params = _scope(s) + _smtpd(s) + _limits_tls_postscreen(s)
     lines = ["# Rendered by backup-mx from the Pulumi stack config. Do not edit on the VM:",
              "# change the stack and rebuild (see docs/deploy.md, Rebuild).", ""]
     for key, value, comment in params:

@@ -113,64 +113,73 @@ def firewall_peer(s: Settings, relay_public_key: str) -> dict:
 PFSENSE_ALIAS = "BACKUP_MX_RELAYS"
 
 
+# rspamd on the primary: score drained mail against the original sender, never reject it.
+EXTERNAL_RELAY_CONF = (
+    "# /etc/rspamd/local.d/external_relay.conf: score drained mail against the original sender's IP\n"
+    "# (the ip_map strategy is newer than rspamd 3.4; the module ships disabled)\n"
+    "enabled = true;\n"
+    "rules {\n"
+    "  BACKUP_MX {\n"
+    '    strategy = "ip_map";\n'
+    f'    ip_map = "{RSPAMD_MAP}";\n'
+    "  }\n"
+    "}\n")
+FORCE_ACTIONS_CONF = (
+    "# /etc/rspamd/local.d/force_actions.conf: drained spam is tagged and folded, never rejected\n"
+    "rules {\n"
+    "  BACKUP_MX_NO_REJECT {\n"
+    '    action = "add header";\n'
+    '    expression = "BACKUP_MX";\n'
+    '    require_action = ["reject", "soft reject"];\n'
+    '    message = "drained via the backup MX: tagged instead of rejected";\n'
+    "  }\n"
+    "}\n")
+
+
+def _postfix_exemptions(cidrs: list[str]) -> dict:
+    """The primary's Postfix stages that must pass the relay: its own restrictions, postscreen
+    (where it runs one) and anvil's rate limits. Never mynetworks."""
+    restriction = f"check_client_access cidr:{CIDR_MAP}"
+    map_content = "".join(f"{cidr} OK\n" for cidr in cidrs)
+    return {
+        "checkClientAccess": {
+            "mapFile": CIDR_MAP,
+            "mapContent": map_content,
+            "restriction": restriction,
+            "placement": ("first element of smtpd_sender_restrictions, the stage where "
+                          "reject_unknown_client_hostname and the sender spoof check sit on the primary "
+                          "(and of smtpd_client_restrictions if they sit there)"),
+            "text": (f"# {CIDR_MAP}\n{map_content}\n# main.cf: prepend to the restriction list that holds "
+                     f"reject_unknown_client_hostname\nsmtpd_sender_restrictions = {restriction}, <existing list>\n"),
+        },
+        "postscreen": {
+            "parameter": "postscreen_access_list",
+            "mapFile": POSTSCREEN_MAP,
+            "mapContent": "".join(f"{cidr} permit\n" for cidr in cidrs),
+            "value": f"permit_mynetworks, cidr:{POSTSCREEN_MAP}",
+            "placement": ("only on a primary that runs postscreen (mailcow, docker-mailserver, a postscreen "
+                          "master.cf): right after permit_mynetworks, so the relay skips the DNSBL and "
+                          "greeting tests; a DNSBL that lists an Oracle address otherwise defers every drain"),
+            "text": (f"# {POSTSCREEN_MAP}\n" + "".join(f"{cidr} permit\n" for cidr in cidrs) +
+                     f"\n# main.cf: after permit_mynetworks, before the rest of the list\n"
+                     f"postscreen_access_list = permit_mynetworks, cidr:{POSTSCREEN_MAP}, <rest of the list>\n"),
+        },
+        "anvil": {
+            "parameter": "smtpd_client_event_limit_exceptions",
+            "value": " ".join(["$mynetworks", *cidrs]),
+            "text": f"smtpd_client_event_limit_exceptions = {' '.join(['$mynetworks', *cidrs])}\n",
+        },
+    }
+
+
 def enablement(s: Settings, relays: list[tuple[str, str]], relay_public_key: str = "") -> dict:
     """relays: (hostname, the address the primary sees) of every relay, the first first."""
     cidrs = [f"{ip}/32" for _, ip in relays]
-    restriction = f"check_client_access cidr:{CIDR_MAP}"
     spf_skip = ",".join(["127.0.0.0/8,::ffff:127.0.0.0/104,::1", *cidrs])
-    map_content = "".join(f"{cidr} OK\n" for cidr in cidrs)
-    external_relay = (
-        "# /etc/rspamd/local.d/external_relay.conf: score drained mail against the original sender's IP\n"
-        "# (the ip_map strategy is newer than rspamd 3.4; the module ships disabled)\n"
-        "enabled = true;\n"
-        "rules {\n"
-        "  BACKUP_MX {\n"
-        '    strategy = "ip_map";\n'
-        f'    ip_map = "{RSPAMD_MAP}";\n'
-        "  }\n"
-        "}\n")
-    force_actions = (
-        "# /etc/rspamd/local.d/force_actions.conf: drained spam is tagged and folded, never rejected\n"
-        "rules {\n"
-        "  BACKUP_MX_NO_REJECT {\n"
-        '    action = "add header";\n'
-        '    expression = "BACKUP_MX";\n'
-        '    require_action = ["reject", "soft reject"];\n'
-        '    message = "drained via the backup MX: tagged instead of rejected";\n'
-        "  }\n"
-        "}\n")
     return {
         "address": relays[0][1],  # the first relay (the one a single-relay stack has)
         "addresses": [ip for _, ip in relays],
-        "postfix": {
-            "checkClientAccess": {
-                "mapFile": CIDR_MAP,
-                "mapContent": map_content,
-                "restriction": restriction,
-                "placement": ("first element of smtpd_sender_restrictions, the stage where "
-                              "reject_unknown_client_hostname and the sender spoof check sit on the primary "
-                              "(and of smtpd_client_restrictions if they sit there)"),
-                "text": (f"# {CIDR_MAP}\n{map_content}\n# main.cf: prepend to the restriction list that holds "
-                         f"reject_unknown_client_hostname\nsmtpd_sender_restrictions = {restriction}, <existing list>\n"),
-            },
-            "postscreen": {
-                "parameter": "postscreen_access_list",
-                "mapFile": POSTSCREEN_MAP,
-                "mapContent": "".join(f"{cidr} permit\n" for cidr in cidrs),
-                "value": f"permit_mynetworks, cidr:{POSTSCREEN_MAP}",
-                "placement": ("only on a primary that runs postscreen (mailcow, docker-mailserver, a postscreen "
-                              "master.cf): right after permit_mynetworks, so the relay skips the DNSBL and "
-                              "greeting tests; a DNSBL that lists an Oracle address otherwise defers every drain"),
-                "text": (f"# {POSTSCREEN_MAP}\n" + "".join(f"{cidr} permit\n" for cidr in cidrs) +
-                         f"\n# main.cf: after permit_mynetworks, before the rest of the list\n"
-                         f"postscreen_access_list = permit_mynetworks, cidr:{POSTSCREEN_MAP}, <rest of the list>\n"),
-            },
-            "anvil": {
-                "parameter": "smtpd_client_event_limit_exceptions",
-                "value": " ".join(["$mynetworks", *cidrs]),
-                "text": f"smtpd_client_event_limit_exceptions = {' '.join(['$mynetworks', *cidrs])}\n",
-            },
-        },
+        "postfix": _postfix_exemptions(cidrs),
         "placement": PLACEMENT,
         "policydSpf": {
             "file": "/etc/postfix-policyd-spf-python/policyd-spf.conf",
@@ -178,8 +187,8 @@ def enablement(s: Settings, relays: list[tuple[str, str]], relay_public_key: str
             "text": f"skip_addresses = {spf_skip}\n",
         },
         "rspamd": {
-            "externalRelayConf": external_relay,
-            "forceActionsConf": force_actions,
+            "externalRelayConf": EXTERNAL_RELAY_CONF,
+            "forceActionsConf": FORCE_ACTIONS_CONF,
             "relayMap": {"file": RSPAMD_MAP, "content": "".join(f"{ip}\n" for _, ip in relays)},
         },
         **({"wireguardPeer": firewall_peer(s, relay_public_key)} if s.wireguard else {

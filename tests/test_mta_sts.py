@@ -39,7 +39,7 @@ ON = {"mtaSts": "enforce", "tlsRptRua": "mailto:tls@example.net", "cloudflareAcc
 
 def load(**changes):
     raw = {**REQUIRED, **ON, **{k: str(v) for k, v in changes.items()}}
-    return settings.load("backup-mx", raw.get, preauth_key="k")
+    return settings.load("backup-mx", raw.get, tailnet_key=settings.SecretConfig("k", True))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from tests.helpers import DATA, EXAMPLE, REQUIRED, ROOT
 
 def load(**changes):
     raw = {**REQUIRED, **{k: (json.dumps(v) if isinstance(v, list) else str(v)) for k, v in changes.items()}}
-    return settings.load("backup-mx", raw.get, preauth_key="k")
+    return settings.load("backup-mx", raw.get, tailnet_key=settings.SecretConfig("k", True))
 
 
 def test_pulumi_yaml_matches_pulumis_own_project_schema():
@@ -38,7 +38,7 @@ def test_every_required_key_is_named_when_missing():
 
 def _tailnet(tailnet, key, server):
     raw = {**REQUIRED, "tailnet": tailnet, "headscaleLoginServer": server}
-    return settings.load("backup-mx", raw.get, preauth=key, preauth_key=key.text)
+    return settings.load("backup-mx", raw.get, tailnet_key=key)
 
 
 KEY = settings.PreauthKey("hskey-test-0123456789", True)
@@ -220,7 +220,7 @@ def test_second_domain_and_relay_zone():
 ])
 def test_preauth_key_problems_are_named_without_echoing_the_key(key, expected):
     with pytest.raises(settings.ConfigError) as err:
-        settings.load("backup-mx", REQUIRED.get, preauth=key)
+        settings.load("backup-mx", REQUIRED.get, tailnet_key=key)
     message = str(err.value)
     assert "backup-mx:headscalePreauthKey:" in message and expected in message and "--secret" in message
     assert not key.text or key.text not in message

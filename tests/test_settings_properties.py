@@ -8,6 +8,7 @@ import json
 import os
 import re
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hsettings
@@ -16,7 +17,8 @@ from hypothesis import strategies as st
 from components import postfix, settings
 from lab import Lab
 from lab.client import Client
-from tests.helpers import EXAMPLE, lab_dir
+from offline import program
+from tests.helpers import EXAMPLE, edit_file, lab_dir, reported, set_config, set_main_cf
 
 # make test: a fixed sequence of examples (reproducible anywhere); make properties: random, long.
 hsettings.register_profile("test", max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "6")), deadline=None,
@@ -72,7 +74,8 @@ def valid_config(draw):
         "bounceLifetime": bounce,
         "dnsblSites": json.dumps(sites),
         "dnsblThreshold": str(draw(st.integers(1, reach)) if reach else draw(st.integers(1, 9))),
-        "dnsblAction": draw(st.sampled_from(settings.DNSBL_ACTIONS)),
+        # postscreen compares without case, so these are the three actions too
+        "dnsblAction": draw(st.sampled_from(settings.DNSBL_ACTIONS + ("ENFORCE", "Drop", " ignore"))),
     }
     if draw(st.booleans()):  # a second relay: its own name in one of the domains, its own preference
         raw.update({"relayCount": "2", "secondRelayHostname": f"{draw(label)}-b.{draw(st.sampled_from(domains))}",
@@ -131,7 +134,7 @@ BAD = {
                                    '["zen.spamhaus.org=127.0.0.[9..2]"]', '["zen.spamhaus.org=127.0.0.300"]',
                                    '["zen.spamhaus.org=127.0.0.2*x"]', '["bad domain=127.0.0.2"]']),
     "dnsblThreshold": st.integers(6, 10**6).map(str),  # the example's weights add up to 5
-    "dnsblAction": st.sampled_from(["defer", "reject", "ENFORCE", "enforce ", "warn"]),
+    "dnsblAction": st.sampled_from(["defer", "reject", "warn", "discard", "enforce,drop"]),
     "sshAuthorizedKeys": st.sampled_from(['["ssh-ed25519 AAAA a\\nssh-ed25519 BBBB b"]', '["ssh-ed25519"]',
                                           '["from=\\"*\\" ssh-ed25519 AAAA a"]', '["ssh-ed25519 AAAA\\ta"]']),
     "certbotEmail": st.from_regex(r"[a-z]{1,5}[;&|`$<>() '\"\\][a-z]{0,5}@example\.net", fullmatch=True),
@@ -217,3 +220,43 @@ def test_a_config_the_settings_accept_is_one_the_pack_passes(raw):
     finally:
         a.close()
     assert reported(violations, "mandatory") == set(), [v.message for v in violations if v.level == "mandatory"]
+
+
+# --- the other direction: what the settings refuse for an invariant, the pack reports ----------
+# For each key whose rule mirrors a mandatory policy, a refused value is rendered as the program
+# would render it if it did not refuse (the main.cf parameter or transport row set to it, the
+# stack config holding it), and the pack must report that policy. Keys whose refusals are not
+# pack invariants (names, CIDRs, grammar) are outside this half: the program cannot render them.
+def _transport_port(port):
+    def edit(text):
+        return "".join(re.sub(r"(smtp:\[[^\]]+\]:)\d+", rf"\g<1>{port}", ln) + "\n" for ln in text.splitlines())
+    return edit
+
+
+REFUSED = {
+    "queueLifetime": (st.one_of(st.integers(1, 29).map(lambda d: f"{d}d"), st.integers(1, 719).map(lambda h: f"{h}h"),
+                                st.integers(101, 400).map(lambda d: f"{d}d")),
+                      "queue-lifetime", lambda plan, v: set_main_cf(plan, "maximal_queue_lifetime", v)),
+    "bounceLifetime": (st.one_of(st.integers(2, 100).map(lambda d: f"{d}d"), st.integers(1, 23).map(lambda h: f"{h}h"),
+                                 st.integers(86401, 10**6).map(lambda s: f"{s}s")),
+                       "bounce-lifetime", lambda plan, v: set_main_cf(plan, "bounce_queue_lifetime", v)),
+    "dnsblAction": (st.sampled_from(["reject", "defer", "warn", "discard", "enforced", "enforce,drop"]),
+                    "never-5xx", lambda plan, v: set_main_cf(plan, "postscreen_dnsbl_action", v)),
+    "drainPort": (st.just("25"), "drain-port", lambda plan, v: edit_file(plan, "/transport", _transport_port(v))),
+}
+
+
+@hsettings(max_examples=PACK_EXAMPLES)
+@given(st.sampled_from(sorted(REFUSED)).flatmap(lambda k: st.tuples(st.just(k), REFUSED[k][0])))
+def test_an_invariant_the_settings_refuse_is_one_the_pack_reports(policies, example_plan, case):
+    """The refusal names the key and the pack's policy; the same value, rendered into the plan,
+    is reported by that mandatory policy."""
+    key, value = case
+    _, policy, render = REFUSED[key]
+    raw = program.read_stack_file(EXAMPLE, "backup-mx")[0]
+    with pytest.raises(settings.ConfigError) as err:
+        settings.load("backup-mx", {**raw, key: value}.get)
+    assert f"backup-mx:{key}:" in str(err.value) and policy in str(err.value), str(err.value)
+    plan = render(set_config(example_plan, key, value), value)
+    violations = policies.check(plan)
+    assert policy in reported(violations, "mandatory"), [v.message for v in violations]

@@ -37,7 +37,7 @@ MX2, MX3 = "mx2.viktorbarzin.me", "mx3.viktorbarzin.me"
 def load(**changes):
     raw = {**REQUIRED, "relayCount": "2",
            **{k: (json.dumps(v) if isinstance(v, list) else str(v)) for k, v in changes.items()}}
-    return settings.load("backup-mx", raw.get, preauth_key="k")
+    return settings.load("backup-mx", raw.get, tailnet_key=settings.SecretConfig("k", True))
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_two_relays_get_their_own_names_addresses_and_fault_domains():
     staggered = load(secondRelayHostname="backup.example.net", secondMxPreference=30)
     assert [(r.hostname, r.mx_preference) for r in staggered.relays] == [("mx2.example.net", 20),
                                                                          ("backup.example.net", 30)]
-    one = settings.load("backup-mx", REQUIRED.get, preauth_key="k")
+    one = settings.load("backup-mx", REQUIRED.get, tailnet_key=settings.SecretConfig("k", True))
     assert [(r.hostname, r.fault_domain) for r in one.relays] == [("mx2.example.net", None)]
 
 

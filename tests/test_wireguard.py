@@ -92,7 +92,7 @@ GOOD_KEY = settings.SecretConfig(base64.b64encode(b"k" * 32).decode(), True)
 
 def load_wg(key=GOOD_KEY, **changes):
     raw = {**WG_RAW, **changes}
-    return settings.load("backup-mx", lambda k: raw.get(k), preauth_key="k", wireguard_key=key)
+    return settings.load("backup-mx", lambda k: raw.get(k), tailnet_key=settings.SecretConfig("k", True), wireguard_key=key)
 
 
 def test_a_complete_wireguard_config_drains_to_the_tunnel():
@@ -137,7 +137,7 @@ def test_wireguard_config_errors_name_the_key(key, changes, expected):
 def test_tunnel_keys_without_the_wireguard_transport_are_refused():
     raw = {**REQUIRED, "wireguardEndpoint": "home.example.net:51820"}
     with pytest.raises(settings.ConfigError) as err:
-        settings.load("backup-mx", lambda k: raw.get(k), preauth_key="k")
+        settings.load("backup-mx", lambda k: raw.get(k), tailnet_key=settings.SecretConfig("k", True))
     assert "wireguardEndpoint: is set but drainTransport is nat" in str(err.value)
 
 

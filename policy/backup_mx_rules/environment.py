@@ -138,28 +138,24 @@ def drain_host() -> str:
     return (fact("drainHost") or fact("primaryMxHost")).lower().rstrip(".")
 
 
-def drain_transport() -> str:
-    value = fact("drainTransport")
-    if value not in DRAIN_TRANSPORTS:
-        raise FactError(f"stack config {project()}:drainTransport = {value!r} is not one of "
-                        f"{', '.join(DRAIN_TRANSPORTS)}; the pack cannot tell where the drain goes")
+def _one_of(name: str, allowed: tuple[str, ...], consequence: str) -> str:
+    value = fact(name)
+    if value not in allowed:
+        raise FactError(f"stack config {project()}:{name} = {value!r} is not one of {', '.join(allowed)}; "
+                        f"the pack cannot tell {consequence}")
     return value
+
+
+def drain_transport() -> str:
+    return _one_of("drainTransport", DRAIN_TRANSPORTS, "where the drain goes")
 
 
 def account_mode() -> str:
-    value = fact("accountMode")
-    if value not in ACCOUNT_MODES:
-        raise FactError(f"stack config {project()}:accountMode = {value!r} is not one of {', '.join(ACCOUNT_MODES)}; "
-                        "the pack cannot tell whether the relay needs its keep-alive")
-    return value
+    return _one_of("accountMode", ACCOUNT_MODES, "whether the relay needs its keep-alive")
 
 
 def tailnet() -> str:
-    value = fact("tailnet")
-    if value not in TAILNETS:
-        raise FactError(f"stack config {project()}:tailnet = {value!r} is not one of {', '.join(TAILNETS)}; "
-                        "the pack cannot tell which files and enrolment the relay should have")
-    return value
+    return _one_of("tailnet", TAILNETS, "which files and enrolment the relay should have")
 
 
 def tunnel_address(name: str) -> str:
