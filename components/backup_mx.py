@@ -1,6 +1,6 @@
 """BackupMx: the whole backup MX (network, relay VM, DNS) as one component.
 
-The settings are read once (components/settings.py); this is the one place that turns them
+The settings are read once (components/settings/); this is the one place that turns them
 into each child's typed args and calls the pure renderers. The OCI provider is passed one
 way, as `providers` on the children that use it.
 """
@@ -17,9 +17,9 @@ from .relay import RelayVm, RelayVmArgs
 from .settings import RelaySpec, Settings
 
 
-def _renderer(own: Settings):
+def _renderer(s: Settings, relay: RelaySpec):
     """One relay's user-data from the two secrets (bound here, not in a loop's late-binding lambda)."""
-    return lambda k: cloudinit.user_data_b64(own, k[0], k[1])
+    return lambda k: cloudinit.user_data_b64(s, relay, k[0], k[1])
 
 
 def _mta_sts_args(name: str, s: Settings) -> MtaStsArgs | None:
@@ -51,28 +51,27 @@ class BackupMx(pulumi.ComponentResource):
         keys = pulumi.Output.all(pulumi.Output.secret(s.headscale_preauth_key),
                                  pulumi.Output.secret(s.wireguard_private_key or ""))
         relays = []
-        for number, spec in enumerate(s.relays, start=1):
-            own = s.for_relay(spec)  # each VM is rendered with its own name and address
+        for number, spec in enumerate(s.relays, start=1):  # each VM rendered with its own name and address
             vm = RelayVm(f"{name}-relay" + ("" if number == 1 else f"-{number}"), RelayVmArgs(
                 compartment_id=s.oci_compartment_id, subnet_id=network.subnet_id, shape=s.shape,
                 hostname=spec.hostname, private_ip=spec.private_ip, boot_volume_size_gb=s.boot_volume_size_gb,
                 availability_domain_index=s.availability_domain_index, fault_domain=spec.fault_domain,
-                user_data=keys.apply(_renderer(own))), opts=with_oci)
-            relays.append((spec, own, vm))
+                user_data=keys.apply(_renderer(s, spec))), opts=with_oci)
+            relays.append((spec, vm))
         # The relay's public key is not secret: the firewall's peer entry needs it.
         public_key = pulumi.Output.unsecret(keys.apply(lambda k: wireguard.public_key(k[1]) if k[1] else ""))
 
         dns = Dns(f"{name}-dns", DnsArgs(
             zones=live_zones([(z.domain, z.zone_id) for z in s.zones], pulumi.InvokeOptions(parent=self)),
             relays=[RelayRecordArgs(hostname=spec.hostname, zone_id=spec.zone.zone_id, reserved_ip=vm.reserved_ip,
-                                    mx_preference=spec.mx_preference) for spec, _, vm in relays],
+                                    mx_preference=spec.mx_preference) for spec, vm in relays],
             primary_mx_host=s.primary_mx_host, primary_mx_preference=s.primary_mx_preference,
             mta_sts=_mta_sts_args(name, s)), opts=pulumi.ResourceOptions(parent=self))
 
         # The address the primary sees from each relay: its drain identity there.
-        sources = [pulumi.Output.from_input(s.drain_source_address or vm.reserved_ip) for _, _, vm in relays]
-        described = [self._relay_outputs(spec, own, vm, source)
-                     for (spec, own, vm), source in zip(relays, sources, strict=True)]
+        sources = [pulumi.Output.from_input(s.drain_source_address or vm.reserved_ip) for _, vm in relays]
+        described = [self._relay_outputs(spec, s, vm, source)
+                     for (spec, vm), source in zip(relays, sources, strict=True)]
         first = described[0]
         self.outputs = {
             # The first relay's facts at the top level (the runbook reads them there); every relay under "relays".
@@ -87,18 +86,18 @@ class BackupMx(pulumi.ComponentResource):
             **{key: first[key] for key in ("scrapeTargets", "consoleConnectionCommand")},
             # Digest of the user-data: shows drift between the stack and the running VM, which
             # ignores user_data changes until an explicit rebuild. Secret, as it derives from the keys.
-            "userDataSha256": keys.apply(lambda k: cloudinit.sha256(relays[0][1], k[0], k[1])),
+            "userDataSha256": keys.apply(lambda k: cloudinit.sha256(s, s.relays[0], k[0], k[1])),
             "relays": described,
             # Ready-to-paste exemptions for the primary, keyed to the addresses it sees (never mynetworks).
             "primaryEnablement": pulumi.Output.all(public_key, *sources).apply(
-                lambda a: primary.enablement(s, [(spec.hostname, ip) for (spec, _, _), ip in zip(relays, a[1:], strict=True)],
+                lambda a: primary.enablement(s, [(spec.hostname, ip) for (spec, _), ip in zip(relays, a[1:], strict=True)],
                                              a[0])),
-            "monitoring": pulumi.Output.all(*[vm.reserved_ip for _, _, vm in relays]).apply(
+            "monitoring": pulumi.Output.all(*[vm.reserved_ip for _, vm in relays]).apply(
                 lambda ips: monitoring.files(s, list(zip(s.relays, ips, strict=True)))),
         }
         if len(relays) > 1:
             self.outputs["relayUserDataSha256"] = keys.apply(
-                lambda k: {spec.hostname: cloudinit.sha256(own, k[0], k[1]) for spec, own, _ in relays})
+                lambda k: {spec.hostname: cloudinit.sha256(s, spec, k[0], k[1]) for spec, _ in relays})
         if s.mta_sts:
             text = mtasts.policy_text(s)
             self.outputs["mtaSts"] = {
@@ -111,7 +110,7 @@ class BackupMx(pulumi.ComponentResource):
         self.register_outputs({**settings.public_props(), **self.outputs})
 
     @staticmethod
-    def _relay_outputs(spec: RelaySpec, own: Settings, vm: RelayVm, source: pulumi.Output[str]) -> dict:
+    def _relay_outputs(spec: RelaySpec, s: Settings, vm: RelayVm, source: pulumi.Output[str]) -> dict:
         return {
             "relayHostname": spec.hostname,
             "reservedIp": vm.reserved_ip,
@@ -126,5 +125,5 @@ class BackupMx(pulumi.ComponentResource):
                 "smtp": f"{ip}:{SMTP_PORT}"}),
             "consoleConnectionCommand": vm.instance_id.apply(lambda i: (
                 f"oci compute instance-console-connection create --instance-id {i} "
-                f"--ssh-public-key-file ~/.ssh/id_ed25519.pub --region {own.oci_region}")),
+                f"--ssh-public-key-file ~/.ssh/id_ed25519.pub --region {s.oci_region}")),
         }

@@ -15,7 +15,7 @@ import yaml
 from . import facts, postfix
 from .facts import DEBCONF_FILE, ENV_FILE, PREAUTH_KEY_FILE, STAGING_DIR
 from .postfix_grammar import postfix_seconds
-from .settings import Settings
+from .settings import RelaySpec, Settings
 
 ASSETS = Path(__file__).resolve().parent.parent / "cloud-init"
 PACKAGE_DEBCONF = [
@@ -61,10 +61,10 @@ _WIREGUARD_ASSETS = [
 ]
 
 
-def env_file(s: Settings) -> str:
+def env_file(s: Settings, relay: RelaySpec) -> str:
     """The one file of values the static scripts source."""
     values = {
-        "RELAY_HOSTNAME": s.relay_hostname,
+        "RELAY_HOSTNAME": relay.hostname,
         "DOMAINS": " ".join(s.domains),
         "DRAIN_HOST": s.drain_host,
         "DRAIN_PORT": str(s.drain_port),
@@ -103,10 +103,10 @@ def env_file(s: Settings) -> str:
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
-def staged_postfix_files(s: Settings) -> dict[str, str]:
+def staged_postfix_files(s: Settings, relay: RelaySpec) -> dict[str, str]:
     """Postfix files as cloud-init writes them: staged, then installed after the package,
     so neither the package's postinst nor a conffile prompt can clobber them."""
-    return {f"{STAGING_DIR}/{Path(p).name}": text for p, text in postfix.files(s).items()}
+    return {f"{STAGING_DIR}/{Path(p).name}": text for p, text in postfix.files(s, relay).items()}
 
 
 def wireguard_conf(s: Settings, private_key: str) -> str:
@@ -131,14 +131,14 @@ def _assets(assets: list[tuple[str, str, str]]) -> list[dict]:
     return [{"path": path, "permissions": mode, "content": (ASSETS / asset).read_text()} for asset, path, mode in assets]
 
 
-def cloud_config(s: Settings, preauth_key: str, wireguard_key: str = "") -> dict:
-    files = [{"path": ENV_FILE, "permissions": "0644", "content": env_file(s)},
+def cloud_config(s: Settings, relay: RelaySpec, preauth_key: str, wireguard_key: str = "") -> dict:
+    files = [{"path": ENV_FILE, "permissions": "0644", "content": env_file(s, relay)},
              {"path": DEBCONF_FILE, "permissions": "0644",
-              "content": "".join(line.format(relay=s.relay_hostname) + "\n" for line in PACKAGE_DEBCONF)}]
+              "content": "".join(line.format(relay=relay.hostname) + "\n" for line in PACKAGE_DEBCONF)}]
     if s.tailnet != "none":
         files.append({"path": PREAUTH_KEY_FILE, "permissions": "0600", "content": preauth_key})
     files += [{"path": path, "permissions": "0644", "content": text}
-              for path, text in staged_postfix_files(s).items()]
+              for path, text in staged_postfix_files(s, relay).items()]
     files += _assets(_ASSET_FILES)
     if s.account_mode == "free":
         files += _assets(_KEEPALIVE_ASSETS)
@@ -147,8 +147,8 @@ def cloud_config(s: Settings, preauth_key: str, wireguard_key: str = "") -> dict
                       "content": wireguard_conf(s, wireguard_key)})
         files += _assets(_WIREGUARD_ASSETS)
     doc = {
-        "hostname": s.relay_hostname.split(".")[0],
-        "fqdn": s.relay_hostname,
+        "hostname": relay.hostname.split(".")[0],
+        "fqdn": relay.hostname,
         "prefer_fqdn_over_hostname": True,
         "ssh_pwauth": False,
         "disable_root": True,
@@ -171,20 +171,20 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(_Literal, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|"))
 
 
-def user_data(s: Settings, preauth_key: str, wireguard_key: str = "") -> str:
+def user_data(s: Settings, relay: RelaySpec, preauth_key: str, wireguard_key: str = "") -> str:
     """The #cloud-config document; multi-line files as YAML literal blocks for readability."""
-    doc = cloud_config(s, preauth_key, wireguard_key)
+    doc = cloud_config(s, relay, preauth_key, wireguard_key)
     for f in doc["write_files"]:
         f["content"] = _Literal(f["content"]) if "\n" in f["content"] else f["content"]
     return "#cloud-config\n" + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000)
 
 
-def user_data_b64(s: Settings, preauth_key: str, wireguard_key: str = "") -> str:
+def user_data_b64(s: Settings, relay: RelaySpec, preauth_key: str, wireguard_key: str = "") -> str:
     """OCI's metadata.user_data wants base64."""
-    return base64.b64encode(user_data(s, preauth_key, wireguard_key).encode()).decode()
+    return base64.b64encode(user_data(s, relay, preauth_key, wireguard_key).encode()).decode()
 
 
-def sha256(s: Settings, preauth_key: str, wireguard_key: str = "") -> str:
+def sha256(s: Settings, relay: RelaySpec, preauth_key: str, wireguard_key: str = "") -> str:
     """Digest of the user-data: shows drift between the stack and the running VM, which
     ignores user_data changes until an explicit rebuild."""
-    return hashlib.sha256(user_data(s, preauth_key, wireguard_key).encode()).hexdigest()
+    return hashlib.sha256(user_data(s, relay, preauth_key, wireguard_key).encode()).hexdigest()

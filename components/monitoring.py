@@ -90,9 +90,8 @@ def scrape_configs(s: Settings, relays: list[tuple[RelaySpec, str]]) -> dict:
 def alert_rules(s: Settings) -> dict:
     """One rule group with one relay; one per relay, each matching only its series, with two."""
     if len(s.relays) == 1:
-        return {"groups": [{"name": "backup-mx", "rules": _rules(s, "")}]}
-    return {"groups": [{"name": f"backup-mx-{relay.hostname}", "rules": _rules(s.for_relay(relay),
-                                                                               f',relay="{relay.hostname}"')}
+        return {"groups": [{"name": "backup-mx", "rules": _rules(s, s.relays[0], "")}]}
+    return {"groups": [{"name": f"backup-mx-{relay.hostname}", "rules": _rules(s, relay, f',relay="{relay.hostname}"')}
                        for relay in s.relays]}
 
 
@@ -101,19 +100,19 @@ def _narrowed(selector: str, only: str) -> str:
     return selector[:-1] + only + "}"
 
 
-def _rules(s: Settings, only: str) -> list[dict]:
-    """The rules for the relay `s` is rendered for; `only` narrows every selector to its series."""
+def _rules(s: Settings, relay: RelaySpec, only: str) -> list[dict]:
+    """The rules for one relay; `only` narrows every selector to its series."""
     def series(selector: str) -> str:
         return _narrowed(selector, only)
 
-    delayed = DELAYED.format(relay=s.relay_hostname)
+    delayed = DELAYED.format(relay=relay.hostname)
     queue = series(QUEUE_SERIES)
     queued = f"sum({queue})"
     rules = [
         {"alert": "BackupMxDown",
          "expr": f'{series(UP_NODE)} == 0 or {series(UP_POSTFIX)} == 0 or {series(SMTP_PROBE)} == 0',
          "for": "10m", "labels": {"severity": "critical"},
-         "annotations": {"summary": f"backup MX {s.relay_hostname} is down or unreachable on {SMTP_PORT}",
+         "annotations": {"summary": f"backup MX {relay.hostname} is down or unreachable on {SMTP_PORT}",
                          "description": "Mail relies on senders' retries until it is back. Check the OCI console "
                                         "(reclaimed instance?), the security list, the OS iptables REJECT and "
                                         f"Oracle's inbound-{SMTP_PORT} block (runbook: BackupMxDown). {delayed}"}},
@@ -130,18 +129,18 @@ def _rules(s: Settings, only: str) -> list[dict]:
          "annotations": {"summary": "MX record {{ $labels.mx }} for {{ $labels.domain }} is missing or has the wrong "
                                     "preference",
                          "description": f"Expected primary {s.primary_mx_host} at {s.primary_mx_preference} and backup "
-                                        f"{s.relay_hostname} at {s.mx_preference}. Run `pulumi up` or fix the zone "
+                                        f"{relay.hostname} at {relay.mx_preference}. Run `pulumi up` or fix the zone "
                                         f"(runbook: BackupMxMxSetDrift). {delayed}"}},
         {"alert": "BackupMxCertExpiring",
          "expr": f'{series(CERT_EXPIRY)} - time() < 14 * 86400',
          "for": "1h", "labels": {"severity": "warning"},
-         "annotations": {"summary": f"the STARTTLS certificate of {s.relay_hostname} expires within 14 days",
+         "annotations": {"summary": f"the STARTTLS certificate of {relay.hostname} expires within 14 days",
                          "description": f"certbot renewal is failing: port {HTTP_PORT} must be open for HTTP-01 "
                                         f"(runbook: BackupMxCertExpiring). {delayed}"}},
         {"alert": "BackupMxDrainNotReady",
          "expr": f'{series(CANARY_READY)} == 0 and on() min({series(PRIMARY_PROBE)}) == 1',
          "for": "10m", "labels": {"severity": "warning"},
-         "annotations": {"summary": f"the primary would refuse or defer the drain stream from {s.relay_hostname}",
+         "annotations": {"summary": f"the primary would refuse or defer the drain stream from {relay.hostname}",
                          "description": "The drain readiness canary (EHLO, MAIL FROM a strict-SPF sender with a "
                                         "large SIZE, RCPT to postmaster, then RSET) was not accepted by "
                                         f"the drain target {s.drain_target} although the primary answers: the next outage "
@@ -151,7 +150,7 @@ def _rules(s: Settings, only: str) -> list[dict]:
         {"alert": "BackupMxMailNearExpiry",
          "expr": f"{series(OLDEST_MESSAGE)} > {series(QUEUE_LIFETIME)} - {NEAR_EXPIRY_S}",
          "for": "15m", "labels": {"severity": "critical"},
-         "annotations": {"summary": f"mail on {s.relay_hostname} is within {NEAR_EXPIRY_S // 86400} days of "
+         "annotations": {"summary": f"mail on {relay.hostname} is within {NEAR_EXPIRY_S // 86400} days of "
                                     "its queue lifetime",
                          "description": "The oldest queued message will be returned to its sender when it reaches "
                                         f"queueLifetime ({s.queue_lifetime}). Restore the drain now (runbook: "
@@ -159,13 +158,13 @@ def _rules(s: Settings, only: str) -> list[dict]:
                                         "off the relay before it expires. " + delayed}},
     ]
     if s.account_mode == "free":
-        rules += _idle_reclamation_rules(s, only, delayed)
+        rules += _idle_reclamation_rules(relay, only, delayed)
     if s.wireguard:
-        rules.append(_peer_unreachable_rule(s, only, delayed))
+        rules.append(_peer_unreachable_rule(s, relay, only, delayed))
     return rules
 
 
-def _idle_reclamation_rules(s: Settings, only: str, delayed: str) -> list[dict]:
+def _idle_reclamation_rules(relay: RelaySpec, only: str, delayed: str) -> list[dict]:
     """accountMode free: the alert that Oracle would see the relay as idle."""
     def narrow(name: str) -> str:  # a recorded series, which has no other matchers
         return name + "{" + only[1:] + "}" if only else name
@@ -182,7 +181,7 @@ def _idle_reclamation_rules(s: Settings, only: str, delayed: str) -> list[dict]:
          "expr": f"avg_over_time({narrow(BUSY_FRACTION)}[7d:1h]) < 0.05",
          "for": "2h", "labels": {"severity": "warning"},
          "annotations": {
-             "summary": f"{s.relay_hostname} looks idle to Oracle: 7-day CPU p95 under "
+             "summary": f"{relay.hostname} looks idle to Oracle: 7-day CPU p95 under "
                         f"{RECLAMATION_ALERT_P95:.0%}",
              "description": f"Oracle reclaims a free-tier Always-Free instance whose 7-day CPU p95 stays under "
                             f"{RECLAMATION_P95:.0%}, and a reclaimed VM loses its queue. Check "
@@ -190,7 +189,7 @@ def _idle_reclamation_rules(s: Settings, only: str, delayed: str) -> list[dict]:
                             f"(runbook: BackupMxIdleReclamationRisk). {delayed}"}}]
 
 
-def _peer_unreachable_rule(s: Settings, only: str, delayed: str) -> dict:
+def _peer_unreachable_rule(s: Settings, relay: RelaySpec, only: str, delayed: str) -> dict:
     """drainTransport wireguard: the alert that the tunnel is down while mail piles up."""
     assert s.wireguard is not None
     handshake, queue = _narrowed(HANDSHAKE, only), _narrowed(QUEUE_SERIES, only)
@@ -199,7 +198,7 @@ def _peer_unreachable_rule(s: Settings, only: str, delayed: str) -> dict:
         "expr": f"(time() - max({handshake}) > {PEER_UNREACHABLE_S}) and on() (sum(delta({queue}[30m])) > 0)",
         "for": "10m", "labels": {"severity": "warning"},
         "annotations": {
-            "summary": f"the WireGuard drain peer is unreachable from {s.relay_hostname} while its queue grows",
+            "summary": f"the WireGuard drain peer is unreachable from {relay.hostname} while its queue grows",
             "description": f"No handshake with the homelab firewall for over {PEER_UNREACHABLE_S // 60} minutes "
                            "and mail is piling up on the relay. Check that the firewall still has the relay as a "
                            "package peer (a regenerated config drops hand-added peers), its endpoint "

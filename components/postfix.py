@@ -6,7 +6,7 @@ production because the grep matched Ubuntu's commented examples.
 from __future__ import annotations
 
 from .facts import SIZE_HEADROOM, TLS_DIR
-from .settings import Settings
+from .settings import RelaySpec, Settings
 
 RELAY_RECIPIENTS = "/etc/postfix/relay_recipients"
 TRANSPORT = "/etc/postfix/transport"
@@ -36,12 +36,12 @@ DRAIN_TLS = {
 Param = tuple[str, str, str]  # name, value, the comment above it ("" for none)
 
 
-def _scope(s: Settings) -> list[Param]:
+def _scope(s: Settings, relay: RelaySpec) -> list[Param]:
     """What the relay takes: the protected domains, for relay, from anyone; nothing local."""
     domains = " ".join(s.domains)
     return [
         ("compatibility_level", "3.6", ""),
-        ("myhostname", s.relay_hostname, "Identity and scope: nothing is delivered locally."),
+        ("myhostname", relay.hostname, "Identity and scope: nothing is delivered locally."),
         ("myorigin", s.domains[0],
          "Unqualified addresses (SMTP requires taking <postmaster>) land in a protected domain."),
         ("mydestination", "", ""),
@@ -133,8 +133,8 @@ def _limits_tls_postscreen(s: Settings) -> list[Param]:
     ]
 
 
-def main_cf(s: Settings) -> str:
-    params = _scope(s) + _smtpd(s) + _limits_tls_postscreen(s)
+def main_cf(s: Settings, relay: RelaySpec) -> str:
+    params = _scope(s, relay) + _smtpd(s) + _limits_tls_postscreen(s)
     lines = ["# Rendered by backup-mx from the Pulumi stack config. Do not edit on the VM:",
              "# change the stack and rebuild (see docs/deploy.md, Rebuild).", ""]
     for key, value, comment in params:
@@ -196,10 +196,10 @@ def transport(s: Settings) -> str:
     return "".join(f"{d} smtp:{s.drain_target}\n" for d in s.domains)
 
 
-def files(s: Settings) -> dict[str, str]:
-    """Every Postfix file the VM receives, keyed by its path on the VM."""
+def files(s: Settings, relay: RelaySpec) -> dict[str, str]:
+    """Every Postfix file the relay's VM receives, keyed by its path on the VM."""
     return {
-        "/etc/postfix/main.cf": main_cf(s),
+        "/etc/postfix/main.cf": main_cf(s, relay),
         "/etc/postfix/master.cf": master_cf(s),
         RELAY_RECIPIENTS: relay_recipients(s),
         TRANSPORT: transport(s),

@@ -92,7 +92,7 @@ def read_stack_file(path: Path, project: str, stack: str | None = None) -> tuple
 
 
 def _unset_shape_secrets(project: str, values: dict[str, cli_config.Value]) -> list[str]:
-    """The secrets the stack's shape needs (components/settings.py required_secrets) that the
+    """The secrets the stack's shape needs (components/settings/access.py required_secrets) that the
     stack file leaves at their empty default."""
     def text(key: str) -> str:
         value = values.get(f"{project}:{key}")

@@ -86,7 +86,7 @@ def emulated_primary(vm_files, tls_dir, postscreen=False):
 
 def snippets():
     s = settings.load("backup-mx", program.read_stack_file(EXAMPLE, "backup-mx")[0].get)
-    return primary_snippets.enablement(s, [(s.relay_hostname, RELAY_SOURCE)])
+    return primary_snippets.enablement(s, [(s.relays[0].hostname, RELAY_SOURCE)])
 
 
 def apply_verbatim(primary, e, anvil=True, postscreen=False):

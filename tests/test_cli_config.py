@@ -326,7 +326,7 @@ def test_pulumi_new_prompts_for_every_required_scalar_key():
     required = {k: d for k, d in decls.config.items() if not d.has_default}
     scalars = {k for k, d in required.items() if doc["config"][k].get("type", "string") == "string"}
     # The default tailnet, headscale, needs its server and key, which default to "" so that
-    # tailnet none needs neither (components/settings.py says which a shape requires).
+    # tailnet none needs neither (components/settings/access.py says which a shape requires).
     tailnet = {"tailnet", "headscaleLoginServer", "headscalePreauthKey"}
     assert set(asked) == scalars | tailnet
     assert all(bool(asked[k].get("secret")) == (k in SECRET_KEYS) and asked[k]["description"] for k in asked)

@@ -17,6 +17,11 @@ def two_domain_settings():
     return settings.load("backup-mx", TWO.get)
 
 
+def first(s: settings.Settings) -> tuple[settings.Settings, settings.RelaySpec]:
+    """A renderer's (settings, relay) for the stack's first relay."""
+    return s, s.relays[0]
+
+
 def params(text):
     out = {}
     for line in text.splitlines():
@@ -28,7 +33,7 @@ def params(text):
 
 def test_main_cf_carries_every_invariant_from_settings():
     s = two_domain_settings()
-    p = params(postfix.main_cf(s))
+    p = params(postfix.main_cf(s, s.relays[0]))
     assert p["relay_domains"] == "example.net example.org"
     assert p["mydestination"] == "" and p["mynetworks"] == "127.0.0.1/32"
     assert p["smtpd_relay_restrictions"] == "reject_unauth_destination"
@@ -65,19 +70,19 @@ def test_master_cf_is_complete_with_postscreen_on_the_smtp_port():
 
 def test_user_data_validates_against_cloud_init_24_1_schema():
     schema = json.loads((DATA / "cloud-init-24.1-cloud-config.schema.json").read_text())
-    doc = yaml.safe_load(cloudinit.user_data(two_domain_settings(), "secret-key"))
+    doc = yaml.safe_load(cloudinit.user_data(*first(two_domain_settings()), "secret-key"))
     jsonschema.Draft4Validator(schema).validate(doc)
 
 
 def test_user_data_writes_config_staged_and_runs_bootstrap():
-    text = cloudinit.user_data(two_domain_settings(), "secret-key")
+    text = cloudinit.user_data(*first(two_domain_settings()), "secret-key")
     assert text.startswith("#cloud-config\n")
     doc = yaml.safe_load(text)
     files = {f["path"]: f for f in doc["write_files"]}
     assert files["/etc/backup-mx/headscale-preauth-key"] == {
         "path": "/etc/backup-mx/headscale-preauth-key", "permissions": "0600", "content": "secret-key"}
     for name in ("main.cf", "master.cf", "relay_recipients", "transport"):
-        assert files[f"/etc/backup-mx/postfix/{name}"]["content"] == postfix.files(two_domain_settings())[
+        assert files[f"/etc/backup-mx/postfix/{name}"]["content"] == postfix.files(*first(two_domain_settings()))[
             f"/etc/postfix/{name}"]
     assert "postfix postfix/main_mailer_type select No configuration" in files["/etc/backup-mx/debconf.txt"]["content"]
     assert doc["runcmd"] == [["/usr/local/sbin/backup-mx-bootstrap"]]
@@ -101,7 +106,7 @@ def test_every_shell_asset_parses():
 
 
 def test_env_file_quotes_values():
-    env = cloudinit.env_file(two_domain_settings())
+    env = cloudinit.env_file(*first(two_domain_settings()))
     out = subprocess.run(["bash", "-c", "set -a; . /dev/stdin; echo \"$DOMAINS|$DRAIN_PORT\""], input=env,
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "example.net example.org|2526"

@@ -21,12 +21,12 @@ def test_pulumi_yaml_matches_pulumis_own_project_schema():
 
 def test_defaults_come_from_pulumi_yaml():
     s = load()
-    assert s.relay_hostname == "mx2.example.net"
-    assert (s.mx_preference, s.primary_mx_preference, s.drain_port) == (20, 1, 2526)
+    assert s.relays[0].hostname == "mx2.example.net"
+    assert (s.relays[0].mx_preference, s.primary_mx_preference, s.drain_port) == (20, 1, 2526)
     assert s.drain_host == "mail.example.net"
     assert (s.queue_lifetime, s.bounce_lifetime, s.message_size_limit) == ("30d", "1d", 209715200)
     assert (s.shape, s.boot_volume_size_gb, s.tailnet_tag) == ("VM.Standard.E2.1.Micro", 50, "tag:backup-mx")
-    assert s.relay_private_ip == "10.42.0.10"
+    assert s.relays[0].private_ip == "10.42.0.10"
 
 
 def test_every_required_key_is_named_when_missing():
@@ -209,7 +209,7 @@ def test_second_domain_and_relay_zone():
              cloudflareZoneIds=["example.net=" + "a" * 32, "example.org=" + "b" * 32],
              relayHostname="mx2.example.org")
     assert s.domains == ("example.net", "example.org")
-    assert s.relay_zone.domain == "example.org" and s.relay_zone.zone_id == "b" * 32
+    assert s.relays[0].zone.domain == "example.org" and s.relays[0].zone.zone_id == "b" * 32
 
 
 @pytest.mark.parametrize("key,expected", [

@@ -92,8 +92,8 @@ def valid_config(draw):
 @given(valid_config())
 def test_every_accepted_config_boots_a_relay_that_answers(tls_dir, raw):
     s = settings.load("backup-mx", raw.get)
-    s = s.for_relay(s.relays[-1])  # with two relays, the second one's own rendering
-    files = {path.rsplit("/", 1)[-1]: text for path, text in postfix.files(s).items()}
+    spec = s.relays[-1]  # with two relays, the second one's own rendering
+    files = {path.rsplit("/", 1)[-1]: text for path, text in postfix.files(s, spec).items()}
     lab = Lab(lab_dir("property"), files, tls_dir)
     try:
         primary = lab.sink()
@@ -110,7 +110,7 @@ def test_every_accepted_config_boots_a_relay_that_answers(tls_dir, raw):
         finally:
             c.close()
         assert banner.code == 220 and ehlo.code == 250, (banner, ehlo)
-        assert banner.text.split("\n")[0].startswith(f"{s.relay_hostname} "), banner  # the relay's own name
+        assert banner.text.split("\n")[0].startswith(f"{spec.hostname} "), banner  # the relay's own name
         assert mail.code == 250 and rcpt.code == 250, (mail, rcpt)
         assert f"SIZE {s.relay_message_size_limit}" in ehlo.text
         log = relay.log_text()

@@ -88,7 +88,7 @@ def largest_accepted(port: int, prefix: str) -> tuple[int, list[str]]:
 
 
 def primary_as_enabled(primary, s: settings.Settings) -> dict:
-    e = primary_snippets.enablement(s, [(s.relay_hostname, RELAY_SOURCE)])
+    e = primary_snippets.enablement(s, [(s.relays[0].hostname, RELAY_SOURCE)])
     apply_verbatim(primary, e)
     run("postconf", "-c", str(primary.conf), "-e", f"{e['messageSize']['parameter']}={e['messageSize']['value']}")
     run("postfix", "-c", str(primary.conf), "reload")

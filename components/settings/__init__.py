@@ -56,18 +56,18 @@ def load(project: str, raw: Callable[[str], Optional[str]], *, keys: Iterable[st
     network.drains_somewhere(r, v, relays, drain_host, wireguard)
     mta_sts = mtasts.check(r, v)
     r.stop_if_failed()
-    assert relay_zone is not None  # else relayHostname failed above
+    assert relays  # else relayHostname, vcnCidr or relayCount failed above
 
     return Settings(
-        project=project, domains=tuple(domains), zones=zones, relay_hostname=relay, relay_zone=relay_zone,
-        mx_preference=v["mxPreference"], primary_mx_host=primary, primary_mx_preference=v["primaryMxPreference"],
+        project=project, domains=tuple(domains), zones=zones,
+        primary_mx_host=primary, primary_mx_preference=v["primaryMxPreference"],
         primary_mynetworks=net.mynetworks, drain_host=drain_host,
         drain_port=SMTP_PORT if wireguard else v["drainPort"],
         message_size_limit=v["messageSizeLimit"], queue_lifetime=v["queueLifetime"],
         bounce_lifetime=v["bounceLifetime"], dnsbl_sites=tuple(v["dnsblSites"]),
         dnsbl_threshold=v["dnsblThreshold"], dnsbl_action=dnsbl_action, oci_compartment_id=v["ociCompartmentId"],
         oci_region=v["ociRegion"], availability_domain_index=v["availabilityDomainIndex"], shape=v["shape"],
-        boot_volume_size_gb=v["bootVolumeSizeGb"], vcn_cidr=v["vcnCidr"], relay_private_ip=net.relay_private_ip,
+        boot_volume_size_gb=v["bootVolumeSizeGb"], vcn_cidr=v["vcnCidr"],
         homelab_cidr=net.homelab_cidr, break_glass_ssh=v["breakGlassSsh"], certbot_email=v["certbotEmail"],
         headscale_login_server=v["headscaleLoginServer"], tailnet_tag=v["tailnetTag"],
         ssh_authorized_keys=tuple(v["sshAuthorizedKeys"]),

@@ -1,12 +1,11 @@
 """The settings model: frozen dataclasses, built once by load() and read by every renderer.
 
-Per-relay facts (name, private address, MX preference, zone, fault domain) live on RelaySpec;
-the relay_* fields of Settings are the first relay's, and for_relay() gives the view one VM is
-rendered from.
+Per-relay facts (name, private address, MX preference, zone, fault domain) live on RelaySpec
+only: a renderer of one relay's files takes (settings, relay). The first relay is relays[0].
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..facts import SIZE_HEADROOM
@@ -70,9 +69,6 @@ class Settings:
     project: str
     domains: tuple[str, ...]
     zones: tuple[Zone, ...]
-    relay_hostname: str
-    relay_zone: Zone
-    mx_preference: int
     primary_mx_host: str
     primary_mx_preference: int
     primary_mynetworks: tuple[str, ...]
@@ -90,7 +86,6 @@ class Settings:
     shape: str
     boot_volume_size_gb: int
     vcn_cidr: str
-    relay_private_ip: str
     homelab_cidr: str
     break_glass_ssh: bool
     certbot_email: str
@@ -102,21 +97,16 @@ class Settings:
     tailnet: str = "headscale"
     account_mode: str = "payg"
     wireguard: Optional[WireGuard] = None
-    relays: tuple[RelaySpec, ...] = ()  # every relay; the relay_* fields above are the first one's
+    relays: tuple[RelaySpec, ...] = ()  # every relay, the first first (never empty once loaded)
     mta_sts: Optional[MtaSts] = None  # None: mtaSts off
     # What the renderers get for the two secrets (secret Outputs in the program), never compared.
     wireguard_private_key: Any = field(repr=False, compare=False, default=None)
     headscale_preauth_key: Any = field(repr=False, compare=False, default=None)
 
-    def for_relay(self, relay: RelaySpec) -> "Settings":
-        """The settings one relay's VM is rendered from: its own name, address and preference."""
-        return replace(self, relay_hostname=relay.hostname, relay_private_ip=relay.private_ip,
-                       mx_preference=relay.mx_preference, relay_zone=relay.zone)
-
     @property
     def vcn_dns_label(self) -> str:
-        """OCI DNS label: letters and digits of the relay's first label, at most 15."""
-        return "".join(c for c in self.relay_hostname.split(".")[0] if c.isalnum())[:15] or "backupmx"
+        """OCI DNS label: letters and digits of the first relay's first label, at most 15."""
+        return "".join(c for c in self.relays[0].hostname.split(".")[0] if c.isalnum())[:15] or "backupmx"
 
     @property
     def relay_message_size_limit(self) -> int:
@@ -128,12 +118,14 @@ class Settings:
         return f"[{self.drain_host}]:{self.drain_port}"
 
     def public_props(self) -> dict[str, Any]:
-        """The resolved settings as component props (wire names; no secrets)."""
+        """The resolved settings as component props (wire names; no secrets). The relay's own
+        keys are the first relay's."""
+        first = self.relays[0]
         return {
             "domains": list(self.domains),
             "zones": [{"domain": z.domain, "zoneId": z.zone_id} for z in self.zones],
-            "relayHostname": self.relay_hostname,
-            "mxPreference": self.mx_preference,
+            "relayHostname": first.hostname,
+            "mxPreference": first.mx_preference,
             "relays": [{"hostname": r.hostname, "privateIp": r.private_ip, "mxPreference": r.mx_preference,
                         "faultDomain": r.fault_domain} for r in self.relays],
             "primaryMxHost": self.primary_mx_host,
@@ -149,7 +141,7 @@ class Settings:
             "homelabCidr": self.homelab_cidr,
             "breakGlassSsh": self.break_glass_ssh,
             "accountMode": self.account_mode,
-            "relayPrivateIp": self.relay_private_ip,
+            "relayPrivateIp": first.private_ip,
             "tailnet": self.tailnet,
             "tailnetTag": self.tailnet_tag,
             "mtaSts": self.mta_sts.mode if self.mta_sts else "off",
