@@ -31,6 +31,7 @@ from tests.helpers import (
     set_prop,
     with_live_count,
 )
+from tests.pack_mutations import assert_reported_only
 
 MTA_STS = ROOT / "examples" / "Pulumi.mtasts.yaml"
 DOMAIN, PRIMARY, MX2, MX3 = "viktorbarzin.me", "mail.viktorbarzin.me", "mx2.viktorbarzin.me", "mx3.viktorbarzin.me"
@@ -193,6 +194,15 @@ def test_mta_sts_mutation_is_reported_by_its_policy(policies, sts_plan, case):
     mutate, policy = MTA_STS_MUTATIONS[case]
     violations = policies.check(mutate(sts_plan))
     assert policy in reported(violations), [v.message for v in violations]
+
+
+def test_an_mta_sts_record_on_a_stack_with_mta_sts_off_is_reported(policies, example_plan):
+    """With mtaSts off the stack manages no _mta-sts record: one added as a bare label (which
+    Cloudflare stores as _mta-sts.<zone>) is reported by mta-sts, and by no other policy."""
+    assert_reported_only(policies, example_plan, lambda p: add_resource(
+        p, "cloudflare:index/dnsRecord:DnsRecord", "sts", {
+            **resource(p, "DnsRecord", "relay-a")["props"], "type": "TXT", "name": "_mta-sts",
+            "content": "v=STSv1; id=20261202"}), "mta-sts")
 
 
 def with_record(plan, name_part, edit):

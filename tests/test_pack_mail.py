@@ -1,0 +1,114 @@
+"""The pack's mail area (policy/backup_mx_rules/mail.py and parameters.py): never-5xx, the
+lifetimes, drain-port, relay-domains, relay-mynetworks, smtp-smuggling and postfix-parameters.
+Each mutation of the example plan, through the real analyzer, is reported by its policy and by
+no other. The area's mutations on other shapes sit with those shapes' proofs
+(tests/test_two_relays.py, and the WireGuard and MTA-STS modules)."""
+import re
+
+import pytest
+
+from tests.helpers import (
+    edit_file,
+    set_main_cf,
+)
+from tests.pack_mutations import (
+    TRANSPORT,
+    assert_reported_only,
+    master_option,
+)
+
+MUTATIONS = {
+    # never-5xx
+    "soft_bounce off": (lambda p: set_main_cf(p, "soft_bounce", "no"), "never-5xx"),
+    "soft_bounce unset (default no)": (lambda p: set_main_cf(p, "soft_bounce", None), "never-5xx"),
+    "postscreen action 'defer' does not exist": (lambda p: set_main_cf(p, "postscreen_dnsbl_action", "defer"),
+                                                 "never-5xx"),
+    "size limit equal to the primary's (no headroom)": (
+        lambda p: set_main_cf(p, "message_size_limit", "209715200"), "never-5xx"),
+    "size limit unlimited": (lambda p: set_main_cf(p, "message_size_limit", "0"), "never-5xx"),
+    "size limit 1 byte over the headroom": (lambda p: set_main_cf(p, "message_size_limit", "208666625"), "never-5xx"),
+    "smaller size limit than the primary": (lambda p: set_main_cf(p, "message_size_limit", "10240000"),
+                                            "never-5xx"),
+    "DNSBL without a reply filter": (lambda p: set_main_cf(p, "postscreen_dnsbl_sites", "zen.spamhaus.org*3"),
+                                     "never-5xx"),
+    "soft_bounce=no on the postscreen service": (
+        lambda p: edit_file(p, "/master.cf", master_option("smtp ", "soft_bounce=no")), "never-5xx"),
+    "soft_bounce=no on the smtpd behind postscreen": (
+        lambda p: edit_file(p, "/master.cf", master_option("smtpd ", "soft_bounce=no")), "never-5xx"),
+    # bounce-lifetime
+    "bounce lifetime 5d": (lambda p: set_main_cf(p, "bounce_queue_lifetime", "5d"), "bounce-lifetime"),
+    "bounce lifetime unset (default 5d)": (lambda p: set_main_cf(p, "bounce_queue_lifetime", None),
+                                           "bounce-lifetime"),
+    "bounce lifetime 40d beyond the queue": (lambda p: set_main_cf(p, "bounce_queue_lifetime", "40d"),
+                                             "bounce-lifetime"),
+    "bounce lifetime bare 2 means 2 days": (lambda p: set_main_cf(p, "bounce_queue_lifetime", "2"),
+                                            "bounce-lifetime"),
+    # queue-lifetime
+    "queue 5d": (lambda p: set_main_cf(p, "maximal_queue_lifetime", "5d"), "queue-lifetime"),
+    "queue over the 100d cap": (lambda p: set_main_cf(p, "maximal_queue_lifetime", "101d"), "queue-lifetime"),
+    "queue 30h is not 30d": (lambda p: set_main_cf(p, "maximal_queue_lifetime", "30h"), "queue-lifetime"),
+    "queue unset (default 5d)": (lambda p: set_main_cf(p, "maximal_queue_lifetime", None), "queue-lifetime"),
+    # relay-mynetworks
+    "relay mynetworks open to the world": (lambda p: set_main_cf(p, "mynetworks", "0.0.0.0/0"),
+                                           "relay-mynetworks"),
+    "relay mynetworks a private LAN": (lambda p: set_main_cf(p, "mynetworks", "127.0.0.0/8 10.0.0.0/8"),
+                                       "relay-mynetworks"),
+    "relay mynetworks unset": (lambda p: set_main_cf(p, "mynetworks", None), "relay-mynetworks"),
+    # smtp-smuggling
+    "bare newline setting dropped (Debian 12's default no)": (
+        lambda p: set_main_cf(p, "smtpd_forbid_bare_newline", None), "smtp-smuggling"),
+    "bare newline reject (550)": (lambda p: set_main_cf(p, "smtpd_forbid_bare_newline", "reject"), "smtp-smuggling"),
+    "bare newline exclusions beyond loopback": (
+        lambda p: set_main_cf(p, "smtpd_forbid_bare_newline_exclusions", "127.0.0.1/32, 0.0.0.0/0"), "smtp-smuggling"),
+    "bare newline exclusions as a table": (
+        lambda p: set_main_cf(p, "smtpd_forbid_bare_newline_exclusions", "hash:/etc/postfix/x"), "smtp-smuggling"),
+    "bare newline no for the smtpd service only (master.cf -o)": (lambda p: edit_file(p, "/master.cf", lambda t: t.replace(
+        " smtpd\n", " smtpd\n  -o smtpd_forbid_bare_newline=no\n", 1)), "smtp-smuggling"),
+    "unauth pipelining disconnect (554)": (
+        lambda p: set_main_cf(p, "smtpd_forbid_unauth_pipelining", "yes"), "smtp-smuggling"),
+    # postfix-parameters: liveness, and what the pack does not model
+    "listens on loopback only": (lambda p: set_main_cf(p, "inet_interfaces", "loopback-only"), "postfix-parameters"),
+    "IPv6 only in an IPv4-only VCN": (lambda p: set_main_cf(p, "inet_protocols", "ipv6"), "postfix-parameters"),
+    "the SMTP listener disabled": (lambda p: set_main_cf(p, "master_service_disable", "inet"), "postfix-parameters"),
+    "a proxy protocol no sender speaks": (
+        lambda p: set_main_cf(p, "postscreen_upstream_proxy_protocol", "haproxy"), "postfix-parameters"),
+    "the drain binds to an address the VM lacks": (
+        lambda p: set_main_cf(p, "smtp_bind_address", "192.0.2.77"), "postfix-parameters"),
+    "a drain TLS level the primary may not meet": (
+        lambda p: set_main_cf(p, "smtp_tls_security_level", "verify"), "postfix-parameters"),
+    "a drain TLS level on the smtp service only": (
+        lambda p: edit_file(p, "/master.cf", lambda t: re.sub(r"(?m)^(smtp\s+unix\s.*)$",
+                                                              r"\1\n  -o smtp_tls_security_level=encrypt", t, count=1)),
+        "postfix-parameters"),
+    "inbound TLS required": (lambda p: set_main_cf(p, "smtpd_tls_security_level", "encrypt"), "postfix-parameters"),
+    "a client restriction that refuses everyone": (
+        lambda p: set_main_cf(p, "smtpd_client_restrictions", "reject"), "postfix-parameters"),
+    "retries once a week": (lambda p: set_main_cf(p, "maximal_backoff_time", "7d"), "postfix-parameters"),
+    "a parameter the pack does not model": (
+        lambda p: set_main_cf(p, "smtp_tls_policy_maps", "inline:{ viktorbarzin.me=secure }"), "postfix-parameters"),
+    "an -o the pack does not model": (
+        lambda p: edit_file(p, "/master.cf", master_option("smtpd ", "smtpd_hard_error_limit=0")),
+        "postfix-parameters"),
+    "a second listener on the submission port": (
+        lambda p: edit_file(p, "/master.cf", lambda t: t + "submission inet n - n - - smtpd\n"), "postfix-parameters"),
+    "the SMTP listener on loopback": (
+        lambda p: edit_file(p, "/master.cf", lambda t: t.replace("smtp       inet", "127.0.0.1:smtp inet", 1)),
+        "postfix-parameters"),
+    # drain-port
+    "drain on port 25": (lambda p: edit_file(p, TRANSPORT, lambda t: t.replace(":2526", ":25")), "drain-port"),
+    "drain without a port": (lambda p: edit_file(p, TRANSPORT, lambda t: t.replace(":2526", "")), "drain-port"),
+    "no transport map": (lambda p: set_main_cf(p, "transport_maps", None), "drain-port"),
+    # relay-domains
+    "relay_domains misses the protected domain": (lambda p: set_main_cf(p, "relay_domains", ""), "relay-domains"),
+    "mydestination delivers locally": (lambda p: set_main_cf(p, "mydestination", "$myhostname"), "relay-domains"),
+    "open relay for one foreign domain": (
+        lambda p: set_main_cf(set_main_cf(p, "smtpd_relay_restrictions",
+                                          "check_recipient_access inline:{ example.org=OK }, reject_unauth_destination"),
+                              "smtpd_recipient_restrictions", None), "relay-domains"),
+    "own IP literals taken": (lambda p: set_main_cf(p, "smtpd_recipient_restrictions", ""), "relay-domains"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MUTATIONS))
+def test_mutation_is_reported_by_its_policy_only(policies, example_plan, case):
+    assert_reported_only(policies, example_plan, *MUTATIONS[case])
