@@ -43,7 +43,7 @@ def imports(path) -> set[str]:
                 found |= {".".join([*target, a.name]) for a in node.names}
             else:
                 found.add(".".join(target))
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("components."):
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("components."):
             found.add(node.module.removeprefix("components."))
     return {f for f in found if f}
 
