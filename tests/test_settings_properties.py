@@ -127,7 +127,9 @@ BAD = {
                                   "mx2.viktorbarzin.me", "MX2.viktorbarzin.me.", "x.localhost", "not a host",
                                   "10.42.0.10", "10.42.0.11", "10.42.0.200"]),  # inside vcnCidr: the relays' own
     "drainPort": st.one_of(st.just("25"), st.integers(65536, 10**9).map(str), st.integers(-99, 0).map(str),
-                           st.integers(1, 9999).map(lambda p: f"0{p}")),
+                           # a leading zero on octal digits: PyYAML quotes it (a YAML 1.1 int), so the text
+                           # reaches the program; a bare 048 is yaml.v3's float 48, which the CLI passes as 48
+                           st.integers(1, 0o7777).map(lambda p: f"0{p:o}")),
     "messageSizeLimit": st.one_of(st.integers(settings.MESSAGE_SIZE_MAX + 1, 2**80).map(str),
                                   st.integers(0, settings.MESSAGE_SIZE_MIN - 1).map(str)),
     "dnsblSites": st.sampled_from(['["zen.spamhaus.org"]', '["zen.spamhaus.org=127.0.0.[2..11"]',
@@ -144,7 +146,8 @@ BAD = {
     "tailnet": st.sampled_from(["Headscale", "tailscale ", "off", "wireguard", "", "true"]),
     "vcnCidr": st.sampled_from(["169.254.0.0/24", "0.0.0.0/16", "8.8.8.0/24", "127.0.0.0/24", "10.0.0.0/8"]),
     "homelabCidr": st.integers(0, 23).map(lambda n: str(ipaddress.ip_network(f"8.0.0.0/{n}", strict=False))),
-    "mxPreference": st.sampled_from(["020", "1e3", "0x20", "2_0", "-5", "65536", ""]),
+    # (a bare 1e3 is no bad value: yaml.v3 reads the float 1000, which the CLI takes as 1000)
+    "mxPreference": st.sampled_from(["020", "20.5", "0x20", "2_0", "-5", "65536", ""]),
     "queueLifetime": st.sampled_from(["0", "101d", "30y", "-1d", "30 d", "7d", "29d", "719h"]),
     "bounceLifetime": st.sampled_from(["2d", "12h", "0", "86401s", "1w"]),
     "relayCount": st.sampled_from(["3", "0", "-1", "two", "1.5", "02"]),
