@@ -15,7 +15,7 @@ LAYERS = [
     {"facts", "grammar"},
     {"postfix_grammar"},
     {"settings.reader", "settings.model"},
-    {"settings.network"},  # tunnel reads its RFC 1918 blocks
+    {"settings.network"},  # tunnel reads its RFC 1918 blocks, dns the Always-Free storage
     {"settings.dns", "settings.mail", "settings.mtasts", "settings.access", "settings.tunnel"},
     {"settings"},  # settings/__init__.py: load() assembles the areas
     {"postfix", "wireguard"},

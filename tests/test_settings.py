@@ -41,16 +41,16 @@ def _tailnet(tailnet, key, server):
     return settings.load("backup-mx", raw.get, tailnet_key=key)
 
 
-KEY = settings.PreauthKey("hskey-test-0123456789", True)
+KEY = settings.SecretConfig("hskey-test-0123456789", True)
 
 
 @pytest.mark.parametrize("tailnet,key,server,expected", [
     ("headscale", KEY, "", "headscaleLoginServer: is required with tailnet headscale"),
     ("tailscale", KEY, "https://hs.example.net", "headscaleLoginServer: is set but tailnet is tailscale"),
-    ("none", settings.PreauthKey("", False), "https://hs.example.net", "headscaleLoginServer: is set but tailnet is none"),
+    ("none", settings.SecretConfig("", False), "https://hs.example.net", "headscaleLoginServer: is set but tailnet is none"),
     ("none", KEY, "", "headscalePreauthKey: is set but tailnet is none"),
-    ("tailscale", settings.PreauthKey("", False), "", "headscalePreauthKey: is required with tailnet tailscale"),
-    ("headscale", settings.PreauthKey(None, False), "https://hs.example.net",
+    ("tailscale", settings.SecretConfig("", False), "", "headscalePreauthKey: is required with tailnet tailscale"),
+    ("headscale", settings.SecretConfig(None, False), "https://hs.example.net",
      "headscalePreauthKey: is required with tailnet headscale"),
     ("tailscal", KEY, "", "tailnet: 'tailscal' is not allowed; allowed: headscale, tailscale, none"),
 ])
@@ -62,9 +62,9 @@ def test_each_tailnet_requires_its_keys_and_refuses_the_others(tailnet, key, ser
 
 
 @pytest.mark.parametrize("tailnet,key,server", [
-    ("headscale", settings.PreauthKey("hskey-x", True), "https://hs.example.net"),
-    ("tailscale", settings.PreauthKey("tskey-auth-x", True), ""),
-    ("none", settings.PreauthKey("", False), ""),
+    ("headscale", settings.SecretConfig("hskey-x", True), "https://hs.example.net"),
+    ("tailscale", settings.SecretConfig("tskey-auth-x", True), ""),
+    ("none", settings.SecretConfig("", False), ""),
 ])
 def test_each_tailnet_loads_with_exactly_its_keys(tailnet, key, server):
     s = _tailnet(tailnet, key, server)
@@ -213,10 +213,10 @@ def test_second_domain_and_relay_zone():
 
 
 @pytest.mark.parametrize("key,expected", [
-    (settings.PreauthKey(None, False), "is required with tailnet headscale"),
-    (settings.PreauthKey("", True), "is empty"),
-    (settings.PreauthKey("tskey-plain", False), "stored in plain text"),
-    (settings.PreauthKey("hskey\tpasted", True), "whitespace or control characters"),
+    (settings.SecretConfig(None, False), "is required with tailnet headscale"),
+    (settings.SecretConfig("", True), "is empty"),
+    (settings.SecretConfig("tskey-plain", False), "stored in plain text"),
+    (settings.SecretConfig("hskey\tpasted", True), "whitespace or control characters"),
 ])
 def test_preauth_key_problems_are_named_without_echoing_the_key(key, expected):
     with pytest.raises(settings.ConfigError) as err:

@@ -24,10 +24,8 @@ from .mail import DNSBL_ACTIONS, MESSAGE_SIZE_MAX, MESSAGE_SIZE_MIN
 from .model import MtaSts, RelaySpec, SecretConfig, Settings, WireGuard, Zone
 from .reader import PROJECT_FILE, ConfigError, Reader, declarations
 
-PreauthKey = SecretConfig  # the tailnet key's name in callers and tests
-
 __all__ = ["ConfigError", "DNSBL_ACTIONS", "MESSAGE_SIZE_MAX", "MESSAGE_SIZE_MIN", "MtaSts", "PROJECT_FILE",
-           "PreauthKey", "RelaySpec", "SECRET_KEYS", "SecretConfig", "Settings", "TAILNETS", "WireGuard", "Zone",
+           "RelaySpec", "SECRET_KEYS", "SecretConfig", "Settings", "TAILNETS", "WireGuard", "Zone",
            "declarations", "load", "postfix_seconds", "required_secrets"]
 
 
@@ -50,8 +48,7 @@ def load(project: str, raw: Callable[[str], Optional[str]], *, keys: Iterable[st
     dnsbl_action = mail.check(r, v)
     access.check(r, v)
     wireguard = tunnel.check(r, v, net.mynetworks, wireguard_key)
-    relays = dns.relays(r, v, domains, zones, relay, relay_zone, primary, net.relay_private_ip,
-                        (network.BOOT_VOLUME_MIN_GB, network.ALWAYS_FREE_STORAGE_GB))
+    relays = dns.relays(r, v, domains, zones, relay, relay_zone, primary, net.relay_private_ip)
     drain_host = wireguard.primary_address if wireguard else net.drain_host
     network.drains_somewhere(r, v, relays, drain_host, wireguard)
     mta_sts = mtasts.check(r, v)

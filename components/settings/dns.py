@@ -9,6 +9,7 @@ from typing import Optional
 
 from ..grammar import HOSTNAME
 from .model import RelaySpec, Zone
+from .network import ALWAYS_FREE_STORAGE_GB, BOOT_VOLUME_MIN_GB
 from .reader import Reader
 
 RELAY_COUNTS = (1, 2)  # Always-Free allows two E2.1.Micro instances per tenancy
@@ -78,7 +79,7 @@ def names(r: Reader, v: dict, domains: list[str], zones: tuple[Zone, ...]) -> tu
 
 
 def relays(r: Reader, v: dict, domains: list[str], zones: tuple[Zone, ...], first: str,
-           first_zone: Optional[Zone], primary: str, first_ip: str, storage_gb: tuple[int, int]) -> tuple[RelaySpec, ...]:
+           first_zone: Optional[Zone], primary: str, first_ip: str) -> tuple[RelaySpec, ...]:
     """relayCount: one relay, or two on separate fault domains with their own names. The first
     relay keeps its resource names either way, so an existing stack is never replaced."""
     count = v["relayCount"]
@@ -108,7 +109,7 @@ def relays(r: Reader, v: dict, domains: list[str], zones: tuple[Zone, ...], firs
     elif preference <= v["primaryMxPreference"]:
         r.fail("secondMxPreference", f"{preference} must be greater than primaryMxPreference "
                                      f"({v['primaryMxPreference']}) so senders try the primary first")
-    low, total = storage_gb
+    low, total = BOOT_VOLUME_MIN_GB, ALWAYS_FREE_STORAGE_GB
     if v["bootVolumeSizeGb"] * count > total:
         r.fail("bootVolumeSizeGb", f"{v['bootVolumeSizeGb']} GB per relay is {v['bootVolumeSizeGb'] * count} GB for "
                                    f"{count} relays, over Always-Free's {total} GB; allowed with "
