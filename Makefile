@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: preview preview-first lint test rehearse properties system-deps lab lab-down bench verify clean
+.PHONY: preview preview-first lint test rehearse properties system-deps lab lab-down bench bench-spam verify clean
 
 # Two stamps: the preview needs the program, the pack and jsonschema; tests add their tools.
 $(VENV)/.installed: requirements.txt policy/requirements.txt offline/requirements.txt
@@ -49,6 +49,9 @@ lab-down:
 
 bench: system-deps $(VENV)/.dev-installed
 	$(PY) -m bench $(ARGS)
+
+bench-spam: system-deps $(VENV)/.dev-installed  ## the everyday-spam scenario in full (~30 min): dictionary attack, outage, recovery
+	$(PY) -m bench.spam $(ARGS)
 
 clean:
 	rm -rf build lab/run bench/run .pytest_cache

@@ -1,27 +1,42 @@
 #!/bin/bash
-# Drain watcher (backup-mx-drain.service): while mail for the protected domains is deferred,
-# probe the primary's drain port every few seconds, and the moment it answers SMTP schedule
-# every such message at once instead of waiting for Postfix's backoff. An empty queue costs a
-# directory glob per probe and nothing else. `--once` makes a single pass (tests, runbook).
+# Drain watcher (backup-mx-drain.service). Mail for the protected domains that the primary never
+# answered (it was down) waits for the primary's drain port to answer SMTP, then is scheduled at
+# once instead of waiting for Postfix's backoff. The rules:
+# - only mail whose last attempt got no answer, or a 4xx, from the primary is the watcher's:
+#   mail the primary refused with 5xx (kept by soft_bounce: a dictionary attack's junk, or a
+#   refusal until the primary's exemption is pasted) is left to Postfix's own backoff
+#   (maximal_backoff_time), so junk costs one attempt per backoff and never a storm;
+# - the watcher probes the drain port only while it holds such mail, every DRAIN_PROBE_SECONDS;
+# - it schedules that mail when the primary starts answering, then again while the primary
+#   keeps deferring it, at intervals doubling from DRAIN_RETRY_MIN_SECONDS to
+#   DRAIN_RETRY_MAX_SECONDS (reset whenever the primary is seen down or the mail is gone).
+# An empty queue costs a directory glob per probe and nothing else. `--once` makes a single
+# pass (tests, runbook), which schedules the watcher's mail if the primary answers.
 set -uo pipefail
 . "${BACKUP_MX_ENV:-/etc/backup-mx/backup-mx.env}"
 CONF=${POSTFIX_CONFIG_DIR:-/etc/postfix}
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 PROBE_EVERY=${DRAIN_PROBE_SECONDS:-3}
-REFLUSH=${DRAIN_REFLUSH_SECONDS:-30}  # while the primary stays up, flush again at most this often
+RETRY_MIN=${DRAIN_RETRY_MIN_SECONDS:-60}
+RETRY_MAX=${DRAIN_RETRY_MAX_SECONDS:-3600}
+RESCAN=${DRAIN_RESCAN_SECONDS:-30}  # read the queue at most this often while it keeps changing
 SPOOL=$(postconf -c "$CONF" -h queue_directory)
 shopt -s nullglob
 
-# Queue ids of deferred messages with a recipient in a protected domain.
+# Deferred messages with a recipient in a protected domain, one line each: "<queue id> retry"
+# when a protected recipient's last attempt got no answer or a 4xx from the primary, else
+# "<queue id> refused" (the primary said 5xx to each of them).
 protected_deferred() {
   postqueue -c "$CONF" -j 2>/dev/null | DOMAINS="$DOMAINS" python3 -c '
-import json, os, sys
+import json, os, re, sys
 domains = {d.lower() for d in os.environ["DOMAINS"].split()}
+refused = re.compile(r"\bsaid: 5\d\d\b")
 for line in sys.stdin:
     m = json.loads(line)
-    if m["queue_name"] == "deferred" and any(
-            r["address"].rpartition("@")[2].lower().rstrip(".") in domains for r in m["recipients"]):
-        print(m["queue_id"])
+    ours = [r for r in m["recipients"] if r["address"].rpartition("@")[2].lower().rstrip(".") in domains]
+    if m["queue_name"] == "deferred" and ours:
+        kept = all(refused.search(r.get("delay_reason", "")) for r in ours)
+        print(m["queue_id"], "refused" if kept else "retry")
 '
 }
 
@@ -47,19 +62,28 @@ tunnel() {  # drainTransport wireguard: what the relay can see of the tunnel, fo
   fi
 }
 
-last_listing="" ids="" quiet=0 last_flush=0
-declare -A flushed=()  # ids flushed since the primary was last seen down
+scan() {
+  local classes
+  classes=$(protected_deferred)
+  retry=$(awk '$2 == "retry" {print $1}' <<<"$classes")
+  refused=$(awk '$2 == "refused"' <<<"$classes" | grep -c .)
+  last_listing=$listing scanned=$now
+}
+
+last_listing="" retry="" refused=0 quiet=0 was_down=1 interval=0 due=0 scanned=0
 pass() {
-  local deferred=("$SPOOL"/deferred/*/*) listing
-  [ ${#deferred[@]} -eq 0 ] && { last_listing=""; return 0; }
+  local deferred=("$SPOOL"/deferred/*/*) listing now
+  [ ${#deferred[@]} -eq 0 ] && { last_listing=""; retry=""; interval=0; return 0; }
   listing="${deferred[*]}"
-  if [ "$listing" != "$last_listing" ]; then  # the deferred set changed: which are ours?
-    ids=$(protected_deferred)
-    last_listing=$listing
+  printf -v now '%(%s)T' -1
+  # The deferred set changed: which are ours? (At once after a flush or an empty queue; while
+  # refused mail comes and goes on its own backoff, at most every RESCAN seconds.)
+  if [ "$listing" != "$last_listing" ] && { [ -z "$last_listing" ] || [ $((now - scanned)) -ge "$RESCAN" ]; }; then
+    scan
   fi
-  [ -z "$ids" ] && return 0
-  local count reply now id fresh=0
-  count=$(printf '%s\n' "$ids" | grep -c .)
+  [ -z "$retry" ] && { interval=0; return 0; }  # nothing of ours: no probe at all
+  local count reply id
+  count=$(grep -c . <<<"$retry")
   reply=$(banner)
   case "$reply" in
     220*) ;;
@@ -68,27 +92,36 @@ pass() {
          echo "backup-mx-drain: $count deferred; drain $DRAIN_HOST:$DRAIN_PORT not ready (${reply:-no answer})$(tunnel)"
        fi
        quiet=$(( (quiet + 1) % (600 / PROBE_EVERY + 1) ))
-       flushed=()
+       was_down=1 interval=0
        return 0 ;;
   esac
   quiet=0
-  # Flush at once any message not flushed since the primary was last seen down; the same
-  # messages again (the primary answers but defers them) at most every REFLUSH seconds.
-  for id in $ids; do [ -n "${flushed[$id]:-}" ] || fresh=1; done
-  printf -v now '%(%s)T' -1
-  if [ "$fresh" -eq 0 ] && [ $((now - last_flush)) -lt "$REFLUSH" ]; then
+  if [ "$was_down" -eq 0 ] && [ "$now" -lt "$due" ]; then
     return 0
   fi
-  last_flush=$now
-  flushed=()
-  for id in $ids; do flushed[$id]=1; done
-  echo "backup-mx-drain: $count deferred; drain $DRAIN_HOST:$DRAIN_PORT answers, flushing: $DOMAINS"
-  # One request, whatever the queue size: -f makes qmgr forget dead destinations and retry
-  # every deferred message now. (A loop of `postqueue -i` per id blinded the watcher for
-  # tens of seconds with 2,000 messages; `-s` misses soft-bounced 5xx mail, which the
-  # fast-flush log does not record.) The only other deferred mail here is the relay's own
-  # notices and returns, for which an early retry costs nothing.
-  postqueue -c "$CONF" -f || echo "backup-mx-drain: postqueue -f failed"
+  # First sight of the primary answering (read the queue afresh: all that waited for it), or
+  # the next step of the doubling schedule.
+  if [ "$was_down" -eq 1 ] && [ "$scanned" -ne "$now" ]; then
+    scan
+    [ -z "$retry" ] && return 0
+    count=$(grep -c . <<<"$retry")
+  fi
+  if [ "$interval" -eq 0 ]; then interval=$RETRY_MIN; else interval=$(( interval * 2 )); fi
+  [ "$interval" -gt "$RETRY_MAX" ] && interval=$RETRY_MAX
+  due=$(( now + interval )) was_down=0
+  echo "backup-mx-drain: $count deferred; drain $DRAIN_HOST:$DRAIN_PORT answers, flushing: $DOMAINS" \
+       "($refused refused by the primary, left to Postfix's backoff; next retry in ${interval}s if deferred again)"
+  if [ "$refused" -eq 0 ] && [ "$count" -eq "${#deferred[@]}" ]; then
+    # Everything deferred is ours: one request, whatever the queue size (-f also makes qmgr
+    # forget dead destinations).
+    postqueue -c "$CONF" -f || echo "backup-mx-drain: postqueue -f failed"
+  else
+    # Only ours, one request each (postqueue takes one -i; the flush daemon it asks also makes
+    # qmgr retry a destination it had marked dead): the refused mail keeps its own backoff.
+    for id in $retry; do
+      postqueue -c "$CONF" -i "$id" 2>/dev/null || true
+    done
+  fi
   last_listing=""
 }
 

@@ -93,8 +93,11 @@ def _smtpd(s: Settings) -> list[Param]:
         ("message_size_limit", str(s.relay_message_size_limit),
          f"The primary's limit less {SIZE_HEADROOM} bytes for what the relay and the primary add\n"
          "# (Received headers, milter headers, envelope): whatever is accepted here fits there."),
-        ("minimal_backoff_time", "60s", "Retry a recovered primary within minutes, not ~70."),
-        ("maximal_backoff_time", "600s", ""),
+        ("minimal_backoff_time", "600s",
+         "Postfix's own retries: mail the primary refused with 5xx (kept by soft_bounce, e.g. a\n"
+         "# dictionary attack's junk) after 10 minutes, then at doubling intervals up to hourly. Mail\n"
+         "# the primary never answered is the drain watcher's: scheduled the moment the primary answers."),
+        ("maximal_backoff_time", "3600s", ""),
         ("queue_run_delay", "60s", ""),
         ("notify_classes", "resource, software",
          "Postmaster notices go to the protected domain and drain like any other mail."),

@@ -48,7 +48,7 @@ def test_main_cf_carries_every_invariant_from_settings():
     assert all("=" in site for site in p["postscreen_dnsbl_sites"].split(", "))
     assert (p["default_process_limit"], p["smtpd_client_connection_count_limit"]) == ("100", "1")  # slowloris
     assert p["notify_classes"] == "resource, software" and p["error_notice_recipient"] == "postmaster@example.net"
-    assert p["maximal_backoff_time"] == "600s"
+    assert (p["minimal_backoff_time"], p["maximal_backoff_time"]) == ("600s", "3600s")  # within the pack's 1 h
 
 
 def test_maps_route_every_domain_to_the_drain_port():
