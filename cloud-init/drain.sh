@@ -62,11 +62,24 @@ tunnel() {  # drainTransport wireguard: what the relay can see of the tunnel, fo
   fi
 }
 
+# A message the primary once refused stays refused while it is queued, even when a later
+# attempt met an outage: else junk retried during an outage would join the recovery's drain.
+declare -A was_refused=()
 scan() {
-  local classes
+  local classes id class
+  local -A still=()
   classes=$(protected_deferred)
-  retry=$(awk '$2 == "retry" {print $1}' <<<"$classes")
-  refused=$(awk '$2 == "refused"' <<<"$classes" | grep -c .)
+  retry="" refused=0
+  while read -r id class; do
+    [ -n "$id" ] || continue
+    if [ "$class" = refused ] || [ -n "${was_refused[$id]:-}" ]; then
+      still[$id]=1 refused=$((refused + 1))
+    else
+      retry+="$id"$'\n'
+    fi
+  done <<<"$classes"
+  was_refused=()
+  for id in "${!still[@]}"; do was_refused[$id]=1; done
   last_listing=$listing scanned=$now
 }
 
