@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--modes", default="catchall", help="labels of the junk runs (the rendered stack decides behaviour)")
     parser.add_argument("--junk", type=int, default=2000)
     parser.add_argument("--spam-seconds", type=float, default=300)
     parser.add_argument("--after-seconds", type=float, default=420)
@@ -41,13 +40,13 @@ def main(argv=None) -> int:
     full = Scenario(junk=args.junk, spam_seconds=args.spam_seconds, after_seconds=args.after_seconds,
                     outage_seconds=args.outage_seconds)
     runs = [] if args.no_baseline else [("baseline", Scenario(**{**full.__dict__, "junk": 0}))]
-    runs += [(mode, full) for mode in args.modes.split(",") if mode]
+    runs.append(("catchall", full))
     machine = (f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Postfix "
                f"{subprocess.run(['postconf', '-d', '-h', 'mail_version'], capture_output=True, text=True).stdout.strip()}")
     doc = json.loads(args.out.read_text()) if args.out.exists() else {}
     doc[args.label] = {"machine": machine, "scenario": full.__dict__, "runs": {}}
+    files = files_from_run(program.run(args.stack))
     for mode, sc in runs:
-        files = files_from_run(program.run(args.stack))
         print(f"spam bench [{args.label}] {mode}: {sc}", flush=True)
         result = run(mode, files, tls, base / mode, sc)
         doc[args.label]["runs"][mode] = result.as_dict()

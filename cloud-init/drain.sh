@@ -69,13 +69,13 @@ scan() {
   local classes id class
   local -A still=()
   classes=$(protected_deferred)
-  retry="" refused=0
+  retry="" count=0 refused=0
   while read -r id class; do
     [ -n "$id" ] || continue
     if [ "$class" = refused ] || [ -n "${was_refused[$id]:-}" ]; then
       still[$id]=1 refused=$((refused + 1))
     else
-      retry+="$id"$'\n'
+      retry+="$id"$'\n' count=$((count + 1))
     fi
   done <<<"$classes"
   was_refused=()
@@ -83,7 +83,7 @@ scan() {
   last_listing=$listing scanned=$now
 }
 
-last_listing="" retry="" refused=0 quiet=0 was_down=1 interval=0 due=0 scanned=0
+last_listing="" retry="" count=0 refused=0 quiet=0 was_down=1 interval=0 due=0 scanned=0
 pass() {
   local deferred=("$SPOOL"/deferred/*/*) listing now
   [ ${#deferred[@]} -eq 0 ] && { last_listing=""; retry=""; interval=0; return 0; }
@@ -95,8 +95,7 @@ pass() {
     scan
   fi
   [ -z "$retry" ] && { interval=0; return 0; }  # nothing of ours: no probe at all
-  local count reply id
-  count=$(grep -c . <<<"$retry")
+  local reply id
   reply=$(banner)
   case "$reply" in
     220*) ;;
@@ -117,7 +116,6 @@ pass() {
   if [ "$was_down" -eq 1 ] && [ "$scanned" -ne "$now" ]; then
     scan
     [ -z "$retry" ] && return 0
-    count=$(grep -c . <<<"$retry")
   fi
   if [ "$interval" -eq 0 ]; then interval=$RETRY_MIN; else interval=$(( interval * 2 )); fi
   [ "$interval" -gt "$RETRY_MAX" ] && interval=$RETRY_MAX

@@ -9,6 +9,7 @@ delivering onward to a final sink. tests/test_everyday_spam.py runs it scaled do
 """
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import shutil
@@ -83,36 +84,24 @@ def primary_files(relay_files: dict[str, str]) -> dict[str, str]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """CPU time of each process, its reaped children and its live children."""
-    total = 0
+    """CPU time of each process and all its descendants, live or reaped (a reaped child's
+    time is in its parent's cutime/cstime)."""
     children: dict[int, list[int]] = {}
+    times: dict[int, int] = {}
     for p in filter(str.isdigit, os.listdir("/proc")):
         try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(p))
-        except (OSError, IndexError, ValueError):
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
             continue
-
-    def stat(pid: int, reaped: bool) -> int:
-        try:
-            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0
-        return int(f[11]) + int(f[12]) + ((int(f[13]) + int(f[14])) if reaped else 0)
-
-    seen: set[int] = set()
-
-    def walk(pid: int, top: bool) -> None:
-        nonlocal total
-        if pid in seen:
-            return
-        seen.add(pid)
-        total += stat(pid, reaped=True)
-        for child in children.get(pid, []):
-            walk(child, False)
-
-    for pid in pids:
-        walk(pid, True)
+        children.setdefault(int(f[1]), []).append(int(p))
+        times[int(p)] = sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+    total, todo, seen = 0, list(pids), set()
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            total += times.get(pid, 0)
+            todo += children.get(pid, [])
     return total / CLK_TCK
 
 
@@ -145,58 +134,52 @@ def _junk_address() -> str:
     return f"{uuid.uuid4().hex[:12]}@{DOMAIN}"
 
 
-def _primary_rcpts(primary: Relay) -> list[tuple[float, str, str]]:
-    """(time, recipient, 'accepted'|'refused') for every RCPT the primary answered, from its log."""
+def _primary_rcpts(primary: Relay) -> list[tuple[float, str]]:
+    """(time, recipient) for each RCPT the primary refused and (time, "") for each message it
+    took (one recipient each here), from its log."""
     out = []
     for line in primary.log_text().splitlines():
-        when = _log_time(line)
-        m = re.search(r"NOQUEUE: reject: RCPT from \S+: (\d)\d\d [^<]*<([^>]+)>", line)
+        m = re.search(r"NOQUEUE: reject: RCPT from \S+: \d\d\d [^<]*<([^>]+)>", line)
         if m:
-            out.append((when, m.group(2).lower(), "refused" if m.group(1) in "45" else "accepted"))
-            continue
-        m = re.search(r"postfix/smtpd\[\d+\]: [0-9A-F]+: client=", line)
-        if m:
-            out.append((when, "", "accepted"))
+            out.append((_log_time(line), m.group(1).lower()))
+        elif re.search(r"postfix/smtpd\[\d+\]: [0-9A-F]+: client=", line):
+            out.append((_log_time(line), ""))
     return out
 
 
 def _log_time(line: str) -> float:
-    """maillog_file lines start with an ISO-like timestamp (Postfix 3.7: 'Mon DD HH:MM:SS' or ISO)."""
-    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)", line)
-    if m:
-        import datetime
-        return datetime.datetime.fromisoformat(m.group(1)).timestamp()
-    m = re.match(r"(\w{3}\s+\d+ \d\d:\d\d:\d\d)", line)
-    if m:
-        import datetime
-        t = datetime.datetime.strptime(f"{datetime.date.today().year} {m.group(1)}", "%Y %b %d %H:%M:%S")
-        return t.timestamp()
-    return 0.0
+    """maillog_file's timestamp ('Dec 07 08:38:48', local time, no year)."""
+    stamp = datetime.datetime.strptime(f"{datetime.date.today().year} {line[:15]}", "%Y %b %d %H:%M:%S")
+    return stamp.timestamp()
 
 
-def run(mode: str, files: dict[str, str], tls: Path | None, base: Path, sc: Scenario,
-        env: dict[str, str] | None = None) -> Result:
-    """One scenario run. `mode` only labels the result; the relay's behaviour is whatever the
-    rendered `files` say."""
-    result = Result(mode)
+def run(label: str, files: dict[str, str], tls: Path | None, base: Path, sc: Scenario) -> Result:
+    """One scenario run, labelled `label`; the relay does whatever the rendered `files` say."""
+    result = Result(label)
     base.mkdir(parents=True, exist_ok=True)
-    lab = Lab(base / "lab", files, tls)
-    final = lab.sink(name="final")
-    primary = Lab(base / "p", primary_files(files), None).relay(final.port, name="primary")
-    env = dict(env or {})
-    relay = Lab(base / "r", files, tls).relay(primary.port, env_overrides=env)
+    labs = [Lab(base / "final", files, None), Lab(base / "p", primary_files(files), None), Lab(base / "r", files, tls)]
+    try:
+        return _run(result, files, sc, *labs)
+    finally:
+        for lab in reversed(labs):  # the relay (and its watcher, by pid), the primary, the sink
+            lab.down()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _run(result: Result, files: dict[str, str], sc: Scenario, final_lab: Lab, primary_lab: Lab, relay_lab: Lab) -> Result:
+    final = final_lab.sink(name="final")
+    primary = primary_lab.relay(final.port, name="primary")
+    relay = relay_lab.relay(primary.port)
     arrivals = Arrivals(final)
     stop = threading.Event()
     legit_sent: dict[str, tuple[float, bool, str]] = {}  # id -> (sent at, accepted, phase)
     phase = {"name": "up"}
-    codes_5xx = []
     lock = threading.Lock()
 
     def note_codes(session) -> None:
-        bad = [r for r in session.replies if 500 <= r.code < 600]
-        if bad:
-            with lock:
-                codes_5xx.extend(bad)
+        bad = sum(1 for r in session.replies if 500 <= r.code < 600)
+        with lock:
+            result.replies_5xx += bad
 
     def legit_loop() -> None:
         n = 0
@@ -243,7 +226,7 @@ def run(mode: str, files: dict[str, str], tls: Path | None, base: Path, sc: Scen
             result.watcher_lines.append(f"{time.monotonic() - started:7.1f} {line.rstrip()}")
 
     try:
-        watcher = relay.start_watcher(files, **env)
+        watcher = relay.start_watcher(files)
         reader = threading.Thread(target=read_watcher, args=(watcher,), daemon=True)
         reader.start()
         pids = lambda: [p for p in [relay.master_pid()] if p] + [w.pid for w in relay.watchers]  # noqa: E731
@@ -303,10 +286,9 @@ def run(mode: str, files: dict[str, str], tls: Path | None, base: Path, sc: Scen
             result.junk_reattempts_per_10min = round(
                 max(0, len(junk_up) - result.junk_accepted) / result.junk_accepted / window, 3)
         per_minute: dict[int, int] = {}
-        for when, _, _ in rcpts:
+        for when, _ in rcpts:
             per_minute[int(when // 60)] = per_minute.get(int(when // 60), 0) + 1
         result.peak_rcpts_per_minute = max(per_minute.values(), default=0)
-        result.replies_5xx = len(codes_5xx)
         accepted = {i for i, (_, ok, _) in legit_sent.items() if ok}
         result.legit_sent = len(legit_sent)
         result.legit_missing = len([i for i in accepted if i not in arrivals.seen])
@@ -326,8 +308,4 @@ def run(mode: str, files: dict[str, str], tls: Path | None, base: Path, sc: Scen
         stop.set()
         for t in threads:
             t.join(30)
-        relay.stop()
-        primary.stop()
-        lab.down()
-        shutil.rmtree(base, ignore_errors=True)
     return result

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -184,3 +185,18 @@ def with_live_count(plan, count):
     for where in ("props", "outputs"):
         resource(plan, "index:Dns")[where]["zones"][0]["liveRecordCount"] = count
     return plan
+
+
+def wait_deferred(relay, count: int, refused: bool = False, timeout: float = 120) -> None:
+    """Wait until the relay's queue is `count` messages, all in the deferred queue (with
+    `refused`, each recipient last refused by the primary with 5xx)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queue = relay.queue()
+        if len(queue) == count and all(m["queue_name"] == "deferred" for m in queue) and (
+                not refused or all(re.search(r"said: 5\d\d", r.get("delay_reason", ""))
+                                   for m in queue for r in m["recipients"])):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not {count} deferred: {[(m['queue_id'], m['queue_name']) for m in relay.queue()]}")
+

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from lab.client import deliver, message, send_many
-from tests.helpers import ids_at, lab_dir
+from tests.helpers import ids_at, lab_dir, wait_deferred
 
 DOMAIN = "viktorbarzin.me"
 LIMIT = 209715200
@@ -208,10 +208,10 @@ def test_primary_4xx_then_5xx_keeps_mail_queued_and_sends_no_dsn(lab, vm_files):
     primary.stop()
     primary.mode = ["-f", "RCPT"]  # now 5xx, like a policyd-spf 550 on the primary
     primary.start()
-    wait_all_deferred(relay, 5)
+    wait_deferred(relay, 5, timeout=60)
     assert "answers, flushing" in relay.run_watcher(vm_files)  # 4xx mail: the watcher's
     relay.wait_log(r"status=SOFTBOUNCE \(host 127\.0\.0\.1\[127\.0\.0\.1\] said: 5\d\d", timeout=60)
-    wait_all_deferred(relay, 5, refused=True)
+    wait_deferred(relay, 5, refused=True, timeout=60)
     queue = relay.queue()
     assert len(queue) == 5 and all(q["sender"] == "sender@example.com" for q in queue)  # no bounce created
     assert "sender non-delivery notification" not in relay.log_text()
@@ -223,19 +223,6 @@ def test_primary_4xx_then_5xx_keeps_mail_queued_and_sends_no_dsn(lab, vm_files):
     primary.start()
     relay.wait_queue_empty(60)  # the bound, 15 s here, with room for a busy machine; 600 s unscaled
     assert sorted(ids_at(primary)) == [f"refused-{i}" for i in range(5)]
-
-
-def wait_all_deferred(relay, count: int, refused: bool = False, timeout: float = 60) -> None:
-    """Every message in the deferred queue (and, with refused, each last refused with 5xx)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        queue = relay.queue()
-        if len(queue) == count and all(q["queue_name"] == "deferred" for q in queue) and (
-                not refused or all(re.search(r"said: 5\d\d", r.get("delay_reason", ""))
-                                   for q in queue for r in q["recipients"])):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not {count} deferred: {relay.queue()}")
 
 
 def test_null_sender_mail_expires_after_the_bounce_lifetime(lab):

@@ -37,6 +37,7 @@ from tests.helpers import (
     set_user_data_doc,
     sh,
     user_data_doc,
+    wait_deferred,
 )
 
 WIREGUARD = ROOT / "examples" / "Pulumi.wireguard.yaml"
@@ -370,16 +371,6 @@ def send(relay, prefix, count):
         session = deliver(relay.port, "sender@example.com", [f"user{i}@{DOMAIN}"], message(f"{prefix}-{i:03d}"),
                           source="127.0.1.1")
         assert session.accepted, session.replies[-3:]
-
-
-def wait_deferred(relay, count, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        queue = relay.queue()
-        if len(queue) == count and all(m["queue_name"] == "deferred" for m in queue):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not {count} deferred: {[(m['queue_id'], m['queue_name']) for m in relay.queue()]}")
 
 
 def drain_until_empty(relay, files, timeout=180):
