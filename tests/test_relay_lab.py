@@ -125,11 +125,14 @@ def test_never_5xx_for_protected_recipients(lab):
     # Wait for that state itself: showq can miss a file while qmgr moves it between queues, so
     # one listing may be momentarily short.
     deadline = time.monotonic() + 120
+    seen = []  # each listing while waiting, for the failure message: which queue, why deferred
     while True:
         queue = relay.queue()
+        seen.append([(q["queue_name"], q["recipients"][0].get("delay_reason", "")[:60]) for q in queue])
         if len(queue) == 1 and queue[0]["recipients"][0].get("delay_reason"):
             break
-        assert time.monotonic() < deadline, queue
+        assert time.monotonic() < deadline, (seen[:3], seen[-3:],
+                                             [ln for ln in relay.log_text().splitlines() if "status=" in ln][-20:])
         time.sleep(0.2)
     [left] = queue
     assert left["recipients"][0]["delay_reason"].startswith("SMTPUTF8 is required")
