@@ -43,6 +43,10 @@ systemctl restart postfix
 step "drain watcher"
 systemctl daemon-reload
 systemctl enable --now backup-mx-drain.service
+if [ "$RECIPIENTS" = list ]; then
+  step "valid-recipient list: the catch-all is in force until the first sync"
+  systemctl enable --now backup-mx-recipients.timer
+fi
 
 step "the MX is up; the rest (certificate, exporters, upgrades, tailnet) is retried until done"
 systemctl enable --now backup-mx-extras.timer

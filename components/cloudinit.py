@@ -54,6 +54,11 @@ _KEEPALIVE_ASSETS = [
     ("keepalive.sh", "/usr/local/sbin/backup-mx-keepalive", "0755"),
     ("backup-mx-keepalive.service", "/etc/systemd/system/backup-mx-keepalive.service", "0644"),
 ]
+_LIST_ASSETS = [
+    ("recipients.sh", "/usr/local/sbin/backup-mx-recipients", "0755"),
+    ("backup-mx-recipients.service", "/etc/systemd/system/backup-mx-recipients.service", "0644"),
+    ("backup-mx-recipients.timer", "/etc/systemd/system/backup-mx-recipients.timer", "0644"),
+]
 _WIREGUARD_ASSETS = [
     ("wg-watch.sh", "/usr/local/sbin/backup-mx-wg-watch", "0755"),
     ("backup-mx-wg-watch.service", "/etc/systemd/system/backup-mx-wg-watch.service", "0644"),
@@ -93,7 +98,11 @@ def env_file(s: Settings, relay: RelaySpec) -> str:
         # (the relay's limit plus what both add, SIZE_HEADROOM).
         "DRAIN_CANARY_SIZE": str(s.message_size_limit),
         "QUEUE_LIFETIME_S": str(postfix_seconds(s.queue_lifetime)),
+        "RECIPIENTS": s.recipients,
     }
+    if s.recipients == "list":
+        values.update({"RECIPIENT_LIST_URL": s.recipient_list_url,
+                       "RECIPIENT_LIST_STALE_S": str(facts.RECIPIENT_LIST_STALE_S)})
     if s.account_mode == "free":
         values.update({"KEEPALIVE_BUSY_S": str(facts.KEEPALIVE_BUSY_S),
                        "KEEPALIVE_PERIOD_S": str(facts.KEEPALIVE_PERIOD_S)})
@@ -142,6 +151,8 @@ def cloud_config(s: Settings, relay: RelaySpec, preauth_key: str, wireguard_key:
     files += _assets(_ASSET_FILES)
     if s.account_mode == "free":
         files += _assets(_KEEPALIVE_ASSETS)
+    if s.recipients == "list":
+        files += _assets(_LIST_ASSETS)
     if s.wireguard:
         files.append({"path": facts.WIREGUARD_CONF.format(interface=s.wireguard.interface), "permissions": "0600",
                       "content": wireguard_conf(s, wireguard_key)})

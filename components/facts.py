@@ -29,6 +29,9 @@ TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"  # node_exporter's textfile c
 # the relay itself needs the CPU. Its mean, one vCPU a fifth of the time (0.2 vCPU), stays
 # under the shape's 1/8-OCPU baseline (0.25 vCPU), so it spends no burst credit.
 KEEPALIVE_BUSY_S, KEEPALIVE_PERIOD_S = 180, 900
+# recipients list: a list last synced longer ago than this is stale (logged, and alert
+# BackupMxRecipientListStale); the last good copy stays in force all the same.
+RECIPIENT_LIST_STALE_S = 86400
 RECLAMATION_P95 = 0.20  # Oracle's idle threshold
 RECLAMATION_ALERT_P95 = 0.25  # alert with margin above it
 WIREGUARD_CONF = "/etc/wireguard/{interface}.conf"  # wg-quick@<interface> reads it

@@ -12,6 +12,7 @@ from .facts import (
     HTTP_PORT,
     NODE_EXPORTER_PORT,
     POSTFIX_EXPORTER_PORT,
+    RECIPIENT_LIST_STALE_S,
     RECLAMATION_ALERT_P95,
     RECLAMATION_P95,
     SMTP_PORT,
@@ -161,7 +162,27 @@ def _rules(s: Settings, relay: RelaySpec, only: str) -> list[dict]:
         rules += _idle_reclamation_rules(relay, only, delayed)
     if s.wireguard:
         rules.append(_peer_unreachable_rule(s, relay, only, delayed))
+    if s.recipients == "list":
+        rules.append(_list_stale_rule(s, relay, only))
     return rules
+
+
+def _list_stale_rule(s: Settings, relay: RelaySpec, only: str) -> dict:
+    """recipients list: the alert that the relay is answering from an old list (or the first
+    boot's catch-all, never replaced)."""
+    synced = _narrowed(LIST_SYNCED, only)
+    return {
+        "alert": "BackupMxRecipientListStale",
+        "expr": f"time() - max({synced}) > {RECIPIENT_LIST_STALE_S}",
+        "for": "30m", "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": f"{relay.hostname} has not synced its valid-recipient list for over "
+                       f"{RECIPIENT_LIST_STALE_S // 3600} hours",
+            "description": f"The relay answers from its last good list (or, if it never synced, the catch-all): "
+                           f"an address added on the primary since then gets 450 from the relay while the primary "
+                           f"is down, and its sender retries. Check that {s.recipient_list_url} answers with the "
+                           "list, and `journalctl -u backup-mx-recipients` on the relay "
+                           "(runbook: BackupMxRecipientListStale)."}}
 
 
 def _idle_reclamation_rules(relay: RelaySpec, only: str, delayed: str) -> list[dict]:
@@ -215,6 +236,7 @@ SMTP_PROBE, PRIMARY_PROBE = 'probe_success{job="backup-mx-smtp"}', 'probe_succes
 MX_SET_PROBE = 'probe_success{job="backup-mx-mx-set"}'
 CERT_EXPIRY = 'probe_ssl_earliest_cert_expiry{job="backup-mx-smtp"}'
 HANDSHAKE = 'backup_mx_wireguard_latest_handshake_timestamp_seconds{job="backup-mx-node"}'
+LIST_SYNCED = 'backup_mx_recipients_last_sync_timestamp_seconds{job="backup-mx-node"}'
 CANARY_READY = 'backup_mx_drain_canary_ready{job="backup-mx-node"}'
 OLDEST_MESSAGE = 'backup_mx_queue_oldest_message_age_seconds{job="backup-mx-node"}'
 QUEUE_LIFETIME = 'backup_mx_queue_lifetime_seconds{job="backup-mx-node"}'

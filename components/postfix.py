@@ -35,6 +35,33 @@ DRAIN_TLS = {
 
 Param = tuple[str, str, str]  # name, value, the comment above it ("" for none)
 
+RECIPIENTS = {
+    "catchall": "Catch-all for the protected domains: every recipient is valid.",
+    "list": ("Only the addresses in the synced list (recipients list, cloud-init/recipients.sh) are valid;\n"
+             "# any other gets 450. Until the first sync the map is the catch-all below."),
+    "verify": ("Every recipient of the protected domains is valid unless the primary refuses it: each new\n"
+               "# address is probed at the primary through the drain (recipients verify, below)."),
+}
+VERIFY_STEP = {"catchall": (), "list": (), "verify": ("reject_unverified_recipient",)}
+
+
+def _verification(s: Settings) -> list[Param]:
+    """recipients verify: the primary's own answer decides, cached, and never 5xx.
+
+    An address the primary refused (5xx to the probe) gets 450, so junk stays at its sender. A
+    probe with no verdict within smtpd's poll window (about 6 s: the primary down, silent or
+    deferring) answers 250: during an outage every address is taken, at the first attempt.
+    Answers are cached (positive 31 days, negative 3 days; refreshed after 7 days and 3 hours)."""
+    if s.recipients != "verify":
+        return []
+    return [
+        ("unverified_recipient_reject_code", "450", "recipients verify: 450 for an address the primary refused."),
+        ("unverified_recipient_defer_code", "250",
+         "250 when the probe could not reach a verdict (the primary down): the outage rule."),
+        ("unverified_recipient_tempfail_action", "defer_if_permit", ""),
+        ("address_verify_sender", "<>", "Probes use the null sender, which every MTA must take."),
+    ]
+
 
 def _scope(s: Settings, relay: RelaySpec) -> list[Param]:
     """What the relay takes: the protected domains, for relay, from anyone; nothing local."""
@@ -51,15 +78,17 @@ def _scope(s: Settings, relay: RelaySpec) -> list[Param]:
         ("inet_interfaces", "all", ""),
         ("inet_protocols", "ipv4", ""),
         ("mynetworks", "127.0.0.1/32", "Loopback only: the relay is never an open relay."),
-        ("relay_domains", domains, "Catch-all for the protected domains: every recipient is valid."),
+        ("relay_domains", domains, RECIPIENTS[s.recipients]),
         ("relay_recipient_maps", f"texthash:{RELAY_RECIPIENTS}", ""),
         ("transport_maps", f"texthash:{TRANSPORT}", DRAIN_ROUTE[s.drain_transport]),
         ("smtpd_relay_restrictions", "reject_unauth_destination",
          "No client relays, loopback included: only the protected domains are destinations."),
         ("smtpd_recipient_restrictions",
-         f"reject_non_fqdn_recipient, check_recipient_access {protected_domains_table(s)}, reject",
+         ", ".join(["reject_non_fqdn_recipient", *VERIFY_STEP[s.recipients],
+                    f"check_recipient_access {protected_domains_table(s)}", "reject"]),
          "Whitelist, so no other address class can be queued: an IP literal of the VM's own\n"
          "# addresses is 'local' to Postfix and would otherwise be taken and stranded."),
+        *_verification(s),
         ("allow_percent_hack", "no", ""),
         ("swap_bangpath", "no", ""),
         ("smtpd_client_restrictions", "", ""),

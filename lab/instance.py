@@ -281,6 +281,24 @@ class Relay:
             raise LabError(f"drain watcher failed: {proc.stderr}")
         return proc.stdout
 
+    def sync_recipients(self, files: dict[str, str], url: str, ca_bundle: Path | None = None) -> subprocess.CompletedProcess:
+        """One run of the valid-recipient list sync exactly as rendered (recipients.sh), fetching
+        `url`; its state and metrics in the instance's directory. Returns the finished process."""
+        script = self.base / "backup-mx-recipients"
+        script.write_text(files["backup-mx-recipients"])
+        for d in ("state", "textfile"):
+            (self.base / d).mkdir(exist_ok=True)
+        saved = dict(self.env_overrides)
+        self.env_overrides.update({"RECIPIENT_LIST_URL": url, "STATE_DIR": str(self.base / "state"),
+                                   "TEXTFILE_DIR": str(self.base / "textfile")})
+        try:
+            env = {**os.environ, "BACKUP_MX_ENV": str(self.watcher_env(files))}
+        finally:
+            self.env_overrides = saved
+        if ca_bundle is not None:
+            env["CURL_CA_BUNDLE"] = str(ca_bundle)
+        return subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=120)
+
     def start_watcher(self, files: dict[str, str], **env: str) -> subprocess.Popen:
         """The drain watcher as the VM runs it (a service looping over drain.sh); stop it with
         stop_watcher, by pid."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from . import Lab
 from .client import deliver, message
 from .instance import Relay
+from .listserver import ListServer
 
 DOMAIN = "viktorbarzin.me"
 VALID = tuple(f"user{i}@{DOMAIN}" for i in range(20))
@@ -64,6 +65,7 @@ class Result:
     fresh_accepted: bool | None = None
     recovery_s: float | None = None     # primary back -> every outage message at the final sink
     watcher_lines: list[str] = field(default_factory=list)  # the drain watcher's output, seconds from the start
+    list_syncs: list[str] = field(default_factory=list)  # recipients list: each sync's exit code and output
     dsns: int = 0
     queue_after: int = 0
     notes: list[str] = field(default_factory=list)
@@ -170,6 +172,26 @@ def _run(result: Result, files: dict[str, str], sc: Scenario, final_lab: Lab, pr
     final = final_lab.sink(name="final")
     primary = primary_lab.relay(final.port, name="primary")
     relay = relay_lab.relay(primary.port)
+    listed = "RECIPIENTS=list" in files["backup-mx.env"].splitlines()
+    # recipients list: the primary publishes its valid addresses; the relay syncs them first.
+    lists = ListServer(relay_lab.base / "list", "".join(a + "\n" for a in VALID)) if listed else None
+
+    def sync() -> None:
+        assert lists is not None
+        done = relay.sync_recipients(files, lists.url, lists.ca_bundle)
+        result.list_syncs.append(f"{done.returncode} {(done.stdout + done.stderr).strip()}")
+
+    try:
+        if lists:
+            sync()
+        return _scenario(result, files, sc, relay, primary, final, lists, sync)
+    finally:
+        if lists:
+            lists.close()
+
+
+def _scenario(result: Result, files: dict[str, str], sc: Scenario, relay: Relay, primary: Relay, final,
+              lists: ListServer | None, sync) -> Result:
     arrivals = Arrivals(final)
     stop = threading.Event()
     legit_sent: dict[str, tuple[float, bool, str]] = {}  # id -> (sent at, accepted, phase)
@@ -182,10 +204,13 @@ def _run(result: Result, files: dict[str, str], sc: Scenario, final_lab: Lab, pr
             result.replies_5xx += bad
 
     def legit_loop() -> None:
-        n = 0
+        n = outage_n = 0
         while not stop.is_set():
             lab_id = f"legit-{n:04d}"
-            rcpt = FRESH if phase["name"] == "outage" and n % 3 == 0 else VALID[n % (len(VALID) - 1)]
+            rcpt = VALID[n % (len(VALID) - 1)]
+            if phase["name"] == "outage":
+                rcpt = FRESH if outage_n % 2 == 0 else rcpt  # the first outage message is to FRESH
+                outage_n += 1
             sent = time.monotonic()
             s = deliver(relay.port, "friend@example.com", [rcpt], message(lab_id), source=LEGIT_SOURCE)
             note_codes(s)
@@ -252,6 +277,9 @@ def _run(result: Result, files: dict[str, str], sc: Scenario, final_lab: Lab, pr
         phase["name"] = "outage"
         result.watcher_lines.append(f"{time.monotonic() - started:7.1f} [scenario] primary down")
         primary.stop()
+        if lists:  # the list is published by the primary: down with it; the last good copy stays
+            lists.close()
+            sync()
         time.sleep(sc.outage_seconds)
         phase["name"] = "recovered"
         back = time.monotonic()

@@ -91,6 +91,9 @@ def master_option(service, option):
 
 
 TRANSPORT = "/transport"
+# Every policy that judges the relay's Postfix config: all fail closed on a config they cannot determine.
+MAIL_POLICIES = {"never-5xx", "queue-lifetime", "bounce-lifetime", "drain-port", "relay-domains",
+                 "relay-mynetworks", "smtp-smuggling", "postfix-parameters"}
 UNKNOWN = program.UNKNOWN  # the engine's unknown-string sentinel, as a preview sends it
 
 

@@ -27,6 +27,7 @@ from tests.helpers import (
     user_data_doc,
 )
 from tests.pack_mutations import (
+    MAIL_POLICIES,
     add_ingress,
     edit_ingress,
     set_option,
@@ -252,8 +253,6 @@ def staged(doc, name):
     return next(f for f in doc["write_files"] if f["path"] == f"/etc/backup-mx/postfix/{name}")
 
 
-MAIL_POLICIES = {"never-5xx", "queue-lifetime", "bounce-lifetime", "drain-port", "relay-domains",
-                 "relay-mynetworks", "smtp-smuggling", "postfix-parameters"}
 PIPELINE = {
     # (change to the cloud-config document, the policies that must report it)
     "a good decoy main.cf before a bad staged one": (lambda d: (

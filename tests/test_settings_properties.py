@@ -76,6 +76,7 @@ def valid_config(draw):
         "dnsblThreshold": str(draw(st.integers(1, reach)) if reach else draw(st.integers(1, 9))),
         # postscreen compares without case, so these are the three actions too
         "dnsblAction": draw(st.sampled_from(settings.DNSBL_ACTIONS + ("ENFORCE", "Drop", " ignore"))),
+        "recipients": draw(st.sampled_from(settings.RECIPIENT_MODES)),
     }
     if draw(st.booleans()):  # a second relay: its own name in one of the domains, its own preference
         raw.update({"relayCount": "2", "secondRelayHostname": f"{draw(label)}-b.{draw(st.sampled_from(domains))}",
@@ -137,6 +138,7 @@ BAD = {
                                    '["zen.spamhaus.org=127.0.0.2*x"]', '["bad domain=127.0.0.2"]']),
     "dnsblThreshold": st.integers(6, 10**6).map(str),  # the example's weights add up to 5
     "dnsblAction": st.sampled_from(["defer", "reject", "warn", "discard", "enforce,drop"]),
+    "recipients": st.sampled_from(["Verify", "verify ", "lists", "reject", ""]),
     "sshAuthorizedKeys": st.sampled_from(['["ssh-ed25519 AAAA a\\nssh-ed25519 BBBB b"]', '["ssh-ed25519"]',
                                           '["from=\\"*\\" ssh-ed25519 AAAA a"]', '["ssh-ed25519 AAAA\\ta"]']),
     "certbotEmail": st.from_regex(r"[a-z]{1,5}[;&|`$<>() '\"\\][a-z]{0,5}@example\.net", fullmatch=True),

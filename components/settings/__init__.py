@@ -20,11 +20,12 @@ from ..facts import SMTP_PORT
 from ..postfix_grammar import postfix_seconds
 from . import access, dns, mail, mtasts, network, tunnel
 from .access import SECRET_KEYS, TAILNETS, required_secrets
-from .mail import DNSBL_ACTIONS, MESSAGE_SIZE_MAX, MESSAGE_SIZE_MIN
+from .mail import DNSBL_ACTIONS, MESSAGE_SIZE_MAX, MESSAGE_SIZE_MIN, RECIPIENT_MODES
 from .model import MtaSts, RelaySpec, SecretConfig, Settings, WireGuard, Zone
 from .reader import PROJECT_FILE, ConfigError, Reader, declarations
 
 __all__ = ["ConfigError", "DNSBL_ACTIONS", "MESSAGE_SIZE_MAX", "MESSAGE_SIZE_MIN", "MtaSts", "PROJECT_FILE",
+           "RECIPIENT_MODES",
            "RelaySpec", "SECRET_KEYS", "SecretConfig", "Settings", "TAILNETS", "WireGuard", "Zone",
            "declarations", "load", "postfix_seconds", "required_secrets"]
 
@@ -70,6 +71,7 @@ def load(project: str, raw: Callable[[str], Optional[str]], *, keys: Iterable[st
         ssh_authorized_keys=tuple(v["sshAuthorizedKeys"]),
         drain_source_address=wireguard.relay_address if wireguard else v["drainSourceAddress"],
         drain_transport=v["drainTransport"], tailnet=v["tailnet"], account_mode=v["accountMode"],
+        recipients=v["recipients"], recipient_list_url=v["recipientListUrl"],
         wireguard=wireguard, relays=relays, mta_sts=mta_sts,
         wireguard_private_key=wireguard_key.rendered if wireguard_key else None,
         headscale_preauth_key=tailnet_key.rendered if tailnet_key else None,

@@ -5,6 +5,7 @@ The lifetimes are the pack's invariants stated where the value is read: a value 
 accept is one the mandatory policies pass, and the refusal names the policy."""
 from __future__ import annotations
 
+from ..grammar import https_url_problem
 from ..postfix_grammar import LIFETIME_CAP_S, dnsbl_site_problem, dnsbl_weight, postfix_seconds
 from .reader import Reader
 
@@ -15,11 +16,24 @@ QUEUE_LIFETIME_FLOOR_S, BOUNCE_LIFETIME_S = 30 * 86400, 86400  # the pack's queu
 # reads the value with name_code(), which compares without case (util/name_code.c), and the
 # config parser drops surrounding blanks: "ENFORCE" is enforce, so it is accepted as enforce.
 DNSBL_ACTIONS = ("enforce", "drop", "ignore")
+# Recipient handling; the pack's never-5xx and relay-user-data read the same key. catchall takes
+# every address; list takes the synced list's (cloud-init/recipients.sh); verify probes the
+# primary (components/postfix.py::_verification).
+RECIPIENT_MODES = ("catchall", "list", "verify")
 ALLOWED = {"queueLifetime": "30d..100d", "bounceLifetime": "1d (also written 24h or 86400s)"}
 
 
 def check(r: Reader, v: dict) -> str:
     """The mail keys; returns postscreen's DNSBL action in its canonical form."""
+    if v["recipients"] not in RECIPIENT_MODES:
+        r.fail("recipients", f"{v['recipients']!r} is not allowed; allowed: {', '.join(RECIPIENT_MODES)}")
+    url = v["recipientListUrl"]
+    if v["recipients"] == "list" and not url:
+        r.fail("recipientListUrl", "is required with recipients list: the https URL of the valid-recipient list")
+    elif v["recipients"] == "list" and https_url_problem(url):
+        r.fail("recipientListUrl", f"{url!r} {https_url_problem(url)}; allowed: https://host[:port][/path]")
+    elif url and v["recipients"] != "list":
+        r.fail("recipientListUrl", f"is set but recipients is {v['recipients']}; set recipients: list, or remove it")
     if not MESSAGE_SIZE_MIN <= v["messageSizeLimit"] <= MESSAGE_SIZE_MAX:
         r.fail("messageSizeLimit", f"{v['messageSizeLimit']} is outside {MESSAGE_SIZE_MIN}..{MESSAGE_SIZE_MAX} "
                                    "(10 MB..1 GiB: smtpd wants 1.5 times this free before it takes any message); "

@@ -96,6 +96,8 @@ class Settings:
     drain_transport: str = "nat"
     tailnet: str = "headscale"
     account_mode: str = "payg"
+    recipients: str = "catchall"
+    recipient_list_url: str = ""  # recipients list only
     wireguard: Optional[WireGuard] = None
     relays: tuple[RelaySpec, ...] = ()  # every relay, the first first (never empty once loaded)
     mta_sts: Optional[MtaSts] = None  # None: mtaSts off

@@ -12,9 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import hashlib
+import json
 import posixpath
 import re
 import shlex
+from pathlib import Path
 
 import yaml
 
@@ -169,9 +172,23 @@ def postfix_files(files: dict[str, str]) -> dict[str, str]:
 
 # --- edits after rendering ------------------------------------------------------------------
 
-def post_render_edits(doc: dict, files: dict[str, str]) -> list[str]:
-    """Commands in runcmd, bootcmd or any written file that would change Postfix's config."""
-    protected = set(postfix_files(files)) | {p for p in files if _is_postfix_config(p)}
+CONTRACT_FILE = Path(__file__).with_name("relay_files.json")
+# Files the contract lets write a Postfix file after rendering ("writes"): reviewed assets, each
+# only as pinned by its SHA-256, and only in the shape that ships it.
+RUNTIME_WRITERS = {f["path"]: f for f in json.loads(CONTRACT_FILE.read_text())["files"] if f.get("writes")}
+
+
+def sanctioned_writers(files: dict[str, str], shapes: set[str]) -> set[str]:
+    """The written files that are a contract's runtime writer, byte for byte, in this shape."""
+    return {path for path, spec in RUNTIME_WRITERS.items()
+            if spec["shape"] in shapes and path in files
+            and hashlib.sha256(files[path].encode()).hexdigest() == spec["sha256"]}
+
+
+def post_render_edits(doc: dict, files: dict[str, str], sanctioned: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """Commands in runcmd, bootcmd or any written file that would change Postfix's config,
+    except in the contract's sanctioned runtime writers."""
+    protected = set(postfix_files(files)) | {p for p in files if _is_postfix_config(p)} | set(sanctioned)
     found = []
     sources: list[tuple[str, str]] = []
     for key in ("bootcmd", "runcmd"):

@@ -26,6 +26,7 @@ FACT_DEFAULTS: dict[str, Any] = {
     "wireguardPrimaryAddress": "", "relayCount": 1, "secondRelayHostname": "", "secondMxPreference": 0,
     "mtaSts": "off", "accountMode": "payg", "tailnetTag": "tag:backup-mx", "sshAuthorizedKeys": [],
     "queueLifetime": "30d", "wireguardEndpoint": "", "tailnet": "headscale", "headscaleLoginServer": "",
+    "recipients": "catchall", "recipientListUrl": "",
 }
 SMTP_PORT = 25  # the pack's own copy: with drainTransport wireguard the drain is port 25 in the tunnel
 # The contract's size headroom (docs/policies.md): the relay's message_size_limit is the
@@ -34,6 +35,7 @@ SIZE_HEADROOM = 1024 * 1024
 DRAIN_TRANSPORTS = ("nat", "wireguard")
 ACCOUNT_MODES = ("payg", "free")
 TAILNETS = ("headscale", "tailscale", "none")
+RECIPIENT_MODES = ("catchall", "list", "verify")
 REQUIRED = ("domains", "cloudflareZoneIds", "primaryMxHost", "homelabCidr")
 ARRAYS = ("domains", "cloudflareZoneIds", "primaryMynetworks", "sshAuthorizedKeys")
 INTEGERS = ("mxPreference", "primaryMxPreference", "drainPort", "messageSizeLimit", "relayCount", "secondMxPreference")
@@ -156,6 +158,10 @@ def account_mode() -> str:
 
 def tailnet() -> str:
     return _one_of("tailnet", TAILNETS, "which files and enrolment the relay should have")
+
+
+def recipients() -> str:
+    return _one_of("recipients", RECIPIENT_MODES, "which recipients the relay may refuse")
 
 
 def tunnel_address(name: str) -> str:

@@ -144,6 +144,50 @@ def never_5xx_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:
             if missing:
                 yield (f"relay_recipient_maps in {_where(svc)} has no catch-all for {missing}: their recipients "
                        "are refused forever; add '@<domain> OK' for each protected domain")
+    yield from verification_problems(mc)
+
+
+# --- recipients verify: the primary's answer to a probe, never 5xx, and the outage rule ------
+
+VERIFY_RCPT, VERIFY_SENDER = "reject_unverified_recipient", "reject_unverified_sender"
+RESTRICTION_LISTS = ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")
+VERIFY_PARAMS = {  # parameter -> (allowed effective values, why)
+    "unverified_recipient_reject_code": (("450",), "an address the primary refused gets 450 and stays at its sender"),
+    "unverified_recipient_defer_code": (("250",), "a probe that cannot reach the primary (an outage) must take the "
+                                                  "mail; a 4xx defers outage mail to every address not yet cached"),
+    "unverified_recipient_tempfail_action": (("defer_if_permit", "defer"), "a probe still running defers once"),
+}
+
+
+def _restriction_words(mc: MailConfig, svc: Service) -> list[str]:
+    """Every element of the two recipient-stage lists, with each access table's actions."""
+    words: list[str] = []
+    for name in RESTRICTION_LISTS:
+        elements = split_list_maps(mc.param(name, svc))
+        for i, element in enumerate(elements):
+            words.append(element.lower())
+            if element.lower().startswith("check_") and i + 1 < len(elements):
+                words += [v.split()[0].lower() for _, v in mc.table(elements[i + 1]) if v.split()]
+    return words
+
+
+def verification_problems(mc: MailConfig) -> Iterator[str]:
+    mode = environment.recipients()
+    for svc in mc.services_running("smtpd"):
+        words = _restriction_words(mc, svc)
+        if VERIFY_SENDER in words:
+            yield (f"{_where(svc)} uses {VERIFY_SENDER}: the probe goes to the sender's MX on port 25, which Oracle "
+                   "blocks, so every sender stays unverified and every message is deferred; remove it")
+        if VERIFY_RCPT not in words:
+            continue
+        if mode != "verify":
+            yield (f"{_where(svc)} uses {VERIFY_RCPT} but stack config recipients is {mode!r}: set recipients "
+                   "verify and render the relay with the program, or remove it")
+        for name, (allowed, why) in VERIFY_PARAMS.items():
+            value = mc.param(name, svc).strip().lower()
+            if value not in allowed:
+                yield (f"{name} = {value!r} in {_where(svc)}; with {VERIFY_RCPT} it must be "
+                       f"{' or '.join(allowed)} ({why})")
 
 
 def _primary_size(cfg: dict) -> int:
@@ -157,7 +201,8 @@ never_5xx = _instance_policy(
     "every smtpd, postscreen and delivery agent; valid postscreen actions; DNSBL sites with valid reply "
     "filters; message_size_limit exactly the primary's (stack config messageSizeLimit) less the SIZE_HEADROOM "
     "the relay's and the primary's headers need; a catch-all "
-    "recipient map.",
+    "recipient map; recipient verification only with stack config recipients verify, 450 for a refused address "
+    "and 250 when the probe cannot reach the primary; no sender verification.",
     lambda mc, cfg: never_5xx_problems(mc, {**cfg, "primaryMessageSizeLimit": _primary_size(cfg)}),
     PolicyConfigSchema(properties={"primaryMessageSizeLimit": {
         "type": "integer", "minimum": 0, "default": 0,

@@ -15,13 +15,13 @@ import re
 from collections.abc import Callable, Iterator
 
 from . import environment
-from .mail import DIVERSIONS, POSTSCREEN_TESTS, _instance_policy
+from .mail import DIVERSIONS, POSTSCREEN_TESTS, VERIFY_PARAMS, _instance_policy
 from .mailconf import MailConfig, Service
 from .postfix import WouldNotStart, boolean, time_value
 
 JUDGED = {
     **dict.fromkeys(("soft_bounce", "message_size_limit", "relay_recipient_maps", "postscreen_dnsbl_sites",
-                     "postscreen_access_list", *POSTSCREEN_TESTS), "never-5xx"),
+                     "postscreen_access_list", *POSTSCREEN_TESTS, *VERIFY_PARAMS), "never-5xx"),
     "maximal_queue_lifetime": "queue-lifetime", "bounce_queue_lifetime": "bounce-lifetime",
     "mynetworks": "relay-mynetworks",
     **dict.fromkeys(("relay_domains", "mydestination", "virtual_alias_domains", "virtual_mailbox_domains",
@@ -141,6 +141,7 @@ RULES: dict[str, Callable[[str], str]] = {
     "notify_classes": _notify,
     "error_notice_recipient": lambda v: "" if re.fullmatch(r"[^@\s]+@[^@\s]+", v.strip()) else "is not an address",
     "syslog_name": lambda v: "",
+    "address_verify_sender": _one_of("<>", "", why="probes use the null sender, which the primary must take"),
 }
 
 

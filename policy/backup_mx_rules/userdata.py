@@ -50,11 +50,12 @@ class ContractError(ValueError):
     pass
 
 
-def shapes(account_mode: str, transport: str, tailnet: str) -> set[str]:
+def shapes(account_mode: str, transport: str, tailnet: str, recipients: str = "catchall") -> set[str]:
     """The contract's shapes this stack has: every relay has "all"; "free" with accountMode
-    free, "wireguard" with drainTransport wireguard, "tailnet" unless tailnet none."""
+    free, "wireguard" with drainTransport wireguard, "tailnet" unless tailnet none, "list" with
+    recipients list."""
     return {"all"} | {name for name, on in (("free", account_mode == "free"), ("wireguard", transport == "wireguard"),
-                                            ("tailnet", tailnet != "none")) if on}
+                                            ("tailnet", tailnet != "none"), ("list", recipients == "list")) if on}
 
 
 def document(props: dict, where: str) -> dict:
@@ -91,9 +92,12 @@ def expected_env(hostname: str) -> dict[str, str]:
         "TAILNET_TAG": str(environment.fact("tailnetTag")),
         "DRAIN_TRANSPORT": environment.drain_transport(), "ACCOUNT_MODE": environment.account_mode(),
         "DRAIN_CANARY_SIZE": str(environment.fact("messageSizeLimit")),
-        "QUEUE_LIFETIME_S": str(_seconds("queueLifetime")),
+        "QUEUE_LIFETIME_S": str(_seconds("queueLifetime")), "RECIPIENTS": environment.recipients(),
         **CONTRACT["env_fixed"],
     }
+    if environment.recipients() == "list":
+        values.update(CONTRACT["env_list"])
+        values["RECIPIENT_LIST_URL"] = str(environment.fact("recipientListUrl"))
     if environment.account_mode() == "free":
         values.update(CONTRACT["env_free"])
     if environment.drain_transport() == "wireguard":
@@ -179,7 +183,7 @@ def _owned(name: str, keepalive: bool, account_mode: str) -> bool:
 def file_problems(doc: dict, hostname: str, mode_of_account: str, transport: str, keepalive: bool) -> list[str]:
     """Problems with write_files, for the policy `keepalive` selects (see _owned)."""
     problems = []
-    active = shapes(mode_of_account, transport, environment.tailnet())
+    active = shapes(mode_of_account, transport, environment.tailnet(), environment.recipients())
     texts = cloudinit.written_files(doc)
     modes = cloudinit.written_modes(doc)
     seen: set[str] = set()
