@@ -78,6 +78,8 @@ def valid_config(draw):
         "dnsblAction": draw(st.sampled_from(settings.DNSBL_ACTIONS + ("ENFORCE", "Drop", " ignore"))),
         "recipients": draw(st.sampled_from(settings.RECIPIENT_MODES)),
     }
+    if raw["recipients"] == "list":
+        raw["recipientListUrl"] = f"https://{draw(label)}.{draw(st.sampled_from(domains))}/recipients.txt"
     if draw(st.booleans()):  # a second relay: its own name in one of the domains, its own preference
         raw.update({"relayCount": "2", "secondRelayHostname": f"{draw(label)}-b.{draw(st.sampled_from(domains))}",
                     "secondMxPreference": str(draw(st.sampled_from([0, 2, 20, 30, 65535])))})
