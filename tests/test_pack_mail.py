@@ -9,6 +9,7 @@ import pytest
 
 from tests.helpers import (
     edit_file,
+    reported,
     set_main_cf,
 )
 from tests.pack_mutations import (
@@ -112,3 +113,54 @@ MUTATIONS = {
 @pytest.mark.parametrize("case", sorted(MUTATIONS))
 def test_mutation_is_reported_by_its_policy_only(policies, example_plan, case):
     assert_reported_only(policies, example_plan, *MUTATIONS[case])
+
+
+# master.cf as a table (postfix-parameters): every service and every column, as Postfix reads them.
+
+def _row(name, kind, new_row):
+    """Replace the master.cf row of service name/kind (its first line) with new_row."""
+    return lambda p: edit_file(p, "/master.cf", lambda t: re.sub(
+        rf"(?m)^{re.escape(name)}\s+{re.escape(kind)}\s.*$", new_row, t, count=1))
+
+
+def _add(row):
+    return lambda p: edit_file(p, "/master.cf", lambda t: t + row + "\n")
+
+
+SERVICE_MUTATIONS = {
+    "a second qmgr with one-hour lifetimes": _add("qmgr2 unix n - n 300 1 qmgr\n  -o maximal_queue_lifetime=1h"),
+    "a second cleanup that nothing names": _add("cleanup2 unix n - n - 0 cleanup"),
+    "a local delivery agent": _add("local unix - n n - - local"),
+    "qmgr process limit 2": _row("qmgr", "unix", "qmgr unix n - n 300 2 qmgr"),
+    "postscreen at the default process limit": _row("smtp", "inet", "smtp inet n - n - - postscreen"),
+    "cleanup's socket moved to public/": _row("cleanup", "unix", "cleanup unix y - n - 0 cleanup"),
+    "the drain client chrooted": _row("smtp", "unix", "smtp unix - - y - - smtp"),
+    "bounce runs discard": _row("bounce", "unix", "bounce unix - - n - 0 discard"),
+    "pickup never wakes": _row("pickup", "unix", "pickup unix n - n - 1 pickup"),
+    "the verify service removed": lambda p: edit_file(p, "/master.cf", lambda t: re.sub(r"(?m)^verify\s.*\n", "", t)),
+    "anvil renamed": _row("anvil", "unix", "anvil2 unix - - n - 1 anvil"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SERVICE_MUTATIONS))
+def test_a_master_cf_service_change_is_reported(policies, example_plan, case):
+    assert_reported_only(policies, example_plan, SERVICE_MUTATIONS[case], "postfix-parameters")
+
+
+SERVICE_EQUIVALENTS = {
+    "defaults written out": _row("smtp", "unix", "smtp unix y y n 0 - smtp"),
+    "the default process limit written as its value": _row("smtp", "unix", "smtp unix - - n - 100 smtp"),
+    "rows reordered": lambda p: edit_file(p, "/master.cf", lambda t: _move_to_end(t, "pickup")),
+}
+
+
+def _move_to_end(text, name):
+    lines = text.splitlines()
+    row = next(ln for ln in lines if ln.startswith(name + " "))
+    return "\n".join([ln for ln in lines if ln != row] + [row]) + "\n"
+
+
+@pytest.mark.parametrize("case", sorted(SERVICE_EQUIVALENTS))
+def test_an_equivalent_master_cf_passes(policies, example_plan, case):
+    violations = policies.check(SERVICE_EQUIVALENTS[case](example_plan))
+    assert reported(violations, "mandatory") == set(), [v.message for v in violations]

@@ -165,6 +165,81 @@ def problems(mc: MailConfig, cfg: dict) -> Iterator[str]:  # same signature as e
             if why:
                 yield f"{where}: {name} = {value!r} {why}"
     yield from _listeners(mc)
+    yield from _service_table(mc)
+
+
+# master.cf as a table: every unix, pass and unix-dgram service the relay runs, with its columns
+# (private, unpriv, chroot, wakeup, maxproc, command) as Postfix reads them: "-" is the
+# default (master/master_ent.c: private y, unpriv y, chroot n since Postfix 3.0, wakeup 0,
+# maxproc $default_process_limit). The pack's own copy of the rendered table; a service not in
+# it, a column that differs, or a missing service fails closed.
+PROCESS_LIMIT = "$default_process_limit"
+SERVICES: dict[tuple[str, str], tuple[str, str, str, str, str, str]] = {
+    ("smtpd", "pass"): ("y", "y", "n", "0", PROCESS_LIMIT, "smtpd"),
+    ("dnsblog", "unix"): ("y", "y", "n", "0", "0", "dnsblog"),
+    ("tlsproxy", "unix"): ("y", "y", "n", "0", "0", "tlsproxy"),
+    ("pickup", "unix"): ("n", "y", "n", "60", "1", "pickup"),
+    ("cleanup", "unix"): ("n", "y", "n", "0", "0", "cleanup"),
+    ("qmgr", "unix"): ("n", "y", "n", "300", "1", "qmgr"),
+    ("tlsmgr", "unix"): ("y", "y", "n", "1000?", "1", "tlsmgr"),
+    ("rewrite", "unix"): ("y", "y", "n", "0", PROCESS_LIMIT, "trivial-rewrite"),
+    ("bounce", "unix"): ("y", "y", "n", "0", "0", "bounce"),
+    ("defer", "unix"): ("y", "y", "n", "0", "0", "bounce"),
+    ("trace", "unix"): ("y", "y", "n", "0", "0", "bounce"),
+    ("verify", "unix"): ("y", "y", "n", "0", "1", "verify"),
+    ("flush", "unix"): ("n", "y", "n", "1000?", "0", "flush"),
+    ("proxymap", "unix"): ("y", "y", "n", "0", PROCESS_LIMIT, "proxymap"),
+    ("proxywrite", "unix"): ("y", "y", "n", "0", "1", "proxymap"),
+    ("smtp", "unix"): ("y", "y", "n", "0", PROCESS_LIMIT, "smtp"),
+    ("relay", "unix"): ("y", "y", "n", "0", PROCESS_LIMIT, "smtp"),
+    ("showq", "unix"): ("n", "y", "n", "0", PROCESS_LIMIT, "showq"),
+    ("error", "unix"): ("y", "y", "n", "0", PROCESS_LIMIT, "error"),
+    ("retry", "unix"): ("y", "y", "n", "0", PROCESS_LIMIT, "error"),
+    ("discard", "unix"): ("y", "y", "n", "0", PROCESS_LIMIT, "discard"),
+    ("anvil", "unix"): ("y", "y", "n", "0", "1", "anvil"),
+    ("scache", "unix"): ("y", "y", "n", "0", "1", "scache"),
+    ("postlog", "unix-dgram"): ("n", "y", "n", "0", "1", "postlogd"),
+}
+# The SMTP listener (any name _listeners accepts): postscreen is one process for every client.
+LISTENERS = {"postscreen": ("n", "y", "n", "0", "1"), "smtpd": ("n", "y", "n", "0", PROCESS_LIMIT)}
+COLUMNS = ("private", "unpriv", "chroot", "wakeup", "maxproc", "command")
+DASH = {"private": "y", "unpriv": "y", "chroot": "n", "wakeup": "0", "maxproc": PROCESS_LIMIT}
+
+
+def _columns(mc: MailConfig, svc: Service) -> tuple[str, ...]:
+    limit = mc.param("default_process_limit").strip()
+    out = {c: getattr(svc, c) for c in COLUMNS}
+    out = {c: DASH.get(c, v) if v == "-" else v for c, v in out.items()}
+    if out["maxproc"] == limit:
+        out["maxproc"] = PROCESS_LIMIT
+    return tuple(out[c] for c in COLUMNS)
+
+
+def _service_table(mc: MailConfig) -> Iterator[str]:
+    fix = "restore the rendered master.cf row"
+    for svc in mc.services:
+        have = _columns(mc, svc)
+        if svc.kind == "inet":
+            want = LISTENERS.get(svc.command)
+            if want is not None and svc.name in SMTP_LISTEN and have[:5] != want:
+                yield (f"master.cf service '{svc.key}' ({svc.command}) has columns {_shown(have[:5])}, not "
+                       f"{_shown(want)}: the pack models the SMTP listener only as rendered; {fix}")
+            continue
+        want_row = SERVICES.get((svc.name, svc.kind))
+        if want_row is None:
+            yield (f"master.cf service '{svc.key}' ({svc.command}) is not one the pack models (a second qmgr, "
+                   "cleanup or delivery agent changes what happens to queued mail); it fails closed. Remove it")
+        elif have != want_row:
+            yield (f"master.cf service '{svc.key}' has {_shown(have)}, not {_shown(want_row)} (a changed "
+                   f"process limit, socket place, chroot or command changes how mail is queued or delivered); {fix}")
+    present = {(s.name, s.kind) for s in mc.services}
+    for (name, kind), row in SERVICES.items():
+        if (name, kind) not in present:
+            yield f"master.cf has no '{name}/{kind}' service ({row[-1]}), which the relay's Postfix uses; {fix}"
+
+
+def _shown(values: tuple[str, ...]) -> str:
+    return ", ".join(f"{c} {v}" for c, v in zip(COLUMNS, values, strict=False))
 
 
 def _listeners(mc: MailConfig) -> Iterator[str]:
@@ -184,5 +259,5 @@ postfix_parameters = _instance_policy(
     "Every main.cf parameter and master.cf -o the relay sets is modeled: judged by its own policy, or by a rule "
     "here (listen on every IPv4 address, no master_service_disable or proxy protocol, no bind address outside the "
     "tunnel, TLS levels none or may, empty client/helo/sender/data restrictions, retries within the hour); one "
-    "SMTP listener; anything else fails closed.",
+    "SMTP listener; master.cf's services and their columns as rendered; anything else fails closed.",
     problems)
