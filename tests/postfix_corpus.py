@@ -175,6 +175,11 @@ VARIANTS: list[Variant] = [
     Variant("transport: duplicate key, discard first",
             map_text("transport", lambda t: f"{D} discard:\n" + t)),
     Variant("transport: a per-user row", map_text("transport", lambda t: t + f"alice@{D} error:gone\n")),
+    # access-map actions inside the allowed recipient list: taken with 250, then not drained
+    *[Variant(f"recipient access action {action}", main_set(
+        "smtpd_recipient_restrictions", f"reject_non_fqdn_recipient, check_recipient_access inline:{{ {D}={action} }}, "
+                                        f"check_recipient_access inline:{{ {D}=OK }}, reject"))
+      for action in ("DISCARD", "HOLD")],
     Variant("transport: wildcard only", map_text("transport", lambda t: f"* {DRAIN}\n")),
     Variant("transport: parent-domain row only", map_text("transport", lambda t: f".me {DRAIN}\n")),
     Variant("transport: foreign host", map_text("transport", lambda t: t.replace("mail.viktorbarzin.me", "mx.evil.example"))),

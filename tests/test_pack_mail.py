@@ -164,3 +164,61 @@ def _move_to_end(text, name):
 def test_an_equivalent_master_cf_passes(policies, example_plan, case):
     violations = policies.check(SERVICE_EQUIVALENTS[case](example_plan))
     assert reported(violations, "mandatory") == set(), [v.message for v in violations]
+
+
+# Restriction lists as sequences (drain-port, never-5xx, relay-domains): every element, and
+# every action the access maps in them can answer.
+WHITELIST = "check_recipient_access inline:{ viktorbarzin.me=OK }, reject"
+
+
+def _recipient_list(*before):
+    return lambda p: set_main_cf(p, "smtpd_recipient_restrictions",
+                                 ", ".join(["reject_non_fqdn_recipient", *before, WHITELIST]))
+
+
+def _access(action):
+    return _recipient_list(f"check_recipient_access inline:{{ {{viktorbarzin.me = {action}}} }}")
+
+
+ACTION_MUTATIONS = {
+    "DISCARD after the 250": (_access("DISCARD"), "drain-port"),
+    "HOLD parks it forever": (_access("HOLD"), "drain-port"),
+    "REDIRECT to another address": (_access("REDIRECT x@example.org"), "drain-port"),
+    "FILTER to another host": (_access("FILTER smtp:[192.0.2.1]:25"), "drain-port"),
+    "BCC a copy elsewhere": (_access("BCC x@example.org"), "drain-port"),
+    "PREPEND a header": (_access("PREPEND X-Tag: yes"), "drain-port"),
+    # a client map answers for any recipient, the VM's own IP literals too: relay-domains as well
+    "DISCARD from a client map": (
+        _recipient_list("check_client_access inline:{ {0.0.0.0/0 = DISCARD} }"), {"drain-port", "relay-domains"}),
+    "an RBL without a reply filter": (_recipient_list("reject_rbl_client zen.spamhaus.org"), "never-5xx"),
+    "an RBL filter that matches the error answers": (
+        _recipient_list("reject_rbl_client zen.spamhaus.org=127.[0..255].[0..255].[0..255]"), "never-5xx"),
+    "a postscreen DNSBL filter that matches the error answers": (
+        lambda p: set_main_cf(p, "postscreen_dnsbl_sites", "zen.spamhaus.org=127.255.255.[0..255]*3"), "never-5xx"),
+    "a policy service the pack cannot read": (
+        _recipient_list("check_policy_service unix:private/policy"), "relay-domains"),
+    "a restriction the pack does not model": (_recipient_list("permit_dnswl_client list.dnswl.org"),
+                                              "relay-domains"),
+    "an access action that is a nested table check": (
+        _access("check_sender_access inline:{ x=DISCARD }"), "relay-domains"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ACTION_MUTATIONS))
+def test_a_restriction_action_is_reported_by_its_policy_only(policies, example_plan, case):
+    assert_reported_only(policies, example_plan, *ACTION_MUTATIONS[case])
+
+
+ACTION_EQUIVALENTS = {
+    "an RBL with a reply filter": _recipient_list("reject_rbl_client zen.spamhaus.org=127.0.0.[2..11]"),
+    "a WARN action only logs": _access("WARN listed"),
+    "a 450 with text": _access("450 try later"),
+    "REJECT, which soft_bounce makes 450": _access("REJECT no"),
+    "a DNS refusal (soft_bounce makes it 450)": _recipient_list("reject_unknown_sender_domain"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ACTION_EQUIVALENTS))
+def test_an_answering_action_passes(policies, example_plan, case):
+    violations = policies.check(ACTION_EQUIVALENTS[case](example_plan))
+    assert reported(violations, "mandatory") == set(), [v.message for v in violations]

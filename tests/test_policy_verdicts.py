@@ -187,6 +187,34 @@ def test_mail_takes_the_transport_the_pack_judged(policies, example_plan, vm_fil
     assert verdict == ({policy} if policy else set()), verdict
 
 
+DIVERTED = [
+    ("recipient access action DISCARD", "discard"),
+    ("recipient access action HOLD", "hold"),
+]
+
+
+@pytest.mark.parametrize("case", DIVERTED, ids=lambda c: c[0])
+def test_an_access_action_that_diverts_is_reported_and_the_primary_never_gets_the_mail(
+        policies, example_plan, vm_files, lab, case):
+    """The relay answers 250, then the access map's action drops the message (DISCARD) or parks
+    it in the hold queue (HOLD), where no retry or watcher ever sends it: drain-port says so."""
+    variant_id, action = case
+    verdict = judge(policies, example_plan, vm_files, lab, variant_id)
+    primary = lab.sink()
+    relay = lab.relay(primary.port)
+    session = deliver(relay.port, "sender@example.com", ["alice@viktorbarzin.me"], message("v-divert"))
+    assert session.accepted, session.replies
+    relay.wait_log(rf"{action}: RCPT from .*triggers {action.upper()} action", 30)
+    if action == "hold":
+        assert [q["queue_name"] for q in relay.queue()] == ["hold"]
+    else:
+        relay.wait_queue_empty(30)
+    relay.flush()
+    assert relay.queue() == [] if action == "discard" else relay.queue()[0]["queue_name"] == "hold"
+    assert primary.messages() == []
+    assert verdict == {"drain-port"}, verdict
+
+
 LIVENESS = [
     ("rendered", "sent", None),
     ("liveness: drain TLS none", "sent", None),

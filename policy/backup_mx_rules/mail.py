@@ -27,7 +27,7 @@ from .mailconf import (
     WouldNotStart,
     split_list_maps,
 )
-from .postfix import LIFETIME_MAX, boolean, dnsbl_site, long_value, split_list, time_value
+from .postfix import LIFETIME_MAX, boolean, dnsbl_site, ip_match, long_value, split_list, time_value
 from .view import INSTANCE, Network, config, dig, inside, known, plain, resource_policy
 
 QUEUE_FLOOR, BOUNCE_LIFETIME = "30d", "1d"  # the owner's invariants (ADR-0019)
@@ -114,11 +114,18 @@ def never_5xx_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:
                        f"{', '.join(POSTSCREEN_ACTIONS)}; there is no 'defer'), so postscreen exits at startup and "
                        "port 25 answers nothing")
         for site in split_list(mc.param("postscreen_dnsbl_sites", svc)):
-            _, pattern, _ = dnsbl_site(site)
-            if pattern is None:
-                yield (f"postscreen DNSBL site {site!r} has no reply filter: resolvers that are refused answer "
+            why = _dnsbl_filter_problem(site)
+            if why:
+                yield (f"postscreen DNSBL site {site!r} {why}: resolvers that are refused answer "
                        "127.255.255.254 and every client scores as listed; add one, e.g. "
                        "zen.spamhaus.org=127.0.0.[2..11]*3")
+    for svc in mc.services_running("smtpd"):
+        for name, element, arg, _ in restrictions(mc, svc):
+            why = _dnsbl_filter_problem(arg) if element in DNS_ELEMENTS and arg else ""
+            if element in DNS_ELEMENTS and (why or not arg):
+                yield (f"{name} element {element} {arg or ''} in {_where(svc)} {why or 'has no DNS domain'}: a "
+                       "refused resolver's answer would defer every sender, whose mail expires at its end; use "
+                       "a filter such as zen.spamhaus.org=127.0.0.[2..11], or postscreen's DNSBL")
     for svc in mc.services:
         if svc.kind == "unix" and svc.command in DELIVERY_AGENTS and not _soft_bounce(mc, svc):
             yield (f"soft_bounce is off in delivery {_where(svc)}: a 5xx from the primary would bounce drained "
@@ -147,10 +154,65 @@ def never_5xx_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:
     yield from verification_problems(mc)
 
 
+# --- restriction lists: every element, and what each access map can answer -----------------
+
+RESTRICTION_LISTS = ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")
+# smtpd(8) restrictions the pack models in these lists: what each does is judged where it matters
+# (relay-domains walks permits, never-5xx the verification and DNS lists); any other fails closed.
+PLAIN_ELEMENTS = {
+    "reject_non_fqdn_recipient", "reject_non_fqdn_sender", "reject_non_fqdn_helo_hostname",
+    "reject_unauth_destination", "defer_unauth_destination", "reject_unlisted_recipient",
+    "reject_unlisted_sender", "reject_unauth_pipelining", "permit_mynetworks", "permit_auth_destination",
+    "reject", "defer", "defer_if_permit", "defer_if_reject", "permit", "dunno", "warn_if_reject",
+    "reject_unverified_recipient", "reject_unverified_sender", "permit_sasl_authenticated",
+    "permit_tls_clientcerts", "permit_tls_all_clientcerts", "permit_mx_backup", "permit_inet_interfaces",
+    # refusals only (4xx under soft_bounce), from DNS or the session: a liveness choice, never a diversion
+    "reject_unknown_sender_domain", "reject_unknown_recipient_domain", "reject_unknown_client_hostname",
+    "reject_unknown_reverse_client_hostname", "reject_unknown_forward_client_hostname", "reject_unknown_client",
+    "reject_invalid_helo_hostname", "reject_invalid_hostname", "reject_unknown_helo_hostname",
+    "reject_unknown_hostname", "reject_non_fqdn_hostname", "reject_multi_recipient_bounce",
+    "reject_plaintext_session", "reject_sender_login_mismatch", "reject_known_sender_login_mismatch",
+    "reject_authenticated_sender_login_mismatch", "reject_unauthenticated_sender_login_mismatch",
+}
+TABLE_ELEMENTS = {"check_recipient_access", "check_client_access", "check_sender_access", "check_helo_access",
+                  "check_reverse_client_hostname_access", "check_client_hostname_access"}
+DNS_ELEMENTS = {"reject_rbl_client", "reject_rhsbl_client", "reject_rhsbl_sender", "reject_rhsbl_recipient",
+                "reject_rhsbl_helo", "reject_rhsbl_reverse_client"}
+# access(5) actions: these answer (soft_bounce makes every refusal 4xx) or only log;
+# DIVERTING ones take mail elsewhere or drop it after the 250.
+ANSWERS = {"ok", "dunno", "reject", "defer", "defer_if_reject", "defer_if_permit", "warn", "info"}
+DIVERTING = {"discard", "hold", "redirect", "filter", "bcc", "prepend"}
+# A DNSBL's answers for a refused or misused query (Spamhaus: typo, public resolver, excessive
+# queries): a filter that matches one scores every client as listed.
+DNSBL_ERRORS = ("127.255.255.252", "127.255.255.254", "127.255.255.255")
+
+
+def restrictions(mc: MailConfig, svc: Service) -> Iterator[tuple[str, str, str | None, list[str]]]:
+    """(list, element, its argument, the access map's actions) for each element of the two
+    recipient-stage lists; smtpd_check.c parses them with mystrtokq(CHARS_BRACE)."""
+    for name in RESTRICTION_LISTS:
+        elements = split_list_maps(mc.param(name, svc))
+        i = 0
+        while i < len(elements):
+            element = elements[i].lower()
+            arg = elements[i + 1] if element in TABLE_ELEMENTS | DNS_ELEMENTS and i + 1 < len(elements) else None
+            actions = [v.split()[0].lower() for _, v in mc.table(arg) if v.split()] \
+                if arg is not None and element in TABLE_ELEMENTS else []
+            yield name, element, arg, actions
+            i += 2 if arg is not None else 1
+
+
+def _dnsbl_filter_problem(site: str) -> str:
+    _, pattern, _ = dnsbl_site(site)
+    if pattern is None:
+        return "has no reply filter"
+    hit = next((a for a in DNSBL_ERRORS if ip_match(pattern, a, site)), None)
+    return f"has a reply filter that matches {hit}, a DNSBL's error answer" if hit else ""
+
+
 # --- recipients verify: the primary's answer to a probe, never 5xx, and the outage rule ------
 
 VERIFY_RCPT, VERIFY_SENDER = "reject_unverified_recipient", "reject_unverified_sender"
-RESTRICTION_LISTS = ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")
 VERIFY_PARAMS = {  # parameter -> (allowed effective values, why)
     "unverified_recipient_reject_code": (("450",), "an address the primary refused gets 450 and stays at its sender"),
     "unverified_recipient_defer_code": (("250",), "a probe that cannot reach the primary (an outage) must take the "
@@ -160,15 +222,8 @@ VERIFY_PARAMS = {  # parameter -> (allowed effective values, why)
 
 
 def _restriction_words(mc: MailConfig, svc: Service) -> list[str]:
-    """Every element of the two recipient-stage lists, with each access table's actions."""
-    words: list[str] = []
-    for name in RESTRICTION_LISTS:
-        elements = split_list_maps(mc.param(name, svc))
-        for i, element in enumerate(elements):
-            words.append(element.lower())
-            if element.lower().startswith("check_") and i + 1 < len(elements):
-                words += [v.split()[0].lower() for _, v in mc.table(elements[i + 1]) if v.split()]
-    return words
+    """Every element of the two recipient-stage lists, with each access map's actions."""
+    return [w for _, element, _, actions in restrictions(mc, svc) for w in (element, *actions)]
 
 
 def verification_problems(mc: MailConfig) -> Iterator[str]:
@@ -298,6 +353,13 @@ def drain_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:  # same signatur
                 yield (f"{name} = {mc.param(name, svc).strip()!r} {where} can divert, rewrite or discard mail before "
                        f"it drains; the relay must forward mail unchanged to {want}, so remove it")
                 break
+    for svc in mc.services_running("smtpd"):
+        for name, element, arg, actions in restrictions(mc, svc):
+            diverting = sorted(set(actions) & DIVERTING)
+            if diverting:
+                yield (f"{name} element {element} {arg} in {_where(svc)} can answer {', '.join(diverting).upper()}, "
+                       f"which drops, parks, rewrites or sends elsewhere mail taken with 250; the relay must forward "
+                       f"mail unchanged to {want}, so remove those entries")
     maps = mc.param("transport_maps", rewrite)
     rows = _transport_rows(mc, maps)
     parent = "transport_maps" in split_list(mc.param("parent_domain_matches_subdomains", rewrite))
@@ -419,6 +481,22 @@ def relay_domains_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:
         verdict = _relay_verdict(mc, svc)
         if verdict:
             yield f"{_where(svc)}: {verdict}"
+        yield from _unmodelled_restrictions(mc, svc)
+
+
+def _unmodelled_restrictions(mc: MailConfig, svc: Service) -> Iterator[str]:
+    known = PLAIN_ELEMENTS | TABLE_ELEMENTS | DNS_ELEMENTS
+    for name, element, arg, actions in restrictions(mc, svc):
+        if element not in known:
+            yield (f"{name} in {_where(svc)} has {element!r}, a restriction the pack does not model; it fails "
+                   "closed. Remove it")
+        if (element in TABLE_ELEMENTS | DNS_ELEMENTS) and arg is None:
+            yield f"{name} in {_where(svc)} ends with {element} and no argument: smtpd refuses the list at startup"
+        for action in actions:
+            # a restriction named as an action runs without its own argument being judged here
+            if not (action in ANSWERS | DIVERTING | PLAIN_ELEMENTS or re.fullmatch(r"[45]\d\d|\d+", action)):
+                yield (f"{name} element {element} {arg} in {_where(svc)} can answer {action!r}, an action the pack "
+                       "does not model; it fails closed")
 
 
 def _relay_verdict(mc: MailConfig, svc: Service) -> str:

@@ -376,7 +376,13 @@ def dnsbl_site(site: str) -> tuple[str, str | None, int]:
     return domain, pattern if eq else None, weight
 
 
-def _ip_match_parse(pattern: str, site: str) -> None:
+def ip_match(pattern: str, address: str, site: str = "") -> bool:
+    """util/ip_match.c: does the DNSBL reply filter `pattern` match the IPv4 `address`?"""
+    octets = [int(o) for o in address.split(".")]
+    return all(o in allowed for o, allowed in zip(octets, _ip_match_parse(pattern, site or pattern), strict=True))
+
+
+def _ip_match_parse(pattern: str, site: str) -> list[set[int]]:
     def bad(why: str):
         return WouldNotStart(f"bad DNSBL filter syntax in {site!r}: {why} (postscreen would exit at startup)")
     if pattern.startswith("["):
@@ -404,20 +410,25 @@ def _ip_match_parse(pattern: str, site: str) -> None:
     def octet(tok: str) -> bool:
         return tok.isdigit() and int(tok) <= 255
 
+    fields: list[set[int]] = []
     for field_no in range(4):
         tok = take()
+        allowed: set[int] = set()
         if octet(tok):
-            pass
+            allowed.add(int(tok))
         elif tok == "[":
             while True:
                 tok = take()
                 if not octet(tok):
                     raise bad("need decimal number 0..255")
+                low = high = int(tok)
                 look = take()
                 if look == ".":
                     if take() != "." or not octet(hi := take()) or int(tok) > int(hi):
                         raise bad("numeric range error")
+                    high = int(hi)
                     look = take()
+                allowed.update(range(low, high + 1))
                 if look == ";":
                     continue
                 if look == "]":
@@ -425,12 +436,14 @@ def _ip_match_parse(pattern: str, site: str) -> None:
                 raise bad('need ";" or "]"')
         else:
             raise bad('need decimal number 0..255 or "["')
+        fields.append(allowed)
         if field_no == 3:
             if pos < len(tokens):
                 raise bad("garbage after pattern")
-            return
+            return fields
         if take() != ".":
             raise bad('need "."')
+    return fields
 
 
 def _valid_hostname(name: str) -> bool:
