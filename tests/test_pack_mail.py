@@ -222,3 +222,8 @@ ACTION_EQUIVALENTS = {
 def test_an_answering_action_passes(policies, example_plan, case):
     violations = policies.check(ACTION_EQUIVALENTS[case](example_plan))
     assert reported(violations, "mandatory") == set(), [v.message for v in violations]
+
+
+def test_a_static_catch_all_is_a_catch_all(policies, example_plan):
+    violations = policies.check(set_main_cf(example_plan, "relay_recipient_maps", "static:OK"))
+    assert reported(violations, "mandatory") == set(), [v.message for v in violations]

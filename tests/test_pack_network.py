@@ -3,11 +3,15 @@ public-ip, always-free, security-list, no-silent-replace. Each mutation of the e
 through the real analyzer, is reported by its policy and by no other. The area's mutations on
 other shapes sit with those shapes' proofs (tests/test_two_relays.py, and the WireGuard and MTA-
 STS modules)."""
+import copy
+
 import pytest
 
 from tests.helpers import (
     DELETE,
     add_resource,
+    reported,
+    resource,
     set_config,
     set_prop,
 )
@@ -125,3 +129,25 @@ MUTATIONS = {
 @pytest.mark.parametrize("case", sorted(MUTATIONS))
 def test_mutation_is_reported_by_its_policy_only(policies, example_plan, case):
     assert_reported_only(policies, example_plan, *MUTATIONS[case])
+
+
+def _split_world(port, halves):
+    """The port's world rule narrowed to the first half, and a rule per further half added."""
+    def mutate(plan):
+        plan = edit_ingress(plan, port, source=halves[0])
+        rule = next(r for r in resource(plan, "SecurityList")["props"]["ingressSecurityRules"]
+                    if r.get("tcpOptions", {}).get("min") == port)
+        for half in halves[1:]:
+            plan = add_ingress(plan, {**copy.deepcopy(rule), "source": half})
+        return plan
+    return mutate
+
+
+def test_two_halves_of_the_world_are_the_world(policies, example_plan):
+    plan = _split_world(25, ["0.0.0.0/1", "128.0.0.0/1"])(_split_world(80, ["0.0.0.0/1", "128.0.0.0/1"])(example_plan))
+    violations = policies.check(plan)
+    assert reported(violations, "mandatory") == set(), [v.message for v in violations]
+
+
+def test_half_of_the_world_is_not_the_world(policies, example_plan):
+    assert_reported_only(policies, example_plan, _split_world(25, ["0.0.0.0/1"]), "security-list")

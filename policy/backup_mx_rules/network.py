@@ -307,7 +307,7 @@ def _security_list(args, report_violation):
         report_violation(str(exc))
         return
     homelab_text = ", ".join(map(str, homelab))
-    world_open = {SMTP: False, HTTP: False}
+    opened_to: dict[int, list] = {SMTP: [], HTTP: []}  # the IPv4 sources of the rules that open each port
     for what, r, rule in _ingress_rules(args):
         source = rule.get("source")
         kind = str(rule.get("sourceType") or "CIDR_BLOCK").upper()
@@ -340,11 +340,13 @@ def _security_list(args, report_violation):
                                  f"({homelab_text}, stack config homelabCidr) only", r.urn)
         for problem in _unserved(rule, net, inside_homelab, break_glass):
             report_violation(f"{what}: {problem}", r.urn)
-        if net.prefixlen == 0:
-            for port in world_open:
-                world_open[port] = world_open[port] or _covers(rule, port)
-    for port, opened in world_open.items():
-        if not opened:
+        for port, sources in opened_to.items():
+            if net.version == 4 and _covers(rule, port):
+                sources.append(net)
+    world = ipaddress.IPv4Network("0.0.0.0/0")
+    for port, sources in opened_to.items():
+        # 0.0.0.0/1 and 128.0.0.0/1 together are the world, as one rule of 0.0.0.0/0 is
+        if world not in ipaddress.collapse_addresses(sources):
             report_violation(f"no security list or NSG rule opens TCP {port} to 0.0.0.0/0; the relay needs "
                              f"{'SMTP from every sender' if port == SMTP else 'HTTP-01 for certbot'}")
     for r in args.resources:
