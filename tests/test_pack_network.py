@@ -151,3 +151,34 @@ def test_two_halves_of_the_world_are_the_world(policies, example_plan):
 
 def test_half_of_the_world_is_not_the_world(policies, example_plan):
     assert_reported_only(policies, example_plan, _split_world(25, ["0.0.0.0/1"]), "security-list")
+
+
+# Cost beyond the instance (always-free): a volume's inputs are on an allow-list, with its limits.
+def _volume(kind, **props):
+    return lambda p: add_resource(p, f"oci:Core/{kind[0].lower() + kind[1:]}:{kind}", "data",
+                                  {"sizeInGbs": "50", **props})
+
+
+COST_MUTATIONS = {
+    "a block volume at Higher Performance": _volume("Volume", vpusPerGb="20"),
+    "a boot volume at Ultra High Performance": _volume("BootVolume", vpusPerGb="120"),
+    "auto-tune raising the tier": _volume("Volume", isAutoTuneEnabled=True),
+    "a cross-region replica": _volume("Volume", blockVolumeReplicas=[{"availabilityDomain": "x:EU-PARIS-1-AD-1"}]),
+    "a boot volume replica": _volume("BootVolume", bootVolumeReplicas=[{"availabilityDomain": "x:AD-1"}]),
+    "a backup policy on a volume": _volume("Volume", backupPolicyId="ocid1.volumebackuppolicy.oc1..gold"),
+    "the relay's boot volume at Higher Performance": lambda p: set_prop(
+        p, "instance:Instance", ["sourceDetails", "bootVolumeVpusPerGb"], "20"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COST_MUTATIONS))
+def test_a_billed_volume_option_is_reported(policies, example_plan, case):
+    assert_reported_only(policies, example_plan, COST_MUTATIONS[case], "always-free")
+
+
+@pytest.mark.parametrize("mutate", [_volume("Volume", vpusPerGb="10"), _volume("Volume", vpusPerGb="0"),
+                                    _volume("Volume", displayName="data", isAutoTuneEnabled=False)],
+                         ids=["Balanced", "Lower Cost", "auto-tune off"])
+def test_a_free_volume_passes(policies, example_plan, mutate):
+    violations = policies.check(mutate(example_plan))
+    assert reported(violations, "mandatory") == set(), [v.message for v in violations]

@@ -180,6 +180,27 @@ def _size(value, default: int):
     return default if size is None else size
 
 
+FREE_VPUS_PER_GB = 10  # Balanced; Higher and Ultra High Performance are billed per VPU
+# Volume and BootVolume inputs whose cost the pack models (pulumi-oci's wire names); any other
+# (backupPolicyId, blockVolumeReplicas, bootVolumeReplicas, autotunePolicies, kmsKeyId, ...)
+# can bill the tenancy and fails closed.
+VOLUME_INPUTS = {"availabilityDomain", "compartmentId", "displayName", "freeformTags", "definedTags", "sizeInGbs",
+                 "sourceDetails", "volumeBackupId", "vpusPerGb", "isAutoTuneEnabled"}
+
+
+def _volume_cost(props: dict) -> list[str]:
+    problems = [f"input {name!r} is one the pack does not model (backups beyond the free five, a replica in "
+                "another region or a key vault are billed); it fails closed. Remove it"
+                for name in sorted(set(props) - VOLUME_INPUTS) if props[name] not in (None, [], {})]
+    vpus = props.get("vpusPerGb")
+    if known(vpus) and vpus is not None and as_int(vpus) > FREE_VPUS_PER_GB:
+        problems.append(f"vpusPerGb = {vpus} is a billed performance tier (Always-Free is up to {FREE_VPUS_PER_GB}, "
+                        "Balanced)")
+    if known(props.get("isAutoTuneEnabled")) and as_bool(props.get("isAutoTuneEnabled")):
+        problems.append("isAutoTuneEnabled raises the performance tier, which is billed")
+    return problems
+
+
 def _always_free(args, report_violation):
     total, micro, ocpus_total, memory_total = 0, 0, 0, 0
     unknown = None
@@ -202,6 +223,11 @@ def _always_free(args, report_violation):
                                      "to be judged against the free tier", r.urn)
                 else:
                     ocpus_total, memory_total = ocpus_total + ocpus, memory_total + memory
+            vpus = dig(props, "sourceDetails", "bootVolumeVpusPerGb")
+            if known(vpus) and vpus is not None and as_int(vpus) > FREE_VPUS_PER_GB:
+                report_violation(f"instance '{r.name}': sourceDetails.bootVolumeVpusPerGb = {vpus} is a billed "
+                                 f"performance tier (Always-Free block storage is up to {FREE_VPUS_PER_GB}, Balanced); "
+                                 "remove it", r.urn)
             if dig(props, "sourceDetails", "sourceType") in ("bootVolume", "BOOT_VOLUME"):
                 continue  # an existing boot volume: counted by its own resource
             size = _size(dig(props, "sourceDetails", "bootVolumeSizeInGbs"), MIN_BOOT_GB)
@@ -213,6 +239,8 @@ def _always_free(args, report_violation):
                                  "minimum; set boot_volume_size_in_gbs to 50", r.urn)
             total += size
         elif r.resource_type in (VOLUME, BOOT_VOLUME):
+            for problem in _volume_cost(props):
+                report_violation(f"{r.resource_type.rsplit(':', 1)[-1]} '{r.name}': {problem}", r.urn)
             size = _size(props.get("sizeInGbs"), OCI_DEFAULT_VOLUME_GB if r.resource_type == VOLUME else MIN_BOOT_GB)
             if not known(size):
                 unknown = [r.name, "sizeInGbs"]
