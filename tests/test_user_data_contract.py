@@ -17,12 +17,11 @@ import yaml
 
 from offline import program
 from tests.helpers import ROOT, reported, run_stack, set_user_data_doc, stack_secrets, user_data_doc
+from tests.pack_mutations import MAIL_POLICIES
 
 CONTRACT = json.loads((ROOT / "policy" / "backup_mx_rules" / "relay_files.json").read_text())
 SHAPES = {"default": ROOT / "Pulumi.example.yaml", **{
     p.stem.split(".")[-1]: p for p in sorted((ROOT / "examples").glob("Pulumi.*.yaml"))}}
-MAIL_POLICIES = {"never-5xx", "queue-lifetime", "bounce-lifetime", "drain-port", "relay-domains",
-                 "relay-mynetworks", "smtp-smuggling", "postfix-parameters"}
 USER_DATA = "relay-user-data"
 KEEPALIVE = "free-tier-keepalive"
 ENV = "/etc/backup-mx/backup-mx.env"
@@ -71,10 +70,13 @@ def test_the_contract_lists_exactly_what_the_program_renders(runs, plans, shape)
         active = {"all"} | {name for name, on in (
             ("free", config["backup-mx:accountMode"] == "free"),
             ("wireguard", config["backup-mx:drainTransport"] == "wireguard"),
-            ("tailnet", config["backup-mx:tailnet"] != "none")) if on}
+            ("tailnet", config["backup-mx:tailnet"] != "none"),
+            ("list", config.get("backup-mx:recipients") == "list")) if on}
         expected = {p for p, f in files.items() if f["shape"] in active}
         assert set(rendered) == expected, sorted(set(rendered) ^ expected)
         assert doc["runcmd"] == CONTRACT["runcmd"] and "bootcmd" not in doc
+        debconf = next(f["content"] for f in doc["write_files"] if f["path"].endswith("/debconf.txt"))
+        assert debconf == "".join(line.format(relay=doc["fqdn"]) + "\n" for line in CONTRACT["debconf"])
 
 
 def test_the_pack_reads_its_defaults_as_pulumi_yaml_declares_them():
@@ -222,6 +224,35 @@ MUTATIONS = {
     "keep-alive files on the payg shape": ("default", add_file("/usr/local/sbin/backup-mx-keepalive", "#!/bin/sh\n",
                                                                "0755"), {USER_DATA}),
 }
+def rename(path, new_path):
+    return lambda doc: entry(doc, path).update(path=new_path)
+
+
+def edit_text(path, transform):
+    return lambda doc: entry(doc, path).update(content=transform(entry(doc, path)["content"]))
+
+
+DEBCONF = "/etc/backup-mx/debconf.txt"
+STAGED_MAIN = "/etc/backup-mx/postfix/main.cf"
+# The cloud-init text as cloud-init and bash read it: a path is written where it says, spaces
+# and all, and a form feed, a no-break space or a CR is part of a shell word. The staged main.cf
+# under another name leaves the relay with none, so every mail policy fails closed too.
+TEXT_MUTATIONS = {
+    "main.cf's path with a trailing space": (rename(STAGED_MAIN, STAGED_MAIN + " "), {USER_DATA, *MAIL_POLICIES}),
+    "main.cf's path with a leading space": (rename(STAGED_MAIN, " " + STAGED_MAIN), {USER_DATA, *MAIL_POLICIES}),
+    "a form feed before an env assignment": (edit_text(ENV, lambda t: t.replace("\nHOMELAB_CIDR=", "\n\fHOMELAB_CIDR=")),
+                                              {USER_DATA}),
+    "a CR at the end of an env line": (edit_text(ENV, lambda t: t.replace("\nSMTP_PORT=25\n", "\nSMTP_PORT=25\r\n")),
+                                       {USER_DATA}),
+    "a no-break space before an env assignment": (
+        edit_text(ENV, lambda t: t.replace("\nSMTP_PORT=", "\n\u00a0SMTP_PORT=")), {USER_DATA}),
+    "a debconf line missing its value": (
+        edit_text(DEBCONF, lambda t: t.replace(" select No configuration", " select")), {USER_DATA}),
+    "a debconf answer added": (edit_text(DEBCONF, lambda t: t + "postfix postfix/destinations string localhost\n"),
+                               {USER_DATA}),
+}
+MUTATIONS.update({name: ("default", change, expected) for name, (change, expected) in TEXT_MUTATIONS.items()})
+
 EQUIVALENTS = {
     "runcmd as a string": ("default", lambda d: d.update(runcmd=["/usr/local/sbin/backup-mx-bootstrap"])),
     "runcmd through sh -c": ("default", lambda d: d.update(runcmd=[["sh", "-c", "/usr/local/sbin/backup-mx-bootstrap"]])),

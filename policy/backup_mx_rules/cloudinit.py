@@ -103,8 +103,9 @@ def _content(entry: dict, where: str) -> str:
 
 
 def entry_path(entry: dict) -> str:
-    """A write_files path as cloud-init resolves it (relative paths are under /)."""
-    return posixpath.normpath("/" + entry["path"].strip().lstrip("/"))
+    """A write_files path as cloud-init resolves it: cc_write_files takes os.path.abspath() of
+    it as written (relative paths are under /), so a space before or after is part of the name."""
+    return posixpath.normpath("/" + entry["path"].lstrip("/"))
 
 
 def file_mode(permissions: object) -> str:

@@ -67,10 +67,12 @@ def document(props: dict, where: str) -> dict:
 
 def parse_env(text: str) -> dict[str, str]:
     values: dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+    # bash splits words on blanks only: a form feed, a no-break space or a CR stays in the word,
+    # so such a line is a command, not an assignment; the lines are judged as bash reads them.
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip(" \t"):
             continue
-        match = _ASSIGNMENT.fullmatch(line.strip())
+        match = _ASSIGNMENT.fullmatch(line.strip(" \t"))
         if not match:
             raise ContractError(f"line {n} of the env file is not a plain VAR='value' assignment ({line[:60]!r}); "
                                 "the scripts source it, so anything else would run on the relay")
@@ -214,6 +216,13 @@ def file_problems(doc: dict, hostname: str, mode_of_account: str, transport: str
         if spec["kind"] == "static" and _digest(texts[path]) != spec["sha256"]:
             problems.append(f"{path} ({spec['role']}) is not the reviewed asset: its SHA-256 is "
                             f"{_digest(texts[path])}, the contract pins {spec['sha256']} ({CONTRACT_FILE})")
+    debconf_path = next(p for p, f in FILES.items() if f["kind"] == "debconf")
+    if debconf_path in texts and not keepalive:
+        want = "".join(line.format(relay=hostname) + "\n" for line in CONTRACT["debconf"])
+        if texts[debconf_path] != want:
+            problems.append(f"{debconf_path} is not the contract's Postfix answers ({want!r}): the bootstrap feeds "
+                            "it to debconf-set-selections before Postfix is installed, and a line it refuses stops "
+                            "the first boot")
     env_path = next(p for p, f in FILES.items() if f["kind"] == "env")
     if env_path in texts:
         problems += [f"{env_path}: {p}" for p in env_problems(texts[env_path], hostname, keepalive, mode_of_account)]
