@@ -107,3 +107,26 @@ def test_relay_a_unproxied_judged_directly(kind, proxied, expected):
     assert bool(messages) == expected, messages
     assert all("'relay-a'" in m and "proxied=False" in m for m in messages)
     assert judge_directly(relay_a_unproxied, FakeResourceArgs("oci:Core/instance:Instance", props)) == []
+
+
+# dns-records: a record the stack adds may not change where senders, the drain or a CA go.
+def _record(kind, name, content):
+    return lambda p: add_resource(p, "cloudflare:index/dnsRecord:DnsRecord", f"extra-{kind.lower()}", {
+        **resource(p, "DnsRecord", "relay-a")["props"], "type": kind, "name": name, "content": content})
+
+
+RECORD_MUTATIONS = {
+    "an A record for the primary's host": _record("A", "mail.viktorbarzin.me", "192.0.2.66"),
+    "an AAAA record for the primary's host": _record("AAAA", "mail", "2001:db8::66"),
+    "a CAA record that forbids Let's Encrypt": _record("CAA", "viktorbarzin.me", '0 issue "digicert.com"'),
+    "a CNAME for the drain host": _record("CNAME", "mail.viktorbarzin.me", "elsewhere.example"),
+    "an SPF record at the apex": _record("TXT", "viktorbarzin.me", "v=spf1 -all"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECORD_MUTATIONS))
+def test_a_record_the_mail_flow_does_not_need_is_reported(policies, example_plan, case):
+    assert_reported_only(policies, example_plan, RECORD_MUTATIONS[case], "dns-records")
+
+
+MUTATIONS.update({name: (mutate, "dns-records") for name, mutate in RECORD_MUTATIONS.items()})  # the area's count

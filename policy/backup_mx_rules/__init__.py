@@ -1,5 +1,12 @@
 """The backup-MX policy pack's policies, importable without starting the analyzer."""
-from .dns import mx_preference, relay_a_record, relay_a_unproxied, zone_record_budget, zone_record_headroom
+from .dns import (
+    dns_records,
+    mx_preference,
+    relay_a_record,
+    relay_a_unproxied,
+    zone_record_budget,
+    zone_record_headroom,
+)
 from .mail import (
     bounce_lifetime,
     drain_port,
@@ -31,5 +38,5 @@ POLICIES = [
     relay_mynetworks, zone_record_headroom, mx_preference, relay_a_record, relay_a_unproxied, reserved_public_ip,
     always_free, security_list, drain_port, relay_domains, no_silent_replace, wireguard_tunnel,
     relay_fault_domains, mta_sts, mta_sts_live_record, smtp_smuggling, relay_user_data, free_tier_keepalive,
-    postfix_parameters, modeled_resources, relay_instance_inputs,
+    postfix_parameters, modeled_resources, relay_instance_inputs, dns_records,
 ]

@@ -355,6 +355,43 @@ relay_a_record = stack_policy(
     _relay_a_record)
 
 
+def _dns_records(args, report_violation):
+    """Every record the stack creates is one the mail flow needs and another policy judges."""
+    try:
+        domains = environment.domains()
+        hosts = [host for host, _ in environment.relays()]
+    except FactError as exc:
+        report_violation(str(exc))
+        return
+    # judged by mx-preference (the MX set), relay-a-record (a relay's A, and no AAAA) and mta-sts
+    # (its TXT records, in any mode)
+    allowed = {("MX", d) for d in domains} | {(kind, h) for h in hosts for kind in ("A", "AAAA")}
+    allowed |= {("TXT", f"_mta-sts.{d}") for d in domains} | {("TXT", f"_smtp._tls.{d}") for d in domains}
+    for r, p in _records(args.resources):
+        kind, name = str(p.get("type", "")).upper(), record_name(p)
+        if (kind, name) in allowed:
+            continue
+        why = RECORD_RISK.get(kind, "the pack does not model it")
+        report_violation(f"record '{r.name}' ({kind} {name}) is not one the mail flow needs (an MX at a protected "
+                         f"domain, a relay's address record, and the _mta-sts and _smtp._tls TXT records); {why}; it "
+                         "fails closed. Remove it", r.urn)
+
+
+RECORD_RISK = {"A": "senders or the drain would connect elsewhere", "AAAA": "senders or the drain would connect elsewhere",
+               "CNAME": "the name would follow another's records",
+               "CAA": "it decides which certificate authority may issue for the relay",
+               "NS": "it delegates names away from the zone"}
+
+
+dns_records = stack_policy(
+    "dns-records",
+    "Every Cloudflare record the stack creates is one the mail flow needs and another policy judges: an MX at a "
+    "protected domain (mx-preference), a relay host's address record (relay-a-record), and the _mta-sts and "
+    "_smtp._tls TXT records (mta-sts). Any other record (an A or AAAA for the primary or the drain "
+    "host, a CAA, a CNAME) fails closed.",
+    _dns_records)
+
+
 def _unproxied(args, report_violation):
     if args.resource_type != DNS_RECORD:
         return

@@ -37,6 +37,8 @@ POLICIES: dict[str, tuple[Severity, list[str], str]] = {
     "relay-a-record": (Severity.HIGH, ["dns"], "Point each relay host's A record at its own reserved IP and delete "
                        "any AAAA record for it."),
     "relay-a-unproxied": (Severity.HIGH, ["dns"], "Set proxied = false on the relay's address records."),
+    "dns-records": (Severity.HIGH, ["dns", "allow-list"], "Create only the records the program renders: an MX per "
+                    "protected domain, each relay's A record, and with mtaSts its two TXT records."),
     "reserved-public-ip": (Severity.HIGH, ["network"], "Attach a RESERVED, protected public IP to each relay's "
                            "primary private IP."),
     "always-free": (Severity.HIGH, ["cost"], "Keep to the Always-Free allowance: VM.Standard.E2.1.Micro, at most "
