@@ -7,11 +7,13 @@ import copy
 
 import pytest
 
+from offline import program
 from tests.helpers import (
     DELETE,
     add_resource,
     reported,
     resource,
+    run_stack,
     set_config,
     set_prop,
 )
@@ -181,4 +183,12 @@ def test_a_billed_volume_option_is_reported(policies, example_plan, case):
                          ids=["Balanced", "Lower Cost", "auto-tune off"])
 def test_a_free_volume_passes(policies, example_plan, mutate):
     violations = policies.check(mutate(example_plan))
+    assert reported(violations, "mandatory") == set(), [v.message for v in violations]
+
+
+def test_a_bare_homelab_address_is_its_32_for_the_pack_too(policies):
+    """The settings render homelabCidr 198.51.100.23 as 198.51.100.23/32 in the env file; the pack
+    reads the stack config the same way (it once reported the rendered file as edited)."""
+    plan = program.plan(run_stack(overrides={"homelabCidr": "198.51.100.23"}), redacted=False)
+    violations = policies.check(plan)
     assert reported(violations, "mandatory") == set(), [v.message for v in violations]

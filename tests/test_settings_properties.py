@@ -77,6 +77,8 @@ def valid_config(draw):
         # postscreen compares without case, so these are the three actions too
         "dnsblAction": draw(st.sampled_from(settings.DNSBL_ACTIONS + ("ENFORCE", "Drop", " ignore"))),
         "recipients": draw(st.sampled_from(settings.RECIPIENT_MODES)),
+        # a bare address is its /32, for the settings and the pack alike
+        "homelabCidr": draw(st.sampled_from(["198.51.100.7/32", "198.51.100.23", "203.0.113.16/28"])),
     }
     if raw["recipients"] == "list":
         raw["recipientListUrl"] = f"https://{draw(label)}.{draw(st.sampled_from(domains))}/recipients.txt"

@@ -87,7 +87,7 @@ def expected_env(hostname: str) -> dict[str, str]:
     host, port, _ = environment.drain_target()
     values = {
         "RELAY_HOSTNAME": hostname, "DOMAINS": " ".join(environment.domains()),
-        "DRAIN_HOST": host, "DRAIN_PORT": str(port), "HOMELAB_CIDR": str(environment.fact("homelabCidr")),
+        "DRAIN_HOST": host, "DRAIN_PORT": str(port), "HOMELAB_CIDR": _homelab(),
         "BREAK_GLASS_SSH": "true" if environment.fact("breakGlassSsh") else "false",
         "CERTBOT_EMAIL": str(environment.fact("certbotEmail")),
         "TAILNET": environment.tailnet(), "HEADSCALE_LOGIN_SERVER": str(environment.fact("headscaleLoginServer")),
@@ -107,6 +107,11 @@ def expected_env(hostname: str) -> dict[str, str]:
         values.update({"WG_PEER_PUBLIC_KEY": str(environment.fact("wireguardPeerPublicKey")),
                        "WG_ENDPOINT": str(environment.fact("wireguardEndpoint"))})
     return values
+
+
+def _homelab() -> str:
+    """homelabCidr as the program reads it (Python's ip_network): a bare address is its /32."""
+    return ", ".join(str(n) for n in environment.networks("homelabCidr"))
 
 
 def _seconds(key: str) -> int:
