@@ -81,10 +81,10 @@ def _tokens(line: str) -> list[str]:
 def _from_bind(text: str, path: Path) -> list[dict]:
     origin, last_name, records = "", "", []
     for number, raw in enumerate(text.splitlines(), start=1):
-        if "(" in raw and '"' not in raw:
+        fields = _tokens(raw)  # comments dropped: Cloudflare's header and record comments hold parentheses
+        if any(c in f for f in fields if not f.startswith('"') for c in "()"):
             raise LiveZoneError(f"--live-zone {path}: line {number}: multi-line records (parentheses) are not "
                                 "modelled; Cloudflare's export writes one record a line")
-        fields = _tokens(raw)
         if not fields:
             continue
         if fields[0].upper() == "$ORIGIN":

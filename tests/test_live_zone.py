@@ -70,6 +70,8 @@ def test_a_records_api_json_file_decides_too(tmp_path, capsys, priority, expecte
     ("example.org. 1 IN A 192.0.2.1\n", "lie in none of the protected domains"),
     ('{"result": [{"type": "MX", "name": "viktorbarzin.me", "content": "mail.viktorbarzin.me"}]}', "has no priority"),
     ("", "no records found"),
+    ("viktorbarzin.me. 3600 IN SOA ns1.cloudflare.com. dns.cloudflare.com. (\n 1 2 3 4 5 )\n",
+     "multi-line records (parentheses) are not modelled"),
 ])
 def test_a_bad_zone_file_exits_2_naming_the_problem(tmp_path, capsys, text, expected):
     path = tmp_path / "zone.txt"
