@@ -50,7 +50,7 @@ lab-down:
 bench: system-deps $(VENV)/.dev-installed
 	$(PY) -m bench $(ARGS)
 
-bench-spam: system-deps $(VENV)/.dev-installed  ## the everyday-spam scenario in full (~30 min): dictionary attack, outage, recovery
+bench-spam: system-deps $(VENV)/.dev-installed  ## the everyday-spam scenario in full, per recipients mode (~60 min): dictionary attack, outage, recovery
 	$(PY) -m bench.spam $(ARGS)
 
 clean:
