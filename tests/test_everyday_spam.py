@@ -18,7 +18,7 @@ import pytest
 from lab import Lab, files_from_run
 from lab.client import deliver, message
 from lab.spam import VALID, Scenario, run
-from tests.helpers import lab_dir, run_stack
+from tests.helpers import lab_dir, run_stack, wait_deferred
 
 SCALED = Scenario(junk=240, spam_seconds=40, after_seconds=45, outage_seconds=20, legit_every=5, sources=6)
 
@@ -106,7 +106,8 @@ def test_verify_mode_outage_rule_for_an_address_never_probed(verify_files, tls_d
         relay = lab.relay(silent.port)
         first = deliver(relay.port, "friend@example.com", [VALID[-1]], message("never-probed"))
         assert first.accepted and not [c for c in first.codes() if c >= 400], first.replies
-        silent.close()
+        silent.close()  # the relay's attempt loses its connection: the message is deferred
+        wait_deferred(relay, 1)
         sink = lab.sink(port=silent.port)
         relay.flush()
         deadline = time.monotonic() + 120
