@@ -261,10 +261,11 @@ class Relay:
                 return
             time.sleep(0.05)
 
-    def watcher_env(self, files: dict[str, str]) -> Path:
-        """The rendered env file with the drain address pointed at the fake primary."""
+    def watcher_env(self, files: dict[str, str], **extra: str) -> Path:
+        """The rendered env file with the drain address pointed at the fake primary (and
+        `extra` values, paths and URLs only)."""
         changed = {"DRAIN_HOST": self.drain_host, "DRAIN_PORT": str(self.drain_port),
-                   "POSTFIX_CONFIG_DIR": str(self.conf), **self.env_overrides}
+                   "POSTFIX_CONFIG_DIR": str(self.conf), **self.env_overrides, **extra}
         lines = [ln for ln in files["backup-mx.env"].splitlines() if ln.partition("=")[0] not in changed]
         lines += [f"{k}={shlex.quote(v)}" for k, v in changed.items()]
         path = self.base / "backup-mx.env"
@@ -288,13 +289,9 @@ class Relay:
         script.write_text(files["backup-mx-recipients"])
         for d in ("state", "textfile"):
             (self.base / d).mkdir(exist_ok=True)
-        saved = dict(self.env_overrides)
-        self.env_overrides.update({"RECIPIENT_LIST_URL": url, "STATE_DIR": str(self.base / "state"),
-                                   "TEXTFILE_DIR": str(self.base / "textfile")})
-        try:
-            env = {**os.environ, "BACKUP_MX_ENV": str(self.watcher_env(files))}
-        finally:
-            self.env_overrides = saved
+        env_file = self.watcher_env(files, RECIPIENT_LIST_URL=url, STATE_DIR=str(self.base / "state"),
+                                    TEXTFILE_DIR=str(self.base / "textfile"))
+        env = {**os.environ, "BACKUP_MX_ENV": str(env_file)}
         if ca_bundle is not None:
             env["CURL_CA_BUNDLE"] = str(ca_bundle)
         return subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=120)
