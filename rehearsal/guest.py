@@ -1,18 +1,28 @@
 """One rehearsal: the cached image booted by systemd-nspawn with the rendered user-data as a
 NoCloud seed, in a network namespace whose only way out is the host-side stub network.
 Everything started is stopped by pid, and every rule, mount, namespace and link removed,
-also when a step fails."""
+also when a step fails.
+
+One rehearsal at a time, held by a lock on LOCK. The owner keeps what a killed run would
+leave behind in STATE (its stub pids, the old ip_forward, its work directory); the next
+rehearsal that takes the lock and finds that state, or the namespace, reclaims it first."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from lab.instance import stop_group
 
@@ -21,6 +31,10 @@ from .image import mirror_hosts
 
 HOST, HEADSCALE, GUEST = "10.77.0.1", "10.77.0.2", "10.77.0.10"
 LINK = "bmxr0"
+NS = "bmx-rehearsal"
+TAG = "backup-mx-rehearsal"  # the comment on every iptables rule a rehearsal inserts
+LOCK = Path("/run/lock/backup-mx-rehearsal.lock")
+STATE = Path("/run/lock/backup-mx-rehearsal.json")
 ACME_DIR = "https://acme.stub:14000/dir"
 
 
@@ -39,7 +53,7 @@ class Rehearsal:
     relay_hostname: str
     login_host: str  # the tailnet's control server; "" with tailnet none
     faults: Faults = field(default_factory=Faults)
-    ns: str = "bmx-rehearsal"
+    ns: str = NS
     procs: dict = field(default_factory=dict)
     rules: list = field(default_factory=list)
     started: float = 0.0
@@ -47,6 +61,7 @@ class Rehearsal:
     created: float = field(default_factory=time.monotonic)  # for the warm wall time, extraction included
     made_ns: bool = False  # teardown removes only what this rehearsal made
     made_link: bool = False
+    lock: IO[str] | None = None  # the open LOCK file while this rehearsal owns it
 
     # --- host side -----------------------------------------------------------------
     @property
@@ -54,6 +69,7 @@ class Rehearsal:
         return self.work / "root"
 
     def _ipt(self, *rule: str, table: str = "filter", timer: float = 0) -> None:
+        rule = (rule[0], "-m", "comment", "--comment", TAG, *rule[1:])
         subprocess.run(["iptables", "-t", table, "-I", *rule], check=True)
         self.rules.append((table, rule))
         if timer:
@@ -71,11 +87,79 @@ class Rehearsal:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, **kw)
         self.procs[name] = proc
+        self._save_state()
         return proc
 
-    def network(self) -> None:
+    # --- one at a time, and what a killed run left ----------------------------------
+    def _save_state(self) -> None:
+        procs = {name: [p.pid, _start_time(p.pid)] for name, p in self.procs.items()}
+        STATE.write_text(json.dumps({"owner": os.getpid(), "work": str(self.work), "procs": procs,
+                                     "forward_was": getattr(self, "forward_was", None)}))
+
+    def acquire(self) -> None:
+        LOCK.parent.mkdir(parents=True, exist_ok=True)
+        lock = LOCK.open("a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise RuntimeError(f"another rehearsal is running (it holds {LOCK}; one at a time)") from None
+        self.lock = lock
+        if STATE.exists() or Path(f"/run/netns/{self.ns}").exists():
+            self.reclaim()
+        self._save_state()
+
+    def release(self) -> None:
+        if self.lock is not None:
+            STATE.unlink(missing_ok=True)
+            self.lock.close()  # closing the file drops the flock
+            self.lock = None
+
+    def reclaim(self) -> None:
+        """Undo what a rehearsal killed before its teardown left: its stubs (by the pids it
+        recorded, each checked against its start time), whatever runs in the namespace, the
+        rules carrying TAG, the link, the namespace, ip_forward and its work directory."""
+        try:
+            state = json.loads(STATE.read_text())
+        except (OSError, ValueError):
+            state = {}
+        found = []
+        for name, (pid, start) in (state.get("procs") or {}).items():
+            if start is not None and _start_time(pid) == start:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                found.append(f"{name} (pid {pid})")
         if Path(f"/run/netns/{self.ns}").exists():
-            raise RuntimeError(f"network namespace {self.ns} exists: another rehearsal is running (one at a time)")
+            pids = subprocess.run(["ip", "netns", "pids", self.ns], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            found += [f"{len(pids)} processes in namespace {self.ns}"] if pids else []
+        for table in ("filter", "nat"):
+            listing = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout
+            for line in listing.splitlines():
+                words = shlex.split(line)
+                if words[:1] == ["-A"] and f"--comment {TAG}" in " ".join(words):
+                    subprocess.run(["iptables", "-t", table, "-D", *words[1:]], check=False, capture_output=True)
+                    found.append(f"{table} rule {' '.join(words[1:])}")
+        if state.get("forward_was") is not None:
+            Path("/proc/sys/net/ipv4/ip_forward").write_text(state["forward_was"] + "\n")
+        if Path(f"/sys/class/net/{LINK}").exists():
+            subprocess.run(["ip", "link", "del", LINK], check=False, capture_output=True)
+            found.append(f"link {LINK}")
+        if Path(f"/run/netns/{self.ns}").exists():
+            subprocess.run(["ip", "netns", "del", self.ns], check=False, capture_output=True)
+            found.append(f"namespace {self.ns}")
+        old = state.get("work")
+        if old and Path(old).name.startswith(TAG + "-") and Path(old) != self.work:
+            shutil.rmtree(old, ignore_errors=True)
+            found.append(f"work directory {old}")
+        STATE.unlink(missing_ok=True)
+        print(f"rehearsal: reclaimed what a killed run (pid {state.get('owner', '?')}) left: "
+              + "; ".join(found or ["nothing"]), file=sys.stderr)
+
+    def network(self) -> None:
+        self.acquire()
         self.mirrors = {host: socket.gethostbyname(host) for host in mirror_hosts()}
         subprocess.run(["ip", "netns", "add", self.ns], check=True)
         self.made_ns = True
@@ -85,6 +169,7 @@ class Rehearsal:
         subprocess.run(["ip", "addr", "add", f"{HEADSCALE}/24", "dev", LINK], check=True)
         subprocess.run(["ip", "link", "set", LINK, "up"], check=True)
         self.forward_was = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+        self._save_state()
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
         # Out of the guest: the Debian mirror, and nothing else.
         self._ipt("FORWARD", "-i", LINK, "-j", "REJECT")
@@ -224,3 +309,12 @@ class Rehearsal:
             subprocess.run(["ip", "netns", "del", self.ns], check=False, capture_output=True)
         # The guest's rootfs may hold mounts only while it runs; it is stopped by now.
         shutil.rmtree(self.root, ignore_errors=True)
+        self.release()
+
+
+def _start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat: tells a recorded pid from a later process given it."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
