@@ -144,7 +144,9 @@ class Analyzer:
         state = "props" if self.dry_run else "outputs"
         stack = analyzer_pb2.AnalyzeStackRequest(resources=[analyzer_pb2.AnalyzerResource(
             type=r["type"], properties=_struct(r[state]), urn=r["urn"], name=r["name"], options=_options(r),
-            provider=_provider(r, by_urn), parent=r["parent"], dependencies=r.get("dependencies", []))
+            provider=_provider(r, by_urn), parent=r["parent"], dependencies=r.get("dependencies", []),
+            propertyDependencies={k: analyzer_pb2.AnalyzerPropertyDependencies(urns=v)
+                                  for k, v in r.get("propertyDependencies", {}).items()})
             for r in plan["resources"]])
         found += _violations(self.stub.AnalyzeStack(stack), "", self.remediation)
         return found

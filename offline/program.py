@@ -130,6 +130,7 @@ class Registration:
     deleteBeforeReplace: bool
     dependencies: list[str]
     additionalSecretOutputs: list[str]
+    propertyDependencies: dict[str, list[str]] = field(default_factory=dict)  # input -> the URNs it came from
 
 
 @dataclass
@@ -215,7 +216,9 @@ def _run_once(project, stack, plain, secret, first_preview, live_own, live_zones
                     outputs=_struct_to_dict(response.object), id=response.id, protect=bool(request.protect),
                     ignoreChanges=list(request.ignoreChanges), deleteBeforeReplace=bool(request.deleteBeforeReplace),
                     dependencies=list(request.dependencies),
-                    additionalSecretOutputs=list(request.additionalSecretOutputs)))
+                    additionalSecretOutputs=list(request.additionalSecretOutputs),
+                    propertyDependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()
+                                          if v.urns}))
             return response
 
         def RegisterResourceOutputs(self, request):
@@ -356,7 +359,7 @@ def plan(result: Run, redacted: bool = True) -> dict:
             "options": {"protect": r.protect, "ignoreChanges": r.ignoreChanges,
                         "deleteBeforeReplace": r.deleteBeforeReplace,
                         "additionalSecretOutputs": r.additionalSecretOutputs},
-            "dependencies": r.dependencies,
+            "dependencies": r.dependencies, "propertyDependencies": r.propertyDependencies,
         })
     config = {k: (REDACTED if redacted and k in result.secret_keys else v) for k, v in result.config.items()}
     return {"project": result.project, "stack": result.stack, "firstPreview": result.first_preview,

@@ -145,12 +145,16 @@ def set_config(plan, key, value):
     return plan
 
 
-def add_resource(plan, type_, name, props, options=None):
+def add_resource(plan, type_, name, props, options=None, property_dependencies=None):
+    """A resource added under the BackupMx component: an OCI one inherits the component's OCI
+    provider, as a child resource does in Pulumi."""
     plan = copy.deepcopy(plan)
     parent = resource(plan, "index:BackupMx")["urn"]
     urn = f"urn:pulumi:example::backup-mx::{type_}::{name}"
+    provider = resource(plan, "instance:Instance")["provider"] if type_.startswith("oci:") else ""
     plan["resources"].append({
-        "type": type_, "name": name, "urn": urn, "custom": True, "parent": parent, "provider": "", "id": name,
+        "type": type_, "name": name, "urn": urn, "custom": True, "parent": parent, "provider": provider, "id": name,
+        "propertyDependencies": copy.deepcopy(property_dependencies or {}),
         "props": copy.deepcopy(props), "outputs": copy.deepcopy(props), "dependencies": [],
         "options": {"protect": False, "ignoreChanges": [], "deleteBeforeReplace": False,
                     "additionalSecretOutputs": [], **(options or {})}})

@@ -82,7 +82,7 @@ MUTATIONS = {
     "exporter open to the world": (lambda p: edit_ingress(p, 9100, source="0.0.0.0/0"), "security-list"),
     "all protocols from the world": (lambda p: add_ingress(p, {"protocol": "all", "source": "0.0.0.0/0"}),
                                      "security-list"),
-    "port 25 closed": (lambda p: edit_ingress(p, 25, source="198.51.100.7/32"), "security-list"),
+    "port 25 closed": (lambda p: edit_ingress(p, 25, source="198.51.100.7/32"), "reachability"),
     "SSH open through a network security group": (
         lambda p: add_resource(p, "oci:Core/networkSecurityGroupSecurityRule:NetworkSecurityGroupSecurityRule", "ssh",
                                {"direction": "INGRESS", "protocol": "6", "source": "0.0.0.0/0",
@@ -98,7 +98,7 @@ MUTATIONS = {
             "manageDefaultResourceId": "ocid1.securitylist.oc1..x", "ingressSecurityRules": [
                 {"protocol": "6", "source": "0.0.0.0/0", "tcpOptions": {"min": 22, "max": 22}}]}), "security-list"),
     "subnet falls back to the default security list": (
-        lambda p: set_prop(p, "subnet:Subnet", ["securityListIds"], DELETE), "security-list"),
+        lambda p: set_prop(p, "subnet:Subnet", ["securityListIds"], DELETE), "reachability"),
     "exporters open to a homelab CIDR the stack does not have": (
         lambda p: set_config(p, "homelabCidr", "192.0.2.0/24"), {"security-list", "relay-user-data"}),
     "homelab CIDR with a stray space": (lambda p: set_config(p, "homelabCidr", "198.51.100.7 /32"),
@@ -152,7 +152,7 @@ def test_two_halves_of_the_world_are_the_world(policies, example_plan):
 
 
 def test_half_of_the_world_is_not_the_world(policies, example_plan):
-    assert_reported_only(policies, example_plan, _split_world(25, ["0.0.0.0/1"]), "security-list")
+    assert_reported_only(policies, example_plan, _split_world(25, ["0.0.0.0/1"]), "reachability")
 
 
 # Cost beyond the instance (always-free): a volume's inputs are on an allow-list, with its limits.

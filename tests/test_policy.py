@@ -36,9 +36,11 @@ from tests.pack_mutations import (
 from tests.test_pack_dns import MUTATIONS as DNS
 from tests.test_pack_mail import MUTATIONS as MAIL
 from tests.test_pack_network import MUTATIONS as NETWORK
+from tests.test_pack_reachability import EVASIONS as REACHABILITY
 from tests.test_pack_resources import MUTATIONS as RESOURCES
 
-MUTATIONS = {**MAIL, **NETWORK, **DNS, **RESOURCES}  # every area's mutations of the example plan
+# every area's mutations of the example plan
+MUTATIONS = {**MAIL, **NETWORK, **DNS, **RESOURCES, **{k: (m, "reachability") for k, m in REACHABILITY.items()}}
 
 
 def test_every_policy_has_at_least_three_mutations(policies):

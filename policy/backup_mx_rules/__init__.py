@@ -26,6 +26,7 @@ from .network import (
     vm_not_in_mynetworks,
 )
 from .parameters import postfix_parameters
+from .reachability import reachability
 from .resources import modeled_resources, relay_instance_inputs
 from .tunnel import wireguard_tunnel
 from .userdata import free_tier_keepalive, relay_user_data
@@ -38,5 +39,5 @@ POLICIES = [
     relay_mynetworks, zone_record_headroom, mx_preference, relay_a_record, relay_a_unproxied, reserved_public_ip,
     always_free, security_list, drain_port, relay_domains, no_silent_replace, wireguard_tunnel,
     relay_fault_domains, mta_sts, mta_sts_live_record, smtp_smuggling, relay_user_data, free_tier_keepalive,
-    postfix_parameters, modeled_resources, relay_instance_inputs, dns_records,
+    postfix_parameters, modeled_resources, relay_instance_inputs, dns_records, reachability,
 ]

@@ -26,7 +26,7 @@ FACT_DEFAULTS: dict[str, Any] = {
     "wireguardPrimaryAddress": "", "relayCount": 1, "secondRelayHostname": "", "secondMxPreference": 0,
     "mtaSts": "off", "accountMode": "payg", "tailnetTag": "tag:backup-mx", "sshAuthorizedKeys": [],
     "queueLifetime": "30d", "wireguardEndpoint": "", "tailnet": "headscale", "headscaleLoginServer": "",
-    "recipients": "catchall", "recipientListUrl": "",
+    "recipients": "catchall", "recipientListUrl": "", "ociRegion": "eu-frankfurt-1",
 }
 SMTP_PORT = 25  # the pack's own copy: with drainTransport wireguard the drain is port 25 in the tunnel
 # The contract's size headroom (docs/policies.md): the relay's message_size_limit is the

@@ -43,6 +43,10 @@ POLICIES: dict[str, tuple[Severity, list[str], str]] = {
                            "primary private IP."),
     "always-free": (Severity.HIGH, ["cost"], "Keep to the Always-Free allowance: VM.Standard.E2.1.Micro, at most "
                     "two instances and 200 GB of block volume, no paid resource types."),
+    "reachability": (Severity.CRITICAL, ["network"], "Put each relay's VNIC in this stack's subnet, route "
+                     "0.0.0.0/0 to this stack's enabled internet gateway, attach only this stack's security lists "
+                     "and NSGs with 25 and 80 open to the world and egress to the drain and DNS, and keep every "
+                     "OCI resource on the stack's provider in ociRegion."),
     "security-list": (Severity.HIGH, ["network"], "Open only TCP 25 and 80 to the world, 9100/9154 (and 22 with "
                       "breakGlassSsh) to homelabCidr only."),
     "drain-port": (Severity.CRITICAL, ["mail"], "Route every protected domain with '<domain> smtp:[drainHost]:"

@@ -16,7 +16,6 @@ from .view import (
     NSG_RULE,
     PUBLIC_IP,
     SECURITY_LIST,
-    SUBNET,
     VOLUME,
     Network,
     as_bool,
@@ -335,7 +334,6 @@ def _security_list(args, report_violation):
         report_violation(str(exc))
         return
     homelab_text = ", ".join(map(str, homelab))
-    opened_to: dict[int, list] = {SMTP: [], HTTP: []}  # the IPv4 sources of the rules that open each port
     for what, r, rule in _ingress_rules(args):
         source = rule.get("source")
         kind = str(rule.get("sourceType") or "CIDR_BLOCK").upper()
@@ -368,29 +366,14 @@ def _security_list(args, report_violation):
                                  f"({homelab_text}, stack config homelabCidr) only", r.urn)
         for problem in _unserved(rule, net, inside_homelab, break_glass):
             report_violation(f"{what}: {problem}", r.urn)
-        for port, sources in opened_to.items():
-            if net.version == 4 and _covers(rule, port):
-                sources.append(net)
-    world = ipaddress.IPv4Network("0.0.0.0/0")
-    for port, sources in opened_to.items():
-        # 0.0.0.0/1 and 128.0.0.0/1 together are the world, as one rule of 0.0.0.0/0 is
-        if world not in ipaddress.collapse_addresses(sources):
-            report_violation(f"no security list or NSG rule opens TCP {port} to 0.0.0.0/0; the relay needs "
-                             f"{'SMTP from every sender' if port == SMTP else 'HTTP-01 for certbot'}")
-    for r in args.resources:
-        if r.resource_type == SUBNET:
-            lists = plain(r.props).get("securityListIds")
-            if lists is None or (known(lists) and not lists):
-                report_violation(f"subnet '{r.name}' names no security lists, so OCI applies the VCN's default "
-                                 "security list (SSH open to the world); attach this stack's security list", r.urn)
 
 
 security_list = stack_policy(
     "security-list",
-    "Across every security list, default security list and NSG rule: 25 and 80 open to the world, "
-    "the exporter ports only from the homelab CIDR (stack config homelabCidr), 22 never from a "
-    "public source (with stack config breakGlassSsh: from homelabCidr only); the subnet never falls back to "
-    "the VCN's default security list.",
+    "Across every security list, default security list and NSG rule, attached or not: only the relay's ports "
+    "are opened, the exporter ports only from the homelab CIDR (stack config homelabCidr), 22 never from a "
+    "public source (with stack config breakGlassSsh: from homelabCidr only). What actually reaches the relay "
+    "is the reachability policy's.",
     _security_list)
 
 
