@@ -180,6 +180,11 @@ def _access(action):
     return _recipient_list(f"check_recipient_access inline:{{ {{viktorbarzin.me = {action}}} }}")
 
 
+def _postscreen_access(access_list, denylist_action):
+    return lambda p: set_main_cf(set_main_cf(p, "postscreen_access_list", access_list),
+                                 "postscreen_denylist_action", denylist_action)
+
+
 ACTION_MUTATIONS = {
     "DISCARD after the 250": (_access("DISCARD"), "drain-port"),
     "HOLD parks it forever": (_access("HOLD"), "drain-port"),
@@ -201,6 +206,16 @@ ACTION_MUTATIONS = {
                                               "relay-domains"),
     "an access action that is a nested table check": (
         _access("check_sender_access inline:{ x=DISCARD }"), "relay-domains"),
+    # postscreen_access_list: a table of client addresses, with postscreen's three actions
+    "a postscreen access list that rejects every client": (
+        _postscreen_access("permit_mynetworks, static:reject", "enforce"), "never-5xx"),
+    "a postscreen access list that drops every client": (
+        _postscreen_access("permit_mynetworks, static:reject", "drop"), "never-5xx"),
+    "a postscreen access action postscreen does not know": (
+        _postscreen_access("permit_mynetworks, inline:{ {192.0.2.66 = discard} }", "enforce"), "never-5xx"),
+    "a postscreen access table the pack cannot read": (
+        _postscreen_access("permit_mynetworks, cidr:/etc/postfix/postscreen_access.cidr", "enforce"),
+        "never-5xx"),
 }
 
 
@@ -215,6 +230,11 @@ ACTION_EQUIVALENTS = {
     "a 450 with text": _access("450 try later"),
     "REJECT, which soft_bounce makes 450": _access("REJECT no"),
     "a DNS refusal (soft_bounce makes it 450)": _recipient_list("reject_unknown_sender_domain"),
+    "a postscreen access list that defers one address": _postscreen_access(
+        "permit_mynetworks, inline:{ {192.0.2.66 = reject} }", "enforce"),
+    "a postscreen reject-all that only logs": _postscreen_access("permit_mynetworks, static:reject", "ignore"),
+    "a postscreen access list that permits one address": _postscreen_access(
+        "permit_mynetworks, inline:{ {192.0.2.67 = permit}, {192.0.2.68 = dunno} }", "enforce"),
 }
 
 

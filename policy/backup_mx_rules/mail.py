@@ -113,6 +113,7 @@ def never_5xx_problems(mc: MailConfig, cfg: dict) -> Iterator[str]:
                 yield (f"{STARTS}: {action} = {value!r} in {_where(svc)} is not a postscreen action (allowed: "
                        f"{', '.join(POSTSCREEN_ACTIONS)}; there is no 'defer'), so postscreen exits at startup and "
                        "port 25 answers nothing")
+        yield from _postscreen_access_problems(mc, svc)
         for site in split_list(mc.param("postscreen_dnsbl_sites", svc)):
             why = _dnsbl_filter_problem(site)
             if why:
@@ -200,6 +201,33 @@ def restrictions(mc: MailConfig, svc: Service) -> Iterator[tuple[str, str, str |
                 if arg is not None and element in TABLE_ELEMENTS else []
             yield name, element, arg, actions
             i += 2 if arg is not None else 1
+
+
+POSTSCREEN_ACCESS = {"permit", "reject", "dunno"}  # postconf(5) postscreen_access_list: the only actions
+
+
+def _postscreen_access_problems(mc: MailConfig, svc: Service) -> Iterator[str]:
+    """postscreen_access_list is permit_mynetworks and lookup tables of the client address
+    (postscreen_access.c). A reject row refuses the clients it names when
+    postscreen_denylist_action is not ignore: one address is a choice, a static: reject
+    (or a table the pack cannot read) may be every client, each deferred until it gives up."""
+    enforced = mc.param("postscreen_denylist_action", svc).strip().lower() != "ignore"
+    for element in split_list_maps(mc.param("postscreen_access_list", svc)):
+        if element.lower() == "permit_mynetworks":
+            continue
+        if ":" not in element:
+            raise WouldNotStart(f"postscreen_access_list element {element!r} in {_where(svc)} is neither "
+                                "permit_mynetworks nor a lookup table: postscreen exits at startup")
+        kind = element.strip().partition(":")[0].lower()
+        for key, value in mc.table(element):
+            action = (value.split() or [""])[0].lower()
+            if action not in POSTSCREEN_ACCESS:
+                yield (f"postscreen_access_list table {element!r} answers {value!r} for {key!r} in {_where(svc)}: "
+                       f"postscreen knows only {', '.join(sorted(POSTSCREEN_ACCESS))}, and the pack fails closed")
+            elif action == "reject" and enforced and kind == "static":
+                yield (f"postscreen_access_list {element!r} in {_where(svc)} rejects every client: with "
+                       f"postscreen_denylist_action {mc.param('postscreen_denylist_action', svc)!r} each sender is "
+                       "deferred until its queue gives up, and the mail is lost; list single addresses only")
 
 
 def _dnsbl_filter_problem(site: str) -> str:
