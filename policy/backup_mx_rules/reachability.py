@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from . import environment
 from .environment import FactError
+from .network import _port_range
 from .view import (
     DEFAULT_SECURITY_LIST,
     INSTANCE,
@@ -77,13 +78,6 @@ class Rule:
         return self.source_ports is None or self.source_ports[0] <= port <= self.source_ports[1]
 
 
-def _range(value) -> tuple[int, int] | None:
-    if not isinstance(value, dict) or not value:
-        return None
-    low, high = int(float(value.get("min", 1))), int(float(value.get("max", 65535)))
-    return (low, high)
-
-
 def _rule(what: str, props: dict, direction: str) -> Rule:
     """Raises ValueError on a rule the pack cannot read."""
     protocol = str(props.get("protocol", "")).lower()
@@ -95,10 +89,8 @@ def _rule(what: str, props: dict, direction: str) -> Rule:
         raise ValueError(f"its {key} is unknown at preview")
     net = ipaddress.ip_network(str(address), strict=False) if address_kind == "CIDR_BLOCK" else None
     options = props.get("tcpOptions") if protocol == TCP else props.get("udpOptions") if protocol == UDP else None
-    ports = source_ports = None
-    if isinstance(options, dict):
-        ports = _range(options.get("destinationPortRange", {k: v for k, v in options.items() if k in ("min", "max")}))
-        source_ports = _range(options.get("sourcePortRange"))
+    ports = _port_range(options)
+    source_ports = _port_range(options.get("sourcePortRange")) if isinstance(options, dict) else None
     stateless = as_bool(props.get("stateless"))
     if not known(stateless):
         raise ValueError("whether it is stateless is unknown")
@@ -277,8 +269,8 @@ def _reachability(args, report_violation):
         report_violation(str(exc))
         return
     for r in args.resources:
-        if r.resource_type.startswith("oci:") and not r.resource_type.startswith("pulumi:providers:"):
-            provider = getattr(r, "provider", None)
+        if r.resource_type.startswith("oci:"):
+            provider = r.provider
             if provider is None or provider.resource_type != OCI_PROVIDER:
                 report_violation(f"'{r.name}' uses the default OCI provider, whose region the plan does not show; "
                                  f"give it this stack's provider (region {region}, stack config ociRegion)", r.urn)
