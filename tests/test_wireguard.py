@@ -7,6 +7,7 @@ smtp_connect_timeout is 5s so a dead tunnel defers mail in seconds instead of 30
 """
 import base64
 import copy
+import ipaddress
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from lab import Lab, files_from_run
 from lab.client import deliver, message
 from lab.instance import stop_group
 from offline import program
+from policy.backup_mx_rules import tunnel as wgconf
 from tests.helpers import (
     REQUIRED,
     ROOT,
@@ -233,6 +235,10 @@ WG_MUTATIONS = {
     "a PostUp hook": (lambda p, k: edit_conf(p, lambda t: t.replace(
         "[Peer]", "PostUp = postconf -e relay_domains=example.com\n\n[Peer]")), "wireguard-tunnel"),
     "no tunnel config": (lambda p, k: drop_conf(p), "wireguard-tunnel"),
+    "'#' and a form feed hide the Endpoint from wg": (lambda p, k: edit_conf(
+        p, lambda t: re.sub(r"^Endpoint", "#\fEndpoint", t, flags=re.M)), "wireguard-tunnel"),
+    "'[ Interface ]': wg-quick passes Address to wg, which refuses it": (lambda p, k: edit_conf(
+        p, lambda t: t.replace("[Interface]", "[ Interface ]")), "wireguard-tunnel"),
     "metadata not an additional secret output": (lambda p, k: not_secret(p), "wireguard-tunnel"),
     "the private key in another resource": (leak_key, "wireguard-tunnel"),
     "the relay's tunnel address in the primary's mynetworks": (lambda p, k: set_config(
@@ -263,6 +269,136 @@ def test_wireguard_mutation_is_reported_by_its_policy(policies, wg_plan, keys, c
     violations = policies.check(mutate(wg_plan, keys))
     assert policy in reported(violations), [v.message for v in violations]
     assert keys["relay"] not in " ".join(v.message for v in violations)
+
+
+# --- the pack reads wg0.conf as wg-quick and wg read it ------------------------------------
+
+IP_ENDPOINT = "192.0.2.7:51820"
+
+
+def _line(key):
+    return lambda text: next(ln for ln in text.splitlines() if ln.startswith(key))
+
+
+def _sub(key, new):
+    """Replace the line starting with `key` by new(line)."""
+    return lambda text: text.replace(_line(key)(text), new(_line(key)(text)))
+
+
+# Forms of the rendered wg0.conf, each judged by wg-quick up in a namespace: what the pack reads
+# must be what the tunnel gets, and the pack passes nothing the tunnel does not get.
+CONF_FORMS = {
+    "as rendered": lambda t: t,
+    "a form feed after '#' hides the Endpoint": _sub("Endpoint", lambda ln: "#\f" + ln),
+    "a file separator after '#' hides the AllowedIPs": _sub("AllowedIPs", lambda ln: "#\x1c" + ln),
+    "CRLF line ends": lambda t: t.replace("\n", "\r\n"),
+    "spaces and a form feed inside the Endpoint": _sub("Endpoint", lambda ln: ln.replace(":", " \f: ")),
+    "a vertical tab inside AllowedIPs": _sub("AllowedIPs", lambda ln: ln.replace("/", "/\v")),
+    "lower-case section and keys": lambda t: t.replace("[Interface]", "[interface]").replace(
+        "Address", "address").replace("Endpoint", "endpoint"),
+    "'[ Interface ]' is not wg-quick's section": lambda t: t.replace("[Interface]", "[ Interface ]"),
+    "a second AllowedIPs after a comment": _sub("AllowedIPs", lambda ln: ln + " # , 0.0.0.0/0"),
+    "a comment line hiding a default route": _sub("AllowedIPs", lambda ln: ln + "\n# AllowedIPs = 0.0.0.0/0"),
+    "a default route on a second line": _sub("AllowedIPs", lambda ln: ln + "\nAllowedIPs = 0.0.0.0/0"),
+    "a no-break space before '='": _sub("Endpoint", lambda ln: ln.replace(" =", "\u00a0=")),
+    "a key before any section": lambda t: "ListenPort = 51820\n" + t,
+    "a form feed at the end of Address": _sub("Address", lambda ln: ln + "\f"),
+    "Address with a form feed inside": _sub("Address", lambda ln: ln.replace("/", "\f/")),
+}
+
+
+@pytest.fixture(scope="module")
+def ip_endpoint_conf(keys):
+    run = wg_run(keys, wireguardEndpoint=IP_ENDPOINT)
+    doc = yaml.safe_load(base64.b64decode(resource_user_data(run)).decode())
+    return next(f["content"] for f in doc["write_files"] if f["path"] == "/etc/wireguard/wg0.conf")
+
+
+@pytest.fixture(scope="module")
+def wg_netns():
+    ns = f"bmxwq{os.getpid() % 100000}"
+    sh("ip", "netns", "add", ns)
+    try:
+        yield ns
+    finally:
+        for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+            stop_pid(int(pid))
+        sh("ip", "netns", "del", ns, check=False)
+
+
+def stop_pid(pid):
+    try:
+        os.kill(pid, 15)
+    except ProcessLookupError:
+        pass
+
+
+def wg_quick_view(ns, path):
+    """wg-quick up the file in `ns`, read what the interface got, and take it down again.
+    None when wg-quick up fails."""
+    name = path.stem
+    up = sh("wg-quick", "up", str(path), ns=ns, check=False)
+    if up.returncode != 0:
+        sh("ip", "link", "del", name, ns=ns, check=False)
+        return None
+    try:
+        shown = wgconf.parse(sh("wg", "showconf", name, ns=ns).stdout)
+        addrs = sorted(re.findall(r"\binet6? (\S+) scope global", sh("ip", "-o", "addr", "show", "dev", name,
+                                                                        ns=ns).stdout))
+    finally:
+        sh("wg-quick", "down", str(path), ns=ns, check=False)
+    (peer,) = shown.of("peer")
+    return {"address": addrs, "publickey": peer.get("publickey"), "endpoint": peer.get("endpoint"),
+            "allowedips": wgconf._listed(peer.get("allowedips", []))}
+
+
+def pack_view(text):
+    conf = wgconf.parse(text)
+    if len(conf.of("peer")) != 1:
+        return "refused"
+    peer = conf.of("peer")[0]
+    try:
+            return {"address": sorted(str(ipaddress.ip_interface(a)) for v in conf.wg_quick.get("address", [])
+                                  for a in wgconf._words(v.replace(",", " "))),
+                "publickey": peer.get("publickey"), "endpoint": peer.get("endpoint"),
+                "allowedips": wgconf._listed(peer.get("allowedips", []))}
+    except ValueError:
+        return "refused"
+
+
+@pytest.mark.parametrize("form", sorted(CONF_FORMS))
+def test_the_pack_reads_wg0_conf_as_wg_quick_and_wg_do(ip_endpoint_conf, wg_netns, keys, tmp_path, form):
+    text = CONF_FORMS[form](ip_endpoint_conf)
+    path = tmp_path / f"bmxq{os.getpid() % 10000}.conf"
+    path.write_text(text)
+    path.chmod(0o600)
+    real = wg_quick_view(wg_netns, path)
+    try:
+        ours = pack_view(text)
+    except wgconf.ConfError:
+        ours = "refused"
+    problems = (["refused"] if ours == "refused" else
+                wgconf.conf_problems(text, RELAY_TUNNEL, PRIMARY_TUNNEL, keys["primary_pub"], IP_ENDPOINT))
+    if real is None:
+        assert problems, f"wg-quick up fails on this form, and the pack passes it"
+    else:
+        assert ours == real, "the pack reads another tunnel than wg-quick sets up"
+        intended = {"address": [f"{RELAY_TUNNEL}/32"], "publickey": [keys["primary_pub"]],
+                    "endpoint": [IP_ENDPOINT], "allowedips": [f"{PRIMARY_TUNNEL}/32"]}
+        assert (problems == []) == (real == intended), problems
+
+
+def test_the_conf_forms_cover_both_verdicts(ip_endpoint_conf, keys):
+    """The corpus above holds forms the pack passes and forms it refuses, so neither branch is empty."""
+    verdicts = set()
+    for change in CONF_FORMS.values():
+        text = change(ip_endpoint_conf)
+        try:
+            verdicts.add(not wgconf.conf_problems(text, RELAY_TUNNEL, PRIMARY_TUNNEL, keys["primary_pub"],
+                                                  IP_ENDPOINT))
+        except wgconf.ConfError:
+            verdicts.add(False)
+    assert verdicts == {True, False}
 
 
 # --- the lab: a real tunnel ---------------------------------------------------------------

@@ -2,16 +2,27 @@
 primary's tunnel address into the tunnel, names the firewall the stack declares, and its
 private key stays inside the instance's secret user_data.
 
-wg-quick config as wg(8) and wg-quick(8) read it: INI sections [Interface] and [Peer], keys
-case-insensitive, '#' comments, AllowedIPs and Address comma-separated and repeatable.
-Hooks (PreUp, PostUp, PreDown, PostDown), SaveConfig and Table run or change things the
-pack does not model: they fail closed.
+The config is read as wg-quick(8) and then wg(8) read it (wireguard-tools 1.0.20210914, the
+version Debian ships; tests/test_wireguard.py runs both on every form the tests write):
+- wg-quick reads the file line by line, split on newlines only, cuts each line at its first '#'
+  and splits it at its first '='; key and value lose their leading and trailing [[:space:]].
+  A key starting with '[' ends its section; '[Interface]' (any case) opens its own. There it
+  takes Address, MTU, DNS, Table, SaveConfig and the hooks for itself; every other line goes on
+  to wg setconf unchanged.
+- wg cuts each line at its first '#' and removes every space, tab, newline, vertical tab, form
+  feed and CR from it, wherever it stands. '[Interface]' and '[Peer]' (any case) open sections;
+  in them only its own keys are known ('Key=' matched without case). Any other line, or a key
+  before a section, makes wg setconf fail, and the tunnel does not come up.
+Hooks (PreUp, PostUp, PreDown, PostDown), SaveConfig and Table run or change things the pack
+does not model: they fail closed.
 """
 from __future__ import annotations
 
 import ipaddress
 import json
 import posixpath
+import re
+from dataclasses import dataclass, field
 
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
@@ -20,8 +31,10 @@ from .environment import FactError
 from .view import INSTANCE, dig, known, plain, stack_policy
 
 CONF_DIR = "/etc/wireguard"  # wg-quick reads /etc/wireguard/<interface>.conf
-KEYS = {"interface": {"privatekey", "address", "listenport", "mtu", "dns", "fwmark"},
-        "peer": {"publickey", "allowedips", "endpoint", "persistentkeepalive", "presharedkey"}}
+SPACE = " \t\n\v\f\r"  # wg's char_is_space, and bash's [[:space:]] in the C locale
+WG_QUICK_KEYS = {"address", "mtu", "dns", "table", "preup", "predown", "postup", "postdown", "saveconfig"}
+WG_KEYS = {"interface": {"listenport", "fwmark", "privatekey"},
+           "peer": {"publickey", "allowedips", "endpoint", "persistentkeepalive", "presharedkey"}}
 UNMODELED = {"preup", "postup", "predown", "postdown", "saveconfig", "table"}
 
 
@@ -29,56 +42,81 @@ class ConfError(ValueError):
     pass
 
 
-def parse(text: str) -> list[tuple[str, dict[str, list[str]]]]:
-    """[(section, {key: [values]})] in file order."""
-    sections: list[tuple[str, dict[str, list[str]]]] = []
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+@dataclass
+class Conf:
+    """What wg-quick keeps for itself, and the sections wg setconf is given, in file order."""
+    wg_quick: dict[str, list[str]] = field(default_factory=dict)
+    sections: list[tuple[str, dict[str, list[str]]]] = field(default_factory=list)
+
+    def of(self, section: str) -> list[dict[str, list[str]]]:
+        return [keys for name, keys in self.sections if name == section]
+
+
+def parse(text: str) -> Conf:
+    conf, interface_section = Conf(), False
+    for n, line in enumerate(text.split("\n"), 1):
+        stripped = line.split("#", 1)[0]
+        key, sep, value = stripped.partition("=")
+        key, value = key.strip(SPACE), (value if sep else stripped).strip(SPACE)
+        if key.startswith("["):
+            interface_section = key.lower() == "[interface]"
+        if interface_section and key.lower() in WG_QUICK_KEYS:
+            if key.lower() in UNMODELED:
+                raise ConfError(f"line {n}: {key} runs or changes things the pack does not model; remove it")
+            conf.wg_quick.setdefault(key.lower(), []).append(value)
             continue
-        if line.startswith("[") and line.endswith("]"):
-            name = line[1:-1].strip().lower()
-            if name not in KEYS:
-                raise ConfError(f"line {n}: unknown section {line}")
-            sections.append((name, {}))
-            continue
-        key, sep, value = line.partition("=")
-        key = key.strip().lower()
-        if not sep or not sections:
-            raise ConfError(f"line {n}: {raw.strip()!r} is not key = value inside a section")
-        if key in UNMODELED:
-            raise ConfError(f"line {n}: {key} runs or changes things the pack does not model; remove it")
-        if key not in KEYS[sections[-1][0]]:
-            raise ConfError(f"line {n}: unknown key {key!r} in [{sections[-1][0]}]")
-        sections[-1][1].setdefault(key, []).append(value.strip())
-    return sections
+        _wg_line(conf, n, line)
+    return conf
+
+
+def _wg_line(conf: Conf, n: int, line: str) -> None:
+    cleaned = "".join(c for c in line.split("#", 1)[0] if c not in SPACE)
+    if not cleaned:
+        return
+    if cleaned.lower() in ("[interface]", "[peer]"):
+        conf.sections.append((cleaned.lower()[1:-1], {}))
+        return
+    key, sep, value = cleaned.partition("=")
+    if not conf.sections or not sep or key.lower() not in WG_KEYS[conf.sections[-1][0]]:
+        raise ConfError(f"line {n}: wg setconf refuses {cleaned!r}"
+                        + ("" if conf.sections else " outside a section")
+                        + ", so the tunnel would not come up")
+    conf.sections[-1][1].setdefault(key.lower(), []).append(value)
+
+
+def _words(text: str) -> list[str]:
+    """bash's word splitting with the default IFS: space, tab and newline only."""
+    return [w for w in re.split("[ \t\n]+", text) if w]
 
 
 def _listed(values: list[str]) -> list[str]:
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return [v.strip(SPACE) for value in values for v in value.split(",") if v.strip(SPACE)]
 
 
 def conf_problems(text: str, relay: str, primary: str, peer_key: str, endpoint: str) -> list[str]:
-    sections = parse(text)
-    interfaces = [s for name, s in sections if name == "interface"]
-    peers = [s for name, s in sections if name == "peer"]
+    conf = parse(text)
+    interfaces, peers = conf.of("interface"), conf.of("peer")
     problems = []
     if len(interfaces) != 1 or len(peers) != 1:
-        return [f"has {len(interfaces)} [Interface] and {len(peers)} [Peer] sections; the relay needs exactly one "
-                "of each (the homelab firewall)"]
+        return [f"has {len(interfaces)} [Interface] and {len(peers)} [Peer] sections as wg reads it; the relay "
+                "needs exactly one of each (the homelab firewall)"]
     iface, peer = interfaces[0], peers[0]
     if len(iface.get("privatekey", [])) != 1:
         problems.append("has no single PrivateKey")
-    addresses = {str(ipaddress.ip_interface(a)) for a in _listed(iface.get("address", []))}
+    try:
+        addresses = {str(ipaddress.ip_interface(a))
+                     for value in conf.wg_quick.get("address", []) for a in _words(value.replace(",", " "))}
+    except ValueError:
+        addresses = {"(unreadable)"}
     if addresses != {f"{relay}/32"}:
-        problems.append(f"Address is {sorted(addresses)}; set Address = {relay}/32 (stack config "
-                        "wireguardRelayAddress)")
+        problems.append(f"Address is {sorted(addresses)} as wg-quick reads it; set Address = {relay}/32 in "
+                        "[Interface] (stack config wireguardRelayAddress)")
     if peer.get("publickey") != [peer_key]:
         problems.append(f"the peer's PublicKey is {peer.get('publickey')}, not the firewall's {peer_key} (stack "
                         "config wireguardPeerPublicKey)")
-    if peer.get("endpoint") != [endpoint]:
-        problems.append(f"the peer's Endpoint is {peer.get('endpoint')}, not {endpoint} (stack config "
-                        "wireguardEndpoint): the tunnel would never come up and the drain would stop")
+    if peer.get("endpoint") != ["".join(c for c in endpoint if c not in SPACE)]:
+        problems.append(f"the peer's Endpoint is {peer.get('endpoint')} as wg reads it, not {endpoint} (stack "
+                        "config wireguardEndpoint): the tunnel would never come up and the drain would stop")
     allowed = _listed(peer.get("allowedips", []))
     try:
         nets = [ipaddress.ip_network(a, strict=False) for a in allowed]
@@ -130,7 +168,7 @@ def _wireguard_tunnel(args, report_violation):
                                  "write it with permissions 0600", r.urn)
             try:
                 problems = conf_problems(text, relay, primary, peer_key, endpoint)
-                keys += [v for name, s in parse(text) if name == "interface" for v in s.get("privatekey", [])]
+                keys += [v for s in parse(text).of("interface") for v in s.get("privatekey", [])]
             except ConfError as exc:
                 problems = [f"{exc} (the pack fails closed)"]
             for problem in problems:
