@@ -184,10 +184,21 @@ def ids_at(sink) -> "collections.Counter[str]":
 
 
 def with_live_count(plan, count):
-    """The plan with the (first) zone's live record count set to `count`."""
+    """The plan with the (first) zone's live record count set to `count`, and its live record
+    keys padded or trimmed to match with CNAMEs of their own, as one lookup of the zone gives
+    both. A count that is not a number is set alone."""
     plan = copy.deepcopy(plan)
     for where in ("props", "outputs"):
-        resource(plan, "index:Dns")[where]["zones"][0]["liveRecordCount"] = count
+        zone = resource(plan, "index:Dns")[where]["zones"][0]
+        zone["liveRecordCount"] = count
+        if isinstance(count, int) and isinstance(zone.get("liveRecordKeys"), list):
+            keys, domain = list(zone["liveRecordKeys"]), zone["domain"]
+            pad = (f"CNAME pad{i:03d}.{domain} ingress.{domain}" for i in range(count))
+            while len(keys) < count:
+                keys.append(next(pad))
+            while len(keys) > count:
+                keys.remove(next(k for k in reversed(keys) if k.startswith("CNAME ")))
+            zone["liveRecordKeys"] = sorted(keys)
     return plan
 
 

@@ -3,7 +3,7 @@ is reported by the policies meant for it and by no other (pulumi-policy-aws styl
 import copy
 
 from offline import program
-from tests.helpers import DEFERRED, reported, resource
+from tests.helpers import DEFERRED, reported, resource, with_live_count
 
 
 def add_relay_copy(plan, suffix, **props):
@@ -54,10 +54,25 @@ def edit_ingress(plan, port, **changes):
 
 
 def set_zone(plan, field, value):
+    """The first zone's field set, the live count and keys kept as one lookup gives them (the
+    count is the number of keys); `disagree` breaks that on purpose."""
+    if field == "liveRecordCount":
+        return with_live_count(plan, value)
     plan = copy.deepcopy(plan)
     r = resource(plan, "index:Dns")
     for w in ("props", "outputs"):
-        r[w]["zones"][0][field] = value(r[w]["zones"][0][field]) if callable(value) else value
+        zone = r[w]["zones"][0]
+        zone[field] = value(zone[field]) if callable(value) else value
+        if field == "liveRecordKeys" and isinstance(zone[field], list):
+            zone["liveRecordCount"] = len(zone[field])
+    return plan
+
+
+def disagree(plan, count):
+    """The live count alone changed: the Dns component says `count`, its keys say otherwise."""
+    plan = copy.deepcopy(plan)
+    for w in ("props", "outputs"):
+        resource(plan, "index:Dns")[w]["zones"][0]["liveRecordCount"] = count
     return plan
 
 

@@ -16,6 +16,7 @@ from tests.pack_mutations import (
     FakeResourceArgs,
     add_primary_mx,
     assert_reported_only,
+    disagree,
     judge_directly,
     set_mx,
     set_zone,
@@ -85,6 +86,8 @@ MUTATIONS = {
         lambda p: set_prop(p, "DnsRecord", ["zoneId"], "feedfacefeedfacefeedfacefeedface", "relay-a"),
         "zone-record-budget"),
     "live count not a number": (lambda p: set_zone(p, "liveRecordCount", "many"), "zone-record-budget"),
+    "a live count below the component's own list of live keys": (lambda p: disagree(p, 20), "zone-record-budget"),
+    "a live count above the component's own list of live keys": (lambda p: disagree(p, 181), "zone-record-budget"),
 }
 
 

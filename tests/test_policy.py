@@ -135,7 +135,7 @@ def test_equivalent_forms_are_not_violations(policies, example_plan, case):
             set_option(p, "instance:Instance", "protect", False), "instance:Instance", "ignoreChanges",
             ["metadata", "sourceDetails", "availabilityDomain", "createVnicDetails"]),
         "second run counts nothing twice": lambda p: set_zone(
-            set_zone(p, "liveRecordCount", 182), "liveRecordKeys",
+            p, "liveRecordKeys",
             lambda keys: keys + ["MX viktorbarzin.me mx2.viktorbarzin.me 20", "A mx2.viktorbarzin.me 203.0.113.215"]),
     }[case](example_plan)
     tight = {"zone-record-budget": {"budget": 183}, "zone-record-headroom": {"budget": 183, "warnBelowSlots": 0}}

@@ -106,6 +106,10 @@ def _usage(args) -> list[tuple[str, int, int, int]]:
         if not isinstance(live, int) or not isinstance(keys, list):
             raise ZoneDataError(f"zone {zone.get('domain') or listed_id}: live record data is unreadable "
                                 f"(count {zone.get('liveRecordCount')!r})")
+        if live != len(keys):
+            raise ZoneDataError(f"zone {zone.get('domain') or listed_id}: the Dns component's liveRecordCount {live} "
+                                f"disagrees with its {len(keys)} liveRecordKeys, both read from the same lookup of "
+                                "the zone's records")
         live_keys = set(normalized(k) for k in keys if isinstance(k, str) and " " in k)
         added = 0
         live_names = {k.split(" ")[1] for k in live_keys if k.count(" ") >= 2}
