@@ -3,7 +3,11 @@ import re
 import socket
 import subprocess
 
+import pytest
+
+from lab.client import deliver, message
 from lab.instance import run
+from tests.helpers import reported, set_main_cf
 
 INVARIANTS = {
     "soft_bounce": "yes", "maximal_queue_lifetime": "30d", "bounce_queue_lifetime": "1d",
@@ -58,3 +62,33 @@ def test_relayed_mail_reaches_the_primary_with_headers(lab):
     relay.wait_queue_empty(30)
     [message] = primary.messages()
     assert "X-Lab-Id: hdr-1" in message and "X-Custom: kept" in message and "alice@viktorbarzin.me" in message
+
+
+# postscreen_access_list as postscreen answers it: the pack's never-5xx verdict on each form is
+# the verdict real postscreen gives an ordinary client (any address not in the list's tables).
+ORDINARY, LISTED = "127.0.1.1", "127.0.1.66"
+POSTSCREEN_ACCESS = {
+    "static:reject, enforce: every client refused at RCPT": ("permit_mynetworks, static:reject", "enforce"),
+    "static:reject, drop: every client dropped at connect": ("permit_mynetworks, static:reject", "drop"),
+    "static:reject, ignore: every client only logged": ("permit_mynetworks, static:reject", "ignore"),
+    "one address rejected, enforce": (f"permit_mynetworks, inline:{{ {{{LISTED} = reject}} }}", "enforce"),
+    "one address permitted, enforce": (f"permit_mynetworks, inline:{{ {{{LISTED} = permit}} }}", "enforce"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(POSTSCREEN_ACCESS))
+def test_the_pack_refuses_a_postscreen_access_list_exactly_when_postscreen_refuses_every_client(
+        lab, policies, example_plan, case):
+    access, action = POSTSCREEN_ACCESS[case]
+    primary = lab.sink()
+    relay = lab.relay(primary.port, extra={"postscreen_access_list": access, "postscreen_denylist_action": action})
+    sessions = {source: deliver(relay.port, "bob@example.com", ["alice@viktorbarzin.me"],
+                                message(f"ps-{source}"), source=source) for source in (ORDINARY, LISTED)}
+    codes = [r.code for s in sessions.values() for r in s.replies]
+    assert all(code < 500 for code in codes), [s.replies for s in sessions.values()]  # never 5xx
+    plan = set_main_cf(set_main_cf(example_plan, "postscreen_access_list", access),
+                       "postscreen_denylist_action", action)
+    refused = "never-5xx" in reported(policies.check(plan), "mandatory")
+    assert refused == (not sessions[ORDINARY].accepted), sessions[ORDINARY].replies
+    if not refused and "reject" in access and "static" not in access:
+        assert not sessions[LISTED].accepted  # the listed address alone is deferred
