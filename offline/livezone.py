@@ -8,12 +8,16 @@ credentials. Export with the dashboard (DNS > Records > Export) or with
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 
-RECORD_TYPES = {"A", "AAAA", "CAA", "CERT", "CNAME", "DNSKEY", "DS", "HTTPS", "LOC", "MX", "NAPTR", "NS", "OPENPGPKEY",
-                "PTR", "SMIMEA", "SOA", "SRV", "SSHFP", "SVCB", "TLSA", "TXT", "URI"}
-CLASSES = {"IN", "CH", "HS"}
+import dns.exception
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.tokenizer
+import dns.zonefile
 
 
 class LiveZoneError(ValueError):
@@ -53,77 +57,65 @@ def _from_json(text: str, path: Path) -> list[dict]:
     return records
 
 
-def _tokens(line: str) -> list[str]:
-    """Split a zone-file line into fields: quoted strings stay whole; ';' outside quotes
-    starts a comment (RFC 1035 section 5.1)."""
-    out, i = [], 0
-    while i < len(line):
-        c = line[i]
-        if c in " \t":
-            i += 1
-        elif c == ";":
-            break
-        elif c == '"':
-            end = i + 1
-            while end < len(line) and line[end] != '"':
-                end += 2 if line[end] == "\\" else 1
-            out.append(line[i:end + 1])
-            i = end + 1
-        else:
-            end = i
-            while end < len(line) and line[end] not in " \t;":
-                end += 1
-            out.append(line[i:end])
-            i = end
-    return out
-
-
 def _from_bind(text: str, path: Path) -> list[dict]:
-    origin, last_name, records = "", "", []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        fields = _tokens(raw)  # comments dropped: Cloudflare's header and record comments hold parentheses
-        if any(c in f for f in fields if not f.startswith('"') for c in "()"):
-            raise LiveZoneError(f"--live-zone {path}: line {number}: multi-line records (parentheses) are not "
-                                "modelled; Cloudflare's export writes one record a line")
-        if not fields:
-            continue
-        if fields[0].upper() == "$ORIGIN":
-            origin = fields[1].lower().rstrip(".")
-            continue
-        if fields[0].startswith("$"):
-            continue  # $TTL and the like do not change names or content
-        name = last_name if raw[:1] in " \t" else _qualify(fields.pop(0), origin)
-        while fields and (fields[0].isdigit() or fields[0].upper() in CLASSES):
-            fields.pop(0)
-        if not fields or fields[0].upper() not in RECORD_TYPES:
-            raise LiveZoneError(f"--live-zone {path}: line {number}: no record type this reader knows ({raw.strip()!r})")
-        kind, rdata = fields[0].upper(), fields[1:]
-        last_name = name
-        if kind == "SOA" or (kind == "NS" and rdata and rdata[0].lower().rstrip(".").endswith(".ns.cloudflare.com")):
-            continue  # the export adds them; the records API (and the record quota) has neither
-        if not rdata:
-            raise LiveZoneError(f"--live-zone {path}: line {number}: {kind} record without data")
-        if kind == "MX":
-            if len(rdata) != 2 or not rdata[0].isdigit():
-                raise LiveZoneError(f"--live-zone {path}: line {number}: MX data is 'preference host'")
-            records.append({"type": kind, "name": name, "content": _qualify(rdata[1], origin),
-                            "priority": float(rdata[0])})
-        elif kind in ("CNAME", "NS", "PTR"):
-            records.append({"type": kind, "name": name, "content": _qualify(rdata[0], origin)})
-        else:
-            records.append({"type": kind, "name": name, "content": " ".join(rdata)})
+    """A master file read by dnspython's zone-file reader (RFC 1035 section 5: $ORIGIN, $TTL,
+    parentheses across lines, comments, quoted strings), one record per rdata, as the
+    records API lists them: no SOA, and no NS of Cloudflare's own name servers. Read as
+    records, not as a zone: Cloudflare keeps a flattened CNAME at the apex beside other data,
+    which a zone refuses."""
+    try:
+        origin = _first_origin(text, path)
+        manager = _Records(origin, False, dns.rdataclass.IN)
+        with manager.writer(True) as txn:
+            dns.zonefile.Reader(dns.tokenizer.Tokenizer(text, str(path)), dns.rdataclass.IN, txn,
+                                allow_directives={"$ORIGIN", "$TTL"}, default_ttl=1).read()
+        rrsets = [(rrset.name, rrset) for rrset in manager.rrsets]
+    except (dns.exception.DNSException, ValueError) as exc:
+        why = "an SOA record needs the $ORIGIN of its zone" if "non-origin SOA" in str(exc) else exc
+        raise LiveZoneError(f"--live-zone {path}: not a zone file dnspython can read ({why})") from None
+    records = []
+    for owner, rdataset in rrsets:
+        kind, name = dns.rdatatype.to_text(rdataset.rdtype), _plain(owner)
+        for rdata in rdataset:
+            if kind == "SOA" or (kind == "NS" and _plain(rdata.target).endswith(".ns.cloudflare.com")):
+                continue  # the export adds them; the records API (and the record quota) has neither
+            if kind == "MX":
+                records.append({"type": kind, "name": name, "content": _plain(rdata.exchange),
+                                "priority": float(rdata.preference)})
+            elif kind in ("A", "AAAA"):
+                records.append({"type": kind, "name": name, "content": str(ipaddress.ip_address(rdata.address))})
+            elif kind in ("CNAME", "NS", "PTR"):
+                records.append({"type": kind, "name": name, "content": _plain(rdata.target)})
+            else:
+                records.append({"type": kind, "name": name, "content": rdata.to_text(relativize=False)})
     if not records:
         raise LiveZoneError(f"--live-zone {path}: no records found")
     return records
 
 
-def _qualify(name: str, origin: str) -> str:
-    name = name.lower()
-    if name == "@":
-        return origin
-    if name.endswith("."):
-        return name.rstrip(".")
-    return f"{name}.{origin}" if origin else name
+class _Transaction(dns.zonefile.RRsetsReaderTransaction):
+    def check_put_rdataset(self, check) -> None:
+        """The one check zonefile.Reader registers is CNAME-and-other-data (dnspython 2.9):
+        Cloudflare flattens a CNAME at the apex and keeps it beside the zone's MX and TXT,
+        and its export writes it as a CNAME there. Every record is still read."""
+
+
+class _Records(dns.zonefile.RRSetsReaderManager):
+    def writer(self, replacement=False):
+        return _Transaction(self, True, False)
+
+
+def _first_origin(text: str, path: Path) -> dns.name.Name:
+    """The zone the export names with its first $ORIGIN; the root when it names none."""
+    tok = dns.tokenizer.Tokenizer(text, str(path))
+    while not (token := tok.get()).is_eof():
+        if token.is_identifier() and token.value.upper() == "$ORIGIN":
+            return tok.get_name()
+    return dns.name.root
+
+
+def _plain(name: dns.name.Name) -> str:
+    return name.to_text(omit_final_dot=True).lower()
 
 
 def for_domains(records: list[dict], domains: list[str]) -> dict[str, list[dict]]:
