@@ -1,8 +1,12 @@
 """make preview ARGS="--live-zone FILE": a real zone (Cloudflare's BIND export or its
 records-API JSON) replaces the fake one, and the pack judges the stack against it."""
+import ipaddress
 import json
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from offline import livezone, preview
 from tests.helpers import DATA, EXAMPLE
@@ -103,11 +107,6 @@ def test_a_bad_zone_file_exits_2_naming_the_problem(tmp_path, capsys, text, expe
 
 # --- the property: any zone a real parser reads, written as Cloudflare exports it, counts the same
 
-from hypothesis import assume, given  # noqa: E402
-from hypothesis import settings as hsettings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-import ipaddress  # noqa: E402
-
 ZONE = "viktorbarzin.me"
 LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
 OWNER = st.one_of(st.just(ZONE), st.lists(LABEL, min_size=1, max_size=3).map(lambda ls: ".".join(ls) + "." + ZONE))
@@ -137,7 +136,7 @@ def _export(records, comments, multiline_soa):
     out.append(f"{ZONE}.\t3600\tIN\tSOA\t" + (soa.replace(" 2051", " (\n\t\t2051").replace(" 3600", " 3600 ) ; (min)")
                                              if multiline_soa else soa) + "\n")
     out.append(f";; NS Records\n{ZONE}.\t86400\tIN\tNS\tada.ns.cloudflare.com.\n{ZONE}.\t86400\tIN\tNS\tbob.ns.cloudflare.com.\n")
-    for (kind, owner, data), comment in zip(records, comments):
+    for (kind, owner, data), comment in zip(records, comments, strict=True):
         rdata = {"MX": lambda d: f"{d[0]} {d[1]}.", "CNAME": lambda d: f"{d}.",
                  "TXT": lambda d: " ".join(_quoted(p) for p in d)}.get(kind, lambda d: d)(data)
         out.append(f"{owner}.\t1\tIN\t{kind}\t{rdata}{comment}\n")

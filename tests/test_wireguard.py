@@ -380,7 +380,7 @@ def test_the_pack_reads_wg0_conf_as_wg_quick_and_wg_do(ip_endpoint_conf, wg_netn
     problems = (["refused"] if ours == "refused" else
                 wgconf.conf_problems(text, RELAY_TUNNEL, PRIMARY_TUNNEL, keys["primary_pub"], IP_ENDPOINT))
     if real is None:
-        assert problems, f"wg-quick up fails on this form, and the pack passes it"
+        assert problems, "wg-quick up fails on this form, and the pack passes it"
     else:
         assert ours == real, "the pack reads another tunnel than wg-quick sets up"
         intended = {"address": [f"{RELAY_TUNNEL}/32"], "publickey": [keys["primary_pub"]],
