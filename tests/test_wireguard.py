@@ -18,13 +18,13 @@ import time
 import pytest
 import yaml
 
+from backup_mx_rules import tunnel as wgconf
 from components import settings
 from components.wireguard import public_key
 from lab import Lab, files_from_run
 from lab.client import deliver, message
 from lab.instance import stop_group
 from offline import program
-from policy.backup_mx_rules import tunnel as wgconf
 from tests.helpers import (
     REQUIRED,
     ROOT,
