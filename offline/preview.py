@@ -97,12 +97,16 @@ def zone_budget_rows(plan: dict) -> list[tuple[str, str]]:
     rows = []
     for zone in dns["zones"]:
         live_keys = set(zone["liveRecordKeys"]) if isinstance(zone["liveRecordKeys"], list) else set()
+        # a Worker custom domain's record is the address record at its host (the pack's rule)
+        worker_hosts = {k.split(" ")[1] for k in live_keys if k.split(" ")[0].upper() in ("A", "AAAA", "CNAME")}
         added = 0
         for r in plan["resources"]:
             p = r["props"]
             if r["type"] not in ZONE_ENTRY_TYPES or p.get("zoneId") != zone["zoneId"]:
                 continue
             if "content" in p and record_key(p["type"], p["name"], p["content"], p.get("priority")) in live_keys:
+                continue
+            if "hostname" in p and str(p["hostname"]).lower().rstrip(".") in worker_hosts:
                 continue
             added += 1
         live = zone["liveRecordCount"]

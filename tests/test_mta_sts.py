@@ -31,7 +31,7 @@ from tests.helpers import (
     set_prop,
     with_live_count,
 )
-from tests.pack_mutations import assert_reported_only
+from tests.pack_mutations import assert_reported_only, set_zone
 
 MTA_STS = ROOT / "examples" / "Pulumi.mtasts.yaml"
 DOMAIN, PRIMARY, MX2, MX3 = "viktorbarzin.me", "mail.viktorbarzin.me", "mx2.viktorbarzin.me", "mx3.viktorbarzin.me"
@@ -183,10 +183,7 @@ MTA_STS_MUTATIONS = {
 
 
 def live_keys(plan, keys):
-    plan = copy.deepcopy(plan)
-    for where in ("props", "outputs"):
-        resource(plan, "index:Dns")[where]["zones"][0]["liveRecordKeys"] += keys
-    return plan
+    return set_zone(plan, "liveRecordKeys", lambda live: live + keys)
 
 
 @pytest.mark.parametrize("case", sorted(MTA_STS_MUTATIONS))
@@ -303,6 +300,19 @@ def test_the_custom_domain_record_counts_against_the_budget(policies, sts_plan):
     violations = policies.check(with_live_count(sts_plan, 200 - added))
     assert any(f"{200 - added} live records + {added} from this stack = 200" in v.message for v in violations)
     assert "zone-record-budget" not in reported(policies.check(with_live_count(sts_plan, 199 - added)))
+
+
+@pytest.mark.parametrize("kind,content,counted", [
+    ("TXT", '"google-site-verification=abc"', True),  # a record of its own at the Worker's host
+    ("MX", "mail.viktorbarzin.me 10", True),
+    ("AAAA", "100::", False),  # the custom domain's own record, live on a second run
+])
+def test_a_live_record_at_the_worker_host_is_its_record_only_if_it_is_an_address(policies, sts_plan, kind, content,
+                                                                              counted):
+    added = sum(1 for r in sts_plan["resources"] if r["type"].endswith(("DnsRecord", "WorkersCustomDomain")))
+    plan = live_keys(with_live_count(sts_plan, 199 - added), [f"{kind} mta-sts.{DOMAIN} {content}"])
+    violations = policies.check(plan)
+    assert ("zone-record-budget" in reported(violations)) == counted, [v.message for v in violations]
 
 
 # --- a real MTA-STS client against the rendered policy ---------------------------------

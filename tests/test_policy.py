@@ -172,6 +172,18 @@ def test_headroom_is_advisory(policies, example_plan):
     assert any("only 6 record slots left" in v.message for v in violations)
 
 
+def test_budget_figures_read_as_counts(policies, example_plan):
+    """Policy config arrives as JSON numbers (floats through the engine's Struct): the messages
+    still say 182, not 182.0, and one slot is one slot."""
+    over = policies.check(example_plan, {"zone-record-budget": {"budget": 182}})
+    assert any("not under the budget of 182 (" in v.message for v in over), [v.message for v in over]
+    tight = policies.check(example_plan, {"zone-record-budget": {"budget": 183},
+                                          "zone-record-headroom": {"budget": 183, "warnBelowSlots": 5}})
+    assert any("only 1 record slot left after this stack (182/183)" in v.message for v in tight), \
+        [v.message for v in tight]
+    assert not any(".0" in v.message for v in over + tight if v.policy.startswith("zone-record"))
+
+
 def test_policy_config_may_tighten_never_loosen(policies, example_plan):
     assert reported(policies.check(example_plan, {"zone-record-budget": {"budget": 150}})) == {"zone-record-budget"}
     assert reported(policies.check(example_plan, {"zone-record-budget": {"budget": 183}})) == set()  # 182 < 183

@@ -23,6 +23,10 @@ from .view import (
 )
 
 DEFAULT_BUDGET, DEFAULT_SLACK = 200, 10
+# A Worker custom domain's record is the address record Cloudflare keeps at its host name; an
+# address or CNAME record there is that record (or one that blocks the domain). A TXT, MX or
+# any other type at the host is a record of its own and takes its own slot.
+WORKER_HOST_TYPES = ("A", "AAAA", "CNAME")
 
 
 def key(kind, name, content, priority=None) -> str:
@@ -112,12 +116,12 @@ def _usage(args) -> list[tuple[str, int, int, int]]:
                                 "the zone's records")
         live_keys = set(normalized(k) for k in keys if isinstance(k, str) and " " in k)
         added = 0
-        live_names = {k.split(" ")[1] for k in live_keys if k.count(" ") >= 2}
+        worker_hosts = {k.split(" ")[1] for k in live_keys if k.split(" ")[0] in WORKER_HOST_TYPES}
         for r, p in records:
             if p.get("zoneId") != listed_id:
                 continue
             if r.resource_type == WORKER_DOMAIN:
-                if str(p.get("hostname", "")).lower().rstrip(".") in live_names:
+                if str(p.get("hostname", "")).lower().rstrip(".") in worker_hosts:
                     continue  # its record is live already
             elif all(known(p.get(f)) for f in ("type", "name", "content", "priority")) \
                     and key(p["type"], record_name(p), p["content"], p.get("priority")) in live_keys:
@@ -137,10 +141,15 @@ HEADROOM_SCHEMA = PolicyConfigSchema(properties={
 })
 
 
+def _slots(n: int) -> str:
+    return f"{n} record slot" + ("" if n == 1 else "s")
+
+
 def _budget(args, report_violation):
     cfg = config(args, BUDGET_SCHEMA)
-    if int(cfg["budget"]) > DEFAULT_BUDGET:
-        report_violation(f"policy config budget = {cfg['budget']} loosens the {DEFAULT_BUDGET}-record invariant; "
+    budget = int(cfg["budget"])  # the engine hands JSON numbers over as floats
+    if budget > DEFAULT_BUDGET:
+        report_violation(f"policy config budget = {budget} loosens the {DEFAULT_BUDGET}-record invariant; "
                          "policy config may only tighten it")
     try:
         usage = _usage(args)
@@ -148,10 +157,10 @@ def _budget(args, report_violation):
         report_violation(f"{exc}; the pack fails closed")
         return
     for zone, live, added, total in usage:
-        if total >= int(cfg["budget"]):
+        if total >= budget:
             report_violation(f"zone {zone}: {live} live records + {added} from this stack = {total}, not under the "
-                             f"budget of {cfg['budget']} (Cloudflare Free quota); delete at least "
-                             f"{total - int(cfg['budget']) + 1} unused records first, or raise the budget if the plan "
+                             f"budget of {budget} (Cloudflare Free quota); delete at least "
+                             f"{total - budget + 1} unused records first, or raise the budget if the plan "
                              "allows more")
 
 
@@ -161,10 +170,11 @@ def _headroom(args, report_violation):
         usage = _usage(args)
     except (ZoneDataError, FactError):
         return  # zone-record-budget reports it
+    budget = int(cfg["budget"])
     for zone, _live, _added, total in usage:
-        left = int(cfg["budget"]) - total
+        left = budget - total
         if 0 < left < int(cfg["warnBelowSlots"]):
-            report_violation(f"zone {zone}: only {left} record slots left after this stack ({total}/{cfg['budget']}); "
+            report_violation(f"zone {zone}: only {_slots(left)} left after this stack ({total}/{budget}); "
                              "schedule a record purge before the next change needs them")
 
 
