@@ -148,6 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stack = args.stack or args.config.name.removeprefix("Pulumi.").removesuffix(".yaml")
 
+    code = _preview(args, stack)
+    outcome = "rendered, policies skipped" if code == 0 and args.no_policy else OUTCOMES[code]
+    print(f"preview: {outcome} (exit {code})", flush=True)
+    return code
+
+
+# The last line of every preview names its outcome on stdout (a failure's message is on
+# stderr), because `make preview` turns every failure into make's own exit 2.
+OUTCOMES = {0: "clean", 1: "policy violation", 2: "bad input (stack config, policy config or live zone)"}
+
+
+def _preview(args, stack: str) -> int:
     started = time.monotonic()
     try:
         live = live_zones(args.live_zone, args.config, stack)

@@ -1,12 +1,14 @@
 """The real program under the mock runtime against the fake cloud."""
 import base64
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
 
 from offline import preview, program
-from tests.helpers import EXAMPLE, SECRET, TWO_DOMAINS, resource, run_stack, unwrap
+from tests.helpers import EXAMPLE, ROOT, SECRET, TWO_DOMAINS, resource, run_stack, unwrap
 
 TYPES = {
     "backupmx:index:BackupMx": 1, "backupmx:index:Network": 1, "backupmx:index:RelayVm": 1, "backupmx:index:Dns": 1,
@@ -233,3 +235,30 @@ def test_a_plaintext_secret_is_refused_by_the_program(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "backup-mx:headscalePreauthKey: is stored in plain text in the stack file" in err
     assert "hskey-in-plain-text" not in err and "Traceback" not in err and err.count("\n") == 2
+
+
+@pytest.mark.parametrize("case,code,outcome", [
+    ("as it is", 0, "clean"),
+    ("a budget of 150 records", 1, "policy violation"),
+    ("drainPort 25", 2, "bad input"),
+])
+def test_the_last_line_names_the_outcome_and_the_module_gives_its_code(tmp_path, case, code, outcome):
+    """What a script sees: `python -m offline.preview` exits 0/1/2 and says which; `make
+    preview` prints the same last line, and exits 2 (make's own) on any failure."""
+    stack = tmp_path / "Pulumi.outcome.yaml"
+    text = EXAMPLE.read_text()
+    stack.write_text(text.replace("backup-mx:drainPort: 2526", "backup-mx:drainPort: 25") if case == "drainPort 25"
+                     else text)
+    args = ["--config", str(stack), "--out", str(tmp_path / "build")]
+    if case.startswith("a budget"):
+        (tmp_path / "policy.json").write_text(json.dumps({"zone-record-budget": {"budget": 150}}))
+        args += ["--policy-config", str(tmp_path / "policy.json")]
+    module = subprocess.run([sys.executable, "-m", "offline.preview", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    last = module.stdout.splitlines()[-1]
+    assert module.returncode == code and last.startswith(f"preview: {outcome}") and last.endswith(f"(exit {code})"), \
+        module.stdout[-300:] + module.stderr
+    made = subprocess.run(["make", "-s", "preview", f"ARGS={' '.join(args)}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert made.returncode == (0 if code == 0 else 2), made.stdout[-300:] + made.stderr
+    assert made.stdout.splitlines()[-1] == last, made.stdout[-300:]
