@@ -305,7 +305,7 @@ def main(argv=None) -> int:
     if args.keepalive:
         return keepalive_cost(args)
 
-    ours = files_from_run(program.run(ROOT / "Pulumi.example.yaml"))
+    ours = files_from_run(program.run(ROOT / "examples" / "Pulumi.seed.yaml"))
     base = Path(tempfile.mkdtemp(prefix="backup-mx-bench-", dir="/tmp"))
     try:
         base.chmod(0o755)

@@ -3,7 +3,7 @@ beside a no-junk baseline, in one run. Writes bench/spam-results.json (and print
 measurements; the scaled run in make test (tests/test_everyday_spam.py) asserts the bounds.
 
     python -m bench.spam [--junk 2000] [--spam-seconds 300]
-                         [--after-seconds 420] [--outage-seconds 120] [--stack Pulumi.example.yaml]
+                         [--after-seconds 420] [--outage-seconds 120] [--stack examples/Pulumi.seed.yaml]
                          [--label after] [--out bench/spam-results.json]
                          [--modes baseline,catchall,list,verify]
 """
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     parser.add_argument("--spam-seconds", type=float, default=300)
     parser.add_argument("--after-seconds", type=float, default=420)
     parser.add_argument("--outage-seconds", type=float, default=120)
-    parser.add_argument("--stack", type=Path, default=ROOT / "Pulumi.example.yaml")
+    parser.add_argument("--stack", type=Path, default=ROOT / "examples" / "Pulumi.seed.yaml")
     parser.add_argument("--label", default="after", help="names this run in the results file (e.g. before)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "spam-results.json")
     parser.add_argument("--modes", default="baseline,catchall,list,verify",

@@ -1,6 +1,6 @@
 """make lab / make lab-down: the rendered relay and a fake primary on loopback.
 
-    python -m lab up [--config Pulumi.example.yaml]   start relay, fake primary, drain watcher
+    python -m lab up [--config examples/Pulumi.seed.yaml]   start relay, fake primary, drain watcher
     python -m lab primary stop|start                  simulate an outage of the primary
     python -m lab status                              queue and delivered counts
     python -m lab down                                stop everything the lab started (by pid)
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up")
-    p_up.add_argument("--config", type=Path, default=ROOT / "Pulumi.example.yaml")
+    p_up.add_argument("--config", type=Path, default=ROOT / "examples" / "Pulumi.seed.yaml")
     p_up.set_defaults(func=up)
     p_primary = sub.add_parser("primary")
     p_primary.add_argument("action", choices=["stop", "start"])

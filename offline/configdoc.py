@@ -18,9 +18,10 @@ HEADER = """# Configuration
 Generated from `Pulumi.yaml` by `python -m offline.configdoc`; edit the declaration there, then
 rerun it (`tests/test_docs.py` fails while the two differ).
 
-Every key lives in the `backup-mx:` namespace. `Pulumi.example.yaml` is the seed deployment
-(documentation addresses from RFC 5737 where the real ones are not public); `examples/` holds
-one stack per deployment shape ([`shapes.md`](shapes.md)).
+Every key lives in the `backup-mx:` namespace. `Pulumi.example.yaml` is a neutral starting stack
+(example.org, RFC 5737 addresses, every value to replace marked `REPLACE`); `examples/` holds
+one stack per deployment shape ([`shapes.md`](shapes.md)) and the ADR's seed deployment
+(`examples/Pulumi.seed.yaml`), which the tests run on.
 
 Invalid config fails at preview with exit status 2 and every bad key named, with what is
 allowed, e.g. `backup-mx:queueLifetime: '101d' exceeds Postfix's 100d cap (qmgr would not

@@ -17,7 +17,7 @@ PREAUTH_KEY = "hskey-auth-rehearsal-0123456789abcdef"
 __all__ = ["Faults", "Rehearsal", "GUEST", "HOST", "PREAUTH_KEY", "rendered_user_data", "rehearsal"]
 
 
-def rendered_user_data(stack_file: Path = ROOT / "Pulumi.example.yaml") -> tuple[str, dict[str, str]]:
+def rendered_user_data(stack_file: Path = ROOT / "examples" / "Pulumi.seed.yaml") -> tuple[str, dict[str, str]]:
     """The user-data exactly as the program renders it (with a test preauth key), and the
     stack's raw config."""
     from offline import program

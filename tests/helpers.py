@@ -16,8 +16,8 @@ from offline.preview import DEFERRED
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
-EXAMPLE = ROOT / "Pulumi.example.yaml"
-TWO_DOMAINS = DATA / "Pulumi.twodomain.yaml"
+EXAMPLE = ROOT / "examples" / "Pulumi.seed.yaml"  # the ADR's seed deployment; the tests' names are its own
+TWO_DOMAINS = ROOT / "examples" / "Pulumi.twodomains.yaml"
 BREAK_GLASS = ROOT / "examples" / "Pulumi.breakglass.yaml"
 TWO_RELAYS = ROOT / "examples" / "Pulumi.tworelays.yaml"
 # The required stack keys, as the CLI hands them to the program (lists as JSON).

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from offline import preview, program
-from tests.helpers import EXAMPLE, ROOT, SECRET, TWO_DOMAINS, resource, run_stack, unwrap
+from tests.helpers import EXAMPLE, ROOT, SECRET, TWO_DOMAINS, reported, resource, run_stack, unwrap
 
 TYPES = {
     "backupmx:index:BackupMx": 1, "backupmx:index:Network": 1, "backupmx:index:RelayVm": 1, "backupmx:index:Dns": 1,
@@ -114,6 +114,28 @@ def test_two_domains_nothing_hard_wired(two_domain_plan):
     assert "relay_domains = example.net example.org" in text
     assert "example.org smtp:[192.0.2.80]:2526" in text
     assert "viktorbarzin" not in json.dumps(two_domain_plan)
+
+
+NEUTRAL = ROOT / "Pulumi.example.yaml"
+SEED_VALUES = ("viktorbarzin", "Frankfurt AD", "10.0.20.0/24", "198.51.100.7", "operator@homelab")
+
+
+def test_the_neutral_example_names_nothing_of_the_seed_deployment_and_previews_clean(policies):
+    """The stack a newcomer copies: documentation names and addresses, every personal value
+    marked REPLACE, nothing taken over from the seed deployment, and a clean preview."""
+    text = NEUTRAL.read_text()
+    assert not [v for v in SEED_VALUES if v in text]
+    config = yaml.safe_load(text)["config"]
+    marked = {line.split("backup-mx:")[1].split(":")[0] for block in text.split("\n  # REPLACE")[1:]
+              for line in block.splitlines() if line.startswith("  backup-mx:")}
+    personal = {"domains", "cloudflareZoneIds", "relayHostname", "primaryMxHost", "primaryMxPreference",
+                "primaryMynetworks", "drainHost", "ociCompartmentId", "ociRegion", "homelabCidr", "certbotEmail",
+                "headscaleLoginServer", "sshAuthorizedKeys"}
+    assert personal <= marked, personal - marked
+    assert config["backup-mx:primaryMxPreference"] != 1  # a newcomer keeps it: not the seed's own value
+    plan = program.plan(run_stack(NEUTRAL), redacted=False)
+    assert "viktorbarzin" not in json.dumps(plan)
+    assert reported(policies.check(plan)) == set()
 
 
 def test_first_preview_leaves_ids_and_ip_unknown(first_preview_plan):

@@ -20,8 +20,9 @@ from tests.helpers import ROOT, reported, run_stack, set_user_data_doc, stack_se
 from tests.pack_mutations import MAIL_POLICIES
 
 CONTRACT = json.loads((ROOT / "policy" / "backup_mx_rules" / "relay_files.json").read_text())
-SHAPES = {"default": ROOT / "Pulumi.example.yaml", **{
-    p.stem.split(".")[-1]: p for p in sorted((ROOT / "examples").glob("Pulumi.*.yaml"))}}
+# "default" is the seed deployment (the mutations name its hosts); "example" the neutral stack.
+SHAPES = {"default": ROOT / "examples" / "Pulumi.seed.yaml", "example": ROOT / "Pulumi.example.yaml", **{
+    p.stem.split(".")[-1]: p for p in sorted((ROOT / "examples").glob("Pulumi.*.yaml")) if p.stem != "Pulumi.seed"}}
 USER_DATA = "relay-user-data"
 KEEPALIVE = "free-tier-keepalive"
 ENV = "/etc/backup-mx/backup-mx.env"
