@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from offline import program
-from tests.helpers import ROOT, TWO_DOMAINS, run_stack, stack_secrets
+from tests.helpers import ROOT, run_stack, stack_secrets
 
 RUNBOOK = (ROOT / "docs" / "runbook.md").read_text()
 
