@@ -84,6 +84,7 @@ def test_each_tailnet_loads_with_exactly_its_keys(tailnet, key, server):
     ("vcnCidr", "8.8.8.0/24", "must be a private"),
     ("homelabCidr", "198.51.100.7/24", "not a CIDR"),
     ("primaryMynetworks", ["10.0.0.0/8", "bogus"], "'bogus' is not a CIDR"),
+    ("primaryMynetworks", ["127.0.0.0/8", "[::1]/128"], "write Postfix's '[::1]/128' without the brackets: '::1/128'"),
     ("drainPort", 25, "allowed: 1..65535 except 25"),
     ("mxPreference", 1, "must be greater than primaryMxPreference"),
     ("relayHostname", "mx2.elsewhere.com", "must lie inside one of domains"),

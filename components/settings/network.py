@@ -37,7 +37,9 @@ def check(r: Reader, v: dict, primary: str) -> Network:
         try:
             mynetworks.append(str(ipaddress.ip_network(cidr, strict=False)))
         except ValueError:
-            r.fail("primaryMynetworks", f"{cidr!r} is not a CIDR (allowed: e.g. 192.168.1.0/24)")
+            bare = re.sub(r"^\[([^\]]*)\]", r"\1", str(cidr))
+            hint = f"; write Postfix's {cidr!r} without the brackets: {bare!r}" if bare != cidr and is_cidr(bare) else ""
+            r.fail("primaryMynetworks", f"{cidr!r} is not a CIDR (allowed: e.g. 192.168.1.0/24, ::1/128){hint}")
     drain_host = (v["drainHost"] or primary).lower().rstrip(".")
     if not (HOSTNAME.match(drain_host) or is_ipv4(drain_host)):
         r.fail("drainHost", f"{drain_host!r} is not a host name or IPv4 address")
