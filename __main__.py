@@ -28,6 +28,7 @@ def stack_keys() -> list[str]:
 try:
     stack_settings = settings.load(pulumi.get_project(), config.get, keys=stack_keys(),
                                    tailnet_key=secret_config("headscalePreauthKey"),
+                                   tailnet_key_alias=secret_config("tailnetAuthKey"),
                                    wireguard_key=secret_config("wireguardPrivateKey"))
 except settings.ConfigError as err:
     raise pulumi.RunError(str(err)) from None

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from components.settings import PROJECT_FILE, required_secrets
+from components.settings.access import TAILNET_KEY, TAILNET_KEY_ALIAS
 from offline import cli_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,8 +98,11 @@ def _unset_shape_secrets(project: str, values: dict[str, cli_config.Value]) -> l
     def text(key: str) -> str:
         value = values.get(f"{project}:{key}")
         return value.text if value is not None and not value.secure else ""
+    def unset(key: str) -> bool:
+        value = values.get(f"{project}:{key}")
+        return value is None or (not value.secure and not value.text)
     return [key for key in required_secrets(text("tailnet"), text("drainTransport"))
-            if (value := values.get(f"{project}:{key}")) is None or (not value.secure and not value.text)]
+            if unset(key) and not (key == TAILNET_KEY and not unset(TAILNET_KEY_ALIAS))]
 
 
 def _octal_notes(text: str, plain: dict[str, str]) -> list[str]:

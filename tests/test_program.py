@@ -259,6 +259,30 @@ def test_a_plaintext_secret_is_refused_by_the_program(tmp_path, capsys):
     assert "hskey-in-plain-text" not in err and "Traceback" not in err and err.count("\n") == 2
 
 
+SECURE = "\n    secure: v1:c2VjcmV0c2VjcmV0:c2VjcmV0c2VjcmV0c2VjcmV0\n"
+
+
+@pytest.mark.parametrize("keys,code,expected", [
+    ({"tailnetAuthKey": SECURE}, 0, None),
+    ({"tailnetAuthKey": " tskey-in-plain-text\n"}, 2, "backup-mx:tailnetAuthKey: is stored in plain text"),
+    ({"tailnetAuthKey": SECURE, "headscalePreauthKey": SECURE}, 2,
+     "backup-mx:tailnetAuthKey: is set, and so is headscalePreauthKey, its other name; keep one"),
+])
+def test_the_tailnet_key_under_its_neutral_name(tmp_path, capsys, keys, code, expected):
+    """tailnetAuthKey is the tailnet key as headscalePreauthKey is: encrypted it previews with no
+    note asking for the other name, in plain text it is refused, and both at once are refused."""
+    stack = tmp_path / "Pulumi.alias.yaml"
+    stack.write_text(EXAMPLE.read_text() + "".join(f"  backup-mx:{k}:{v}" for k, v in keys.items()))
+    assert preview.main(["--config", str(stack), "--out", str(tmp_path / "build")]) == code
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err and "plain-text" not in out.err + out.out
+    if expected:
+        assert expected in out.err, out.err
+    else:
+        assert "headscalePreauthKey" not in out.out and "no violations" in out.out, out.out
+        assert "/etc/backup-mx/headscale-preauth-key" in (tmp_path / "build" / "user-data.yaml").read_text()
+
+
 @pytest.mark.parametrize("case,code,outcome", [
     ("as it is", 0, "clean"),
     ("a budget of 150 records", 1, "policy violation"),

@@ -18,7 +18,7 @@ from components import postfix, settings
 from lab import Lab
 from lab.client import Client
 from offline import program
-from tests.helpers import EXAMPLE, edit_file, lab_dir, reported, set_config, set_main_cf
+from tests.helpers import EXAMPLE, ROOT, edit_file, lab_dir, reported, set_config, set_main_cf
 
 # make test: a fixed sequence of examples (reproducible anywhere); make properties: random, long.
 hsettings.register_profile("test", max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "6")), deadline=None,
@@ -181,7 +181,7 @@ BAD_WITH_MTA_STS = {
 def test_every_bad_mta_sts_value_fails_preview_with_exit_2_naming_the_key(tmp_path_factory, capsys, bad):
     from offline import preview
     key, value = bad
-    doc = yaml.safe_load((EXAMPLE.parent / "examples" / "Pulumi.mtasts.yaml").read_text())
+    doc = yaml.safe_load((ROOT / "examples" / "Pulumi.mtasts.yaml").read_text())
     doc["config"][f"backup-mx:{key}"] = value
     stack = tmp_path_factory.mktemp("stack") / "Pulumi.prop.yaml"
     stack.write_text(yaml.safe_dump(doc))

@@ -32,7 +32,7 @@ __all__ = ["ConfigError", "DNSBL_ACTIONS", "MESSAGE_SIZE_MAX", "MESSAGE_SIZE_MIN
 
 def load(project: str, raw: Callable[[str], Optional[str]], *, keys: Iterable[str] = (),
          decls: Optional[dict[str, dict]] = None, tailnet_key: Optional[SecretConfig] = None,
-         wireguard_key: Optional[SecretConfig] = None) -> Settings:
+         tailnet_key_alias: Optional[SecretConfig] = None, wireguard_key: Optional[SecretConfig] = None) -> Settings:
     """Build Settings from raw config strings; raise ConfigError naming every bad key. `keys`
     are the names the stack sets in the project's namespace. The two secrets are checked
     without ever being echoed, and the renderers get their `rendered` value (a secret Output in
@@ -40,7 +40,8 @@ def load(project: str, raw: Callable[[str], Optional[str]], *, keys: Iterable[st
     r = Reader(project, raw, decls or declarations())
     r.undeclared(keys)
     v = r.values(skip=SECRET_KEYS)
-    access.check_tailnet_key(r, tailnet_key, v["tailnet"])
+    key_name, tailnet_key = access.tailnet_key(r, tailnet_key, tailnet_key_alias)
+    access.check_tailnet_key(r, tailnet_key, v["tailnet"], key_name)
     r.stop_if_failed()
 
     domains, zones = dns.domains_and_zones(r, v)

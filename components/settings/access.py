@@ -14,7 +14,10 @@ from .reader import Reader
 # How the relay is managed: joins headscale, joins Tailscale's hosted tailnet, or neither
 # (SSH only with breakGlassSsh, else the OCI console).
 TAILNETS = ("headscale", "tailscale", "none")
-SECRET_KEYS = ("headscalePreauthKey", "wireguardPrivateKey")
+# The tailnet key's name, and a neutral one for it (a Tailscale auth key is no headscale key);
+# a stack sets one of the two.
+TAILNET_KEY, TAILNET_KEY_ALIAS = "headscalePreauthKey", "tailnetAuthKey"
+SECRET_KEYS = (TAILNET_KEY, TAILNET_KEY_ALIAS, "wireguardPrivateKey")
 
 
 def required_secrets(tailnet: str, drain_transport: str) -> tuple[str, ...]:
@@ -51,24 +54,40 @@ def _tailnet(r: Reader, v: dict) -> None:
         r.fail("headscaleLoginServer", f"is set but tailnet is {tailnet}; set tailnet: headscale, or remove it")
 
 
-def check_tailnet_key(r: Reader, key: Optional[SecretConfig], tailnet: str) -> None:
+def _given(key: Optional[SecretConfig]) -> bool:
+    return key is not None and (bool(key.text) or key.secret)
+
+
+def tailnet_key(r: Reader, key: Optional[SecretConfig], alias: Optional[SecretConfig]
+                ) -> tuple[str, Optional[SecretConfig]]:
+    """The tailnet key and the name the stack gave it: headscalePreauthKey or tailnetAuthKey,
+    never both (which one would the relay join with?)."""
+    if _given(key) and _given(alias):
+        r.fail(TAILNET_KEY_ALIAS, f"is set, and so is {TAILNET_KEY}, its other name; keep one, e.g. "
+                                  f"`pulumi config rm {TAILNET_KEY}`")
+    if _given(alias) or key is None:
+        return TAILNET_KEY_ALIAS, alias
+    return TAILNET_KEY, key
+
+
+def check_tailnet_key(r: Reader, key: Optional[SecretConfig], tailnet: str, name: str = TAILNET_KEY) -> None:
     """The tailnet key: required, encrypted and one clean line with a tailnet; absent without.
     Never echoed. None: not passed (renderer tests), so not judged."""
     if key is None or tailnet not in TAILNETS:
         return  # tailnet is named above
-    how = "set it with `pulumi config set --secret headscalePreauthKey <key>`"
+    how = f"set it with `pulumi config set --secret {name} <key>`"
     if tailnet == "none":
         if key.text:
-            r.fail("headscalePreauthKey", "is set but tailnet is none, so nothing would use it; remove it with "
-                                          "`pulumi config rm headscalePreauthKey`, or set tailnet: headscale or "
-                                          "tailscale")
+            r.fail(name, "is set but tailnet is none, so nothing would use it; remove it with "
+                         f"`pulumi config rm {name}`, or set tailnet: headscale or tailscale")
         return
     kind = "a headscale preauth key" if tailnet == "headscale" else "a Tailscale auth key tagged with tailnetTag"
     if not key.text and not key.secret:
-        r.fail("headscalePreauthKey", f"is required with tailnet {tailnet} ({kind}); {how}, or set tailnet: none")
+        r.fail(name, f"is required with tailnet {tailnet} ({kind}); {how} (or under its neutral name "
+                     f"{TAILNET_KEY_ALIAS}), or set tailnet: none")
     elif not key.secret:
-        r.fail("headscalePreauthKey", "is stored in plain text in the stack file; remove it there and " + how)
+        r.fail(name, "is stored in plain text in the stack file; remove it there and " + how)
     elif not key.text:
-        r.fail("headscalePreauthKey", f"is empty; {how} (a single-use key that expires within a day)")
+        r.fail(name, f"is empty; {how} (a single-use key that expires within a day)")
     elif any(c.isspace() or not c.isprintable() for c in key.text):
-        r.fail("headscalePreauthKey", f"contains whitespace or control characters (a paste error?); {how}")
+        r.fail(name, f"contains whitespace or control characters (a paste error?); {how}")
