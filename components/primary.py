@@ -28,9 +28,20 @@ PLACEMENT = {
         "maps": "data/conf/postfix/ (seen as /opt/postfix/conf/ inside the postfix-mailcow container)",
         "postscreen": "append the postscreen mapContent rows to data/conf/postfix/custom_postscreen_whitelist.cidr; "
                       "mailcow's postscreen_access_list already reads that file",
-        "reload": "docker compose exec postfix-mailcow postfix reload",
+        # extra.cf is appended to main.cf when the container starts; a reload does not read it
+        "reload": "docker compose restart postfix-mailcow",
     },
 }
+MAILCOW_CONF, MAILCOW_CONTAINER_CONF = "data/conf/postfix", "/opt/postfix/conf"
+# The restriction lists that can defer drained mail: the sender stage (FCrDNS, spoof and
+# sender-domain checks) and the recipient stage (mailcow has shipped
+# reject_unknown_reverse_client_hostname there). Each gets the exemption as its first element.
+EXEMPTED_LISTS = ("smtpd_sender_restrictions", "smtpd_recipient_restrictions")
+# An OK at the recipient stage must not open the relay: Postfix checks smtpd_relay_restrictions
+# first, and it has to end relaying with reject_ or defer_unauth_destination.
+RELAY_GUARD = (
+    'case "$relay" in *_unauth_destination*) ;; *) echo "smtpd_relay_restrictions has no '
+    'reject_unauth_destination: add it there before exempting the backup MX" >&2; exit 1 ;; esac\n')
 
 
 # A port forward's target is an address on the LAN, which the stack cannot know: the user
@@ -148,7 +159,9 @@ def _postfix_exemptions(cidrs: list[str]) -> dict:
             "restriction": restriction,
             "placement": ("first element of smtpd_sender_restrictions, the stage where "
                           "reject_unknown_client_hostname and the sender spoof check sit on the primary "
-                          "(and of smtpd_client_restrictions if they sit there)"),
+                          "(and of smtpd_client_restrictions if they sit there), and of smtpd_recipient_restrictions "
+                          "where that list holds reject_unknown_reverse_client_hostname, as mailcow's has; "
+                          "postfix.script does every stage"),
             "text": (f"# {CIDR_MAP}\n{map_content}\n# main.cf: prepend to the restriction list that holds "
                      f"reject_unknown_client_hostname\nsmtpd_sender_restrictions = {restriction}, <existing list>\n"),
         },
@@ -172,6 +185,57 @@ def _postfix_exemptions(cidrs: list[str]) -> dict:
     }
 
 
+def _rows(cidrs: list[str], action: str) -> str:
+    return "".join(f"{cidr} {action}\\n" for cidr in cidrs)
+
+
+def debian_script(cidrs: list[str]) -> str:
+    """Debian/Ubuntu Postfix: every exemption, read from and written to the live main.cf with
+    postconf; safe to run twice. Never mynetworks."""
+    return (
+        "# Debian/Ubuntu Postfix, as root: exempt the backup MX at every stage that could defer its drain.\n"
+        "set -eu\n"
+        f"relay=$(postconf -h smtpd_relay_restrictions)\n{RELAY_GUARD}"
+        f"printf '{_rows(cidrs, 'OK')}' > {CIDR_MAP}\n"
+        f"for p in {' '.join(EXEMPTED_LISTS)}; do\n"
+        '  v=$(postconf -h "$p")\n'
+        f'  case "$v" in *"cidr:{CIDR_MAP}"*) ;; *) postconf -e "$p = check_client_access cidr:{CIDR_MAP}${{v:+, $v}}" ;; esac\n'
+        "done\n"
+        f"postconf -e 'smtpd_client_event_limit_exceptions = {' '.join(['$mynetworks', *cidrs])}'\n"
+        "if postconf -M | grep -qE '^[^ ]+ +inet .* postscreen$'; then  # an SMTP listener runs postscreen\n"
+        f"  printf '{_rows(cidrs, 'permit')}' > {POSTSCREEN_MAP}\n"
+        '  v=$(postconf -h postscreen_access_list)\n'
+        f'  case "$v" in *"cidr:{POSTSCREEN_MAP}"*) ;; *) '
+        f'postconf -e "postscreen_access_list = cidr:{POSTSCREEN_MAP}${{v:+, $v}}" ;; esac\n'
+        "fi\n"
+        "postfix reload\n")
+
+
+def mailcow_script(cidrs: list[str]) -> str:
+    """mailcow-dockerized: the live lists read from the postfix-mailcow container, restated in
+    extra.cf with the exemption first (extra.cf is appended to main.cf at the container's
+    start, so a list can only be replaced there), the relay added to mailcow's postscreen
+    whitelist, then the container restarted. Safe to run twice."""
+    in_container = "docker compose exec -T postfix-mailcow postconf -h"
+    client_map = f"{MAILCOW_CONTAINER_CONF}/backup_mx_clients.cidr"
+    return (
+        "# mailcow, in the mailcow-dockerized directory: exempt the backup MX at every stage that could defer its drain.\n"
+        "set -eu\n"
+        f"relay=$({in_container} smtpd_relay_restrictions)\n{RELAY_GUARD}"
+        f"printf '{_rows(cidrs, 'OK')}' > {MAILCOW_CONF}/backup_mx_clients.cidr\n"
+        f"touch {MAILCOW_CONF}/extra.cf {MAILCOW_CONF}/custom_postscreen_whitelist.cidr\n"
+        f"for p in {' '.join(EXEMPTED_LISTS)}; do\n"
+        f'  v=$({in_container} "$p")\n'
+        f'  case "$v" in *"cidr:{client_map}"*) ;; *) printf \'%s = %s%s\\n\' "$p" '
+        f'"check_client_access cidr:{client_map}" "${{v:+, $v}}" >> {MAILCOW_CONF}/extra.cf ;; esac\n'
+        "done\n"
+        f"grep -q '^smtpd_client_event_limit_exceptions' {MAILCOW_CONF}/extra.cf || "
+        f"echo 'smtpd_client_event_limit_exceptions = {' '.join(['$mynetworks', *cidrs])}' >> {MAILCOW_CONF}/extra.cf\n"
+        + "".join(f"grep -qxF '{cidr} permit' {MAILCOW_CONF}/custom_postscreen_whitelist.cidr || "
+                  f"echo '{cidr} permit' >> {MAILCOW_CONF}/custom_postscreen_whitelist.cidr\n" for cidr in cidrs)
+        + f"{PLACEMENT['mailcow']['reload']}\n")
+
+
 def enablement(s: Settings, relays: list[tuple[str, str]], relay_public_key: str = "") -> dict:
     """relays: (hostname, the address the primary sees) of every relay, the first first."""
     cidrs = [f"{ip}/32" for _, ip in relays]
@@ -179,7 +243,8 @@ def enablement(s: Settings, relays: list[tuple[str, str]], relay_public_key: str
     return {
         "address": relays[0][1],  # the first relay (the one a single-relay stack has)
         "addresses": [ip for _, ip in relays],
-        "postfix": _postfix_exemptions(cidrs),
+        "postfix": {**_postfix_exemptions(cidrs),
+                    "script": {"debian": debian_script(cidrs), "mailcow": mailcow_script(cidrs)}},
         "placement": PLACEMENT,
         "policydSpf": {
             "file": "/etc/postfix-policyd-spf-python/policyd-spf.conf",

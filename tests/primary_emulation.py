@@ -45,6 +45,50 @@ postscreen_greet_action = enforce
 """
 
 
+# mailcow's shipped restriction lists (mailcow-dockerized data/conf/postfix/main.cf, the
+# release with reject_unknown_reverse_client_hostname at the recipient stage). Overrides,
+# listed: its proxy:mysql maps are empty texthash tables, and /opt/postfix/conf is MAILCOW_DATA.
+MAILCOW_DATA = "{mailcow_data}"
+MAILCOW_MAIN = f"""\
+smtpd_relay_restrictions = permit_mynetworks permit_sasl_authenticated defer_unauth_destination
+smtpd_recipient_restrictions = permit_sasl_authenticated, permit_mynetworks,
+  check_recipient_access texthash:{MAILCOW_DATA}/tls_enforce_in_policy, reject_invalid_helo_hostname,
+  reject_unknown_reverse_client_hostname, reject_unauth_destination
+smtpd_sender_login_maps = texthash:{MAILCOW_DATA}/virtual_sender_acl
+smtpd_sender_restrictions = reject_authenticated_sender_login_mismatch, permit_mynetworks,
+  permit_sasl_authenticated, reject_unlisted_sender, reject_unknown_sender_domain
+smtpd_client_message_rate_limit = 30
+anvil_rate_time_unit = 60s
+postscreen_access_list = permit_mynetworks, cidr:{MAILCOW_DATA}/custom_postscreen_whitelist.cidr
+postscreen_dnsbl_sites = {DNSBL_ZONE}=127.0.0.2
+postscreen_dnsbl_threshold = 1
+postscreen_dnsbl_action = enforce
+postscreen_greet_action = enforce
+"""
+# `docker compose` for the emulated postfix-mailcow container: exec runs the command on the
+# primary's config; restart does what the container's start does with extra.cf, where each
+# line, appended to main.cf, overrides the template's entry: here main.cf is the template with
+# each extra.cf line applied by postconf -e (the same values, without the duplicate entries
+# whose warnings stall the lab's postfix stop), container paths mapped to MAILCOW_DATA.
+DOCKER_STUB = """#!/bin/bash
+set -eu
+from=/opt/postfix/conf to=$MAILCOW_DIR/data/conf/postfix
+if [ "$1 $2" = "compose exec" ]; then  # what the container prints names its own paths
+  shift 2; [ "$1" = -T ] && shift; shift; cmd=$1; shift
+  "$cmd" -c "$PRIMARY_CONF" "$@" | sed "s#$to#$from#g"
+  exit "${PIPESTATUS[0]}"
+fi
+if [ "$*" = "compose restart postfix-mailcow" ]; then
+  cat "$MAILCOW_TEMPLATE" > "$PRIMARY_CONF/main.cf"
+  while IFS= read -r line; do
+    [ -n "$line" ] && postconf -c "$PRIMARY_CONF" -e "${line//"$from"/$to}"
+  done < "$MAILCOW_DIR/data/conf/postfix/extra.cf"
+  exec postfix -c "$PRIMARY_CONF" reload
+fi
+echo "docker stub: $*" >&2; exit 64
+"""
+
+
 def postscreen_master(stock: str) -> str:
     """master.cf.dist with its postscreen lines switched on, as postscreen's README says."""
     out = []
@@ -59,21 +103,41 @@ def postscreen_master(stock: str) -> str:
 
 
 @contextmanager
-def emulated_primary(vm_files, tls_dir, postscreen=False):
+def emulated_primary(vm_files, tls_dir, postscreen=False, mailcow=False):
     """relay lab -> primary (real Postfix, the owner's restrictions) -> final sink. With
-    `postscreen`, the primary runs postscreen with a DNSBL that lists the relay's address."""
+    `postscreen`, the primary runs postscreen with a DNSBL that lists the relay's address;
+    with `mailcow`, mailcow's restriction lists and postscreen, its data directory under
+    base/mailcow/data/conf/postfix, and a `docker` on PATH for its container."""
     base = lab_dir("primary")
+    postscreen = postscreen or mailcow
     resolv = base / "resolv.conf"
     resolv.write_text("nameserver 127.0.0.153\noptions timeout:1 attempts:1\n")
     # NXDOMAIN for the rest, so the relay has no PTR
     dns = dnsbl_server("127.0.0.153", [DNSBL_ZONE] if postscreen else [], {RELAY_SOURCE: "127.0.0.2"})
     stock_master = open("/usr/share/postfix/master.cf.dist").read()
-    primary_files = {"main.cf": PRIMARY_MAIN + (POSTSCREEN_MAIN if postscreen else ""),
+    data = base / "mailcow" / "data" / "conf" / "postfix"
+    if mailcow:
+        data.mkdir(parents=True)
+        for name in ("tls_enforce_in_policy", "virtual_sender_acl", "custom_postscreen_whitelist.cidr"):
+            (data / name).write_text("")
+        (base / "bin").mkdir()
+        (base / "bin" / "docker").write_text(DOCKER_STUB)
+        (base / "bin" / "docker").chmod(0o755)
+    extra = MAILCOW_MAIN.replace(MAILCOW_DATA, str(data)) if mailcow else POSTSCREEN_MAIN if postscreen else ""
+    base_main = PRIMARY_MAIN
+    if mailcow:  # mailcow's lists in place of the owner's
+        names = {line.split(" = ")[0] for line in MAILCOW_MAIN.splitlines() if " = " in line}
+        base_main = "".join(line + "\n" for line in PRIMARY_MAIN.splitlines()
+                            if line.split(" = ")[0] not in names and not line.startswith("#"))
+    primary_files = {"main.cf": base_main + extra,
                      "master.cf": postscreen_master(stock_master) if postscreen else stock_master,
                      "relay_recipients": f"@{DOMAIN} OK\n", "transport": f"{DOMAIN} smtp:[127.0.0.1]:25\n"}
     final = Lab(base / "final", vm_files, None).sink()
     primary_lab = Lab(base / "p", primary_files, None)
     primary = primary_lab.relay(final.port, name="primary", resolv_conf=resolv)
+    primary.emulation_base = base  # type: ignore[attr-defined]
+    if mailcow:
+        (base / "mailcow" / "main.cf.template").write_text((primary.conf / "main.cf").read_text())
     relay_lab = Lab(base / "r", vm_files, tls_dir)
     try:
         yield relay_lab, primary, final

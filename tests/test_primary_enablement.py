@@ -1,7 +1,9 @@
 """The generated primary-side snippets, applied verbatim to a real Postfix primary configured
 like the owner's: without them the drain is deferred, with them all 300 messages pass."""
 import collections
+import os
 import re
+import subprocess
 import time
 
 import pytest
@@ -101,3 +103,97 @@ def test_enablement_is_a_stack_output_keyed_to_the_reserved_ip(example_run):
                             "menu": "Firewall > NAT > Port Forward (with the associated filter rule)"}
     assert e["natRules"]["pfsense"] == e["pfsense"] and set(e["natRules"]) == {"pfsense", "opnsense", "linux"}
     assert out["reservedIp"] + "/32" in e["policydSpf"]["skipAddresses"]
+
+
+# --- mailcow: its own restriction lists, the generated script run as pasted ----------------
+
+@pytest.fixture
+def mailcow_drain(vm_files, tls_dir):
+    with emulated_primary(vm_files, tls_dir, mailcow=True) as lab_:
+        yield lab_
+
+
+def run_mailcow_script(primary, script):
+    base = primary.emulation_base
+    env = {**os.environ, "PATH": f"{base / 'bin'}:{os.environ['PATH']}", "PRIMARY_CONF": str(primary.conf),
+           "MAILCOW_DIR": str(base / "mailcow"), "MAILCOW_TEMPLATE": str(base / "mailcow" / "main.cf.template")}
+    return subprocess.run(["bash", "-c", script], cwd=base / "mailcow", env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_mailcow_defers_the_drain_at_the_recipient_stage_with_the_sender_stage_exemption_only(mailcow_drain):
+    """The negative control: the sender-stage exemption, anvil and postscreen applied, as the
+    checkClientAccess text says. mailcow's recipient list still holds
+    reject_unknown_reverse_client_hostname, which defers the relay (no PTR) at RCPT."""
+    relay_lab, primary, final = mailcow_drain
+    e = snippets()
+    (primary.emulation_base / "mailcow" / "data" / "conf" / "postfix" / "custom_postscreen_whitelist.cidr") \
+        .write_text(e["postfix"]["postscreen"]["mapContent"])
+    apply_verbatim(primary, e)
+    relay = relay_lab.relay(primary.port, extra={"smtp_bind_address": RELAY_SOURCE})
+    assert deliver(relay.port, "sender@example.com", [f"user@{DOMAIN}"], message("mc-0")).accepted
+    relay.wait_log(r"said: 450 4\.7\.\d+ Client host rejected: cannot find your reverse hostname", timeout=60)
+    primary.wait_log(r"NOQUEUE: reject: RCPT from unknown\[127\.0\.9\.9\]: 450 4\.7\.\d+ .*reverse hostname",
+                     timeout=30)
+    assert len(relay.queue()) == 1 and not final.messages()
+
+
+def test_the_mailcow_script_as_pasted_lets_every_message_through_once(mailcow_drain):
+    relay_lab, primary, final = mailcow_drain
+    script = snippets()["postfix"]["script"]["mailcow"]
+    done = run_mailcow_script(primary, script)
+    assert done.returncode == 0, done.stderr
+    extra = (primary.emulation_base / "mailcow" / "data" / "conf" / "postfix" / "extra.cf").read_text()
+    assert run_mailcow_script(primary, script).returncode == 0  # a second run changes nothing
+    assert (primary.emulation_base / "mailcow" / "data" / "conf" / "postfix" / "extra.cf").read_text() == extra
+    relay = relay_lab.relay(primary.port, extra={"smtp_bind_address": RELAY_SOURCE})
+    for i in range(40):  # unknown sender domains, spoofed own-domain senders, over anvil's 30 a minute
+        sender = f"someone{i}@{DOMAIN}" if i % 10 == 0 else f"sender{i}@example.com"
+        assert deliver(relay.port, sender, [f"user{i % 5}@{DOMAIN}"], message(f"mc-{i:02d}")).accepted
+    relay.wait_queue_empty(180)
+    primary.wait_queue_empty(180)
+    received = collections.Counter(re.findall(r"^X-Lab-Id: (\S+)", "\n".join(final.messages()), re.M))
+    assert received == collections.Counter({f"mc-{i:02d}": 1 for i in range(40)})
+    assert "NOQUEUE: reject" not in primary.log_text()
+    assert re.search(r"postscreen\[\d+\]: (ALLOWLISTED|WHITELISTED) \[127\.0\.9\.9\]", primary.log_text())
+    lists = run("postconf", "-c", str(primary.conf), "-h", "smtpd_recipient_restrictions").stdout
+    assert lists.startswith("check_client_access cidr:") and "reject_unknown_reverse_client_hostname" in lists
+    assert "127.0.9.9" not in run("postconf", "-c", str(primary.conf), "-h", "mynetworks").stdout
+
+
+def test_the_mailcow_script_refuses_a_primary_that_would_become_an_open_relay(mailcow_drain):
+    """An OK at the recipient stage is safe only behind smtpd_relay_restrictions that end in
+    reject_/defer_unauth_destination; without them the script stops and changes nothing."""
+    relay_lab, primary, final = mailcow_drain
+    run("postconf", "-c", str(primary.conf), "-e", "smtpd_relay_restrictions = permit")
+    done = run_mailcow_script(primary, snippets()["postfix"]["script"]["mailcow"])
+    assert done.returncode == 1 and "reject_unauth_destination" in done.stderr
+    assert not (primary.emulation_base / "mailcow" / "data" / "conf" / "postfix" / "extra.cf").exists()
+
+
+def test_the_debian_script_as_pasted_lets_every_message_through_once(postscreen_drain, tmp_path):
+    """The Debian/Ubuntu script on the owner's primary behind postscreen. Overrides, listed:
+    postconf and postfix are called with -c for the emulated primary, and /etc/postfix/ is its
+    config directory."""
+    relay_lab, primary, final = postscreen_drain
+    for tool in ("postconf", "postfix"):
+        (tmp_path / tool).write_text(f'#!/bin/sh\nexec /usr/sbin/{tool} -c "$PRIMARY_CONF" "$@"\n')
+        (tmp_path / tool).chmod(0o755)
+    script = snippets()["postfix"]["script"]["debian"].replace("/etc/postfix/", f"{primary.conf}/")
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "PRIMARY_CONF": str(primary.conf)}
+    for _ in range(2):  # a second run changes nothing
+        done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    values = run("postconf", "-c", str(primary.conf), "-h", "smtpd_sender_restrictions", "smtpd_recipient_restrictions",
+                 "postscreen_access_list").stdout.splitlines()
+    assert all(v.count("backup_mx_") == 1 and v.startswith("c") for v in values), values
+    relay = relay_lab.relay(primary.port, extra={"smtp_bind_address": RELAY_SOURCE})
+    for i in range(40):
+        sender = f"someone{i}@{DOMAIN}" if i % 10 == 0 else f"sender{i}@example.com"
+        assert deliver(relay.port, sender, [f"user{i % 5}@{DOMAIN}"], message(f"deb-{i:02d}")).accepted
+    relay.wait_queue_empty(180)
+    primary.wait_queue_empty(180)
+    received = collections.Counter(re.findall(r"^X-Lab-Id: (\S+)", "\n".join(final.messages()), re.M))
+    assert received == collections.Counter({f"deb-{i:02d}": 1 for i in range(40)})
+    assert "NOQUEUE: reject" not in primary.log_text()
+    assert run("postconf", "-c", str(primary.conf), "-h", "mynetworks").stdout.strip() == "127.0.0.1/32"
