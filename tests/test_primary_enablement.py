@@ -11,6 +11,7 @@ import pytest
 from lab.client import deliver, message
 from lab.instance import run
 from offline import program
+from tests.helpers import ids_at
 from tests.primary_emulation import DOMAIN, RELAY_SOURCE, apply_verbatim, emulated_primary, snippets
 
 
@@ -20,17 +21,26 @@ def drain(vm_files, tls_dir):
         yield lab_
 
 
-def drain_300(relay_lab, primary):
+def send_drain(relay_lab, primary, count=300, prefix="drain"):
+    """`count` messages into a relay that drains from RELAY_SOURCE: every tenth with a
+    "spoofed" own-domain sender, the rest from a domain the primary cannot resolve."""
     relay = relay_lab.relay(primary.port, extra={"smtp_bind_address": RELAY_SOURCE})
-    for i in range(300):
-        sender = f"someone{i}@{DOMAIN}" if i % 10 == 0 else f"sender{i}@example.com"  # some "spoofed"
-        assert deliver(relay.port, sender, [f"user{i % 5}@{DOMAIN}"], message(f"drain-{i:03d}")).accepted
+    for i in range(count):
+        sender = f"someone{i}@{DOMAIN}" if i % 10 == 0 else f"sender{i}@example.com"
+        assert deliver(relay.port, sender, [f"user{i % 5}@{DOMAIN}"], message(f"{prefix}-{i:03d}")).accepted
     return relay
+
+
+def assert_each_arrived_once(relay, primary, final, count, prefix):
+    relay.wait_queue_empty(180)
+    primary.wait_queue_empty(180)  # and on to the final hop
+    assert ids_at(final) == collections.Counter({f"{prefix}-{i:03d}": 1 for i in range(count)})
+    assert "NOQUEUE: reject" not in primary.log_text()
 
 
 def test_without_the_snippets_the_primary_defers_the_drain(drain):
     relay_lab, primary, final = drain
-    relay = drain_300(relay_lab, primary)
+    relay = send_drain(relay_lab, primary)
     relay.wait_log(r"said: 450 4\.7\.25 Client host rejected: cannot find your hostname", timeout=60)
     time.sleep(3)
     assert len(relay.queue()) == 300 and not final.messages()
@@ -39,7 +49,7 @@ def test_without_the_snippets_the_primary_defers_the_drain(drain):
 def test_the_anvil_exception_is_needed_too(drain):
     relay_lab, primary, final = drain
     apply_verbatim(primary, snippets(), anvil=False)
-    relay = drain_300(relay_lab, primary)
+    relay = send_drain(relay_lab, primary)
     relay.wait_log(r"said: 4\d\d [0-9.]+ Error: too much mail from 127\.0\.9\.9", timeout=60)
     assert relay.queue()  # rate-limited mail waits on the relay
 
@@ -49,7 +59,7 @@ def test_with_the_snippets_applied_verbatim_all_300_pass(drain):
     e = snippets()
     assert e["address"] == RELAY_SOURCE and "mynetworks" not in e["postfix"]["checkClientAccess"]["text"]
     apply_verbatim(primary, e)
-    relay = drain_300(relay_lab, primary)
+    relay = send_drain(relay_lab, primary)
     relay.wait_queue_empty(180)
     primary.wait_queue_empty(180)  # and on to the final hop
     received = collections.Counter(re.findall(r"^X-Lab-Id: (\S+)", "\n".join(final.messages()), re.M))
@@ -146,15 +156,8 @@ def test_the_mailcow_script_as_pasted_lets_every_message_through_once(mailcow_dr
     extra = (primary.emulation_base / "mailcow" / "data" / "conf" / "postfix" / "extra.cf").read_text()
     assert run_mailcow_script(primary, script).returncode == 0  # a second run changes nothing
     assert (primary.emulation_base / "mailcow" / "data" / "conf" / "postfix" / "extra.cf").read_text() == extra
-    relay = relay_lab.relay(primary.port, extra={"smtp_bind_address": RELAY_SOURCE})
-    for i in range(40):  # unknown sender domains, spoofed own-domain senders, over anvil's 30 a minute
-        sender = f"someone{i}@{DOMAIN}" if i % 10 == 0 else f"sender{i}@example.com"
-        assert deliver(relay.port, sender, [f"user{i % 5}@{DOMAIN}"], message(f"mc-{i:02d}")).accepted
-    relay.wait_queue_empty(180)
-    primary.wait_queue_empty(180)
-    received = collections.Counter(re.findall(r"^X-Lab-Id: (\S+)", "\n".join(final.messages()), re.M))
-    assert received == collections.Counter({f"mc-{i:02d}": 1 for i in range(40)})
-    assert "NOQUEUE: reject" not in primary.log_text()
+    relay = send_drain(relay_lab, primary, 40, "mc")  # over anvil's 30 a minute
+    assert_each_arrived_once(relay, primary, final, 40, "mc")
     assert re.search(r"postscreen\[\d+\]: (ALLOWLISTED|WHITELISTED) \[127\.0\.9\.9\]", primary.log_text())
     lists = run("postconf", "-c", str(primary.conf), "-h", "smtpd_recipient_restrictions").stdout
     assert lists.startswith("check_client_access cidr:") and "reject_unknown_reverse_client_hostname" in lists
@@ -187,13 +190,6 @@ def test_the_debian_script_as_pasted_lets_every_message_through_once(postscreen_
     values = run("postconf", "-c", str(primary.conf), "-h", "smtpd_sender_restrictions", "smtpd_recipient_restrictions",
                  "postscreen_access_list").stdout.splitlines()
     assert all(v.count("backup_mx_") == 1 and v.startswith("c") for v in values), values
-    relay = relay_lab.relay(primary.port, extra={"smtp_bind_address": RELAY_SOURCE})
-    for i in range(40):
-        sender = f"someone{i}@{DOMAIN}" if i % 10 == 0 else f"sender{i}@example.com"
-        assert deliver(relay.port, sender, [f"user{i % 5}@{DOMAIN}"], message(f"deb-{i:02d}")).accepted
-    relay.wait_queue_empty(180)
-    primary.wait_queue_empty(180)
-    received = collections.Counter(re.findall(r"^X-Lab-Id: (\S+)", "\n".join(final.messages()), re.M))
-    assert received == collections.Counter({f"deb-{i:02d}": 1 for i in range(40)})
-    assert "NOQUEUE: reject" not in primary.log_text()
+    relay = send_drain(relay_lab, primary, 40, "deb")
+    assert_each_arrived_once(relay, primary, final, 40, "deb")
     assert run("postconf", "-c", str(primary.conf), "-h", "mynetworks").stdout.strip() == "127.0.0.1/32"

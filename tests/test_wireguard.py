@@ -7,7 +7,6 @@ smtp_connect_timeout is 5s so a dead tunnel defers mail in seconds instead of 30
 """
 import base64
 import copy
-import ipaddress
 import json
 import os
 import re
@@ -358,8 +357,7 @@ def pack_view(text):
         return "refused"
     peer = conf.of("peer")[0]
     try:
-            return {"address": sorted(str(ipaddress.ip_interface(a)) for v in conf.wg_quick.get("address", [])
-                                  for a in wgconf._words(v.replace(",", " "))),
+            return {"address": conf.addresses(),
                 "publickey": peer.get("publickey"), "endpoint": peer.get("endpoint"),
                 "allowedips": wgconf._listed(peer.get("allowedips", []))}
     except ValueError:

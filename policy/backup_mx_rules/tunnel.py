@@ -51,6 +51,12 @@ class Conf:
     def of(self, section: str) -> list[dict[str, list[str]]]:
         return [keys for name, keys in self.sections if name == section]
 
+    def addresses(self) -> list[str]:
+        """The interface's addresses as wg-quick adds them (Address lines, comma- or
+        space-separated); ValueError when one is not an address."""
+        return sorted(str(ipaddress.ip_interface(a))
+                      for value in self.wg_quick.get("address", []) for a in _words(value.replace(",", " ")))
+
 
 def parse(text: str) -> Conf:
     conf, interface_section = Conf(), False
@@ -104,8 +110,7 @@ def conf_problems(text: str, relay: str, primary: str, peer_key: str, endpoint: 
     if len(iface.get("privatekey", [])) != 1:
         problems.append("has no single PrivateKey")
     try:
-        addresses = {str(ipaddress.ip_interface(a))
-                     for value in conf.wg_quick.get("address", []) for a in _words(value.replace(",", " "))}
+        addresses = set(conf.addresses())
     except ValueError:
         addresses = {"(unreadable)"}
     if addresses != {f"{relay}/32"}:
