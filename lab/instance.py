@@ -314,10 +314,11 @@ class Relay:
 
     def queue(self) -> list[dict]:
         """postqueue -j, read until two listings agree: showq can miss a queue file while qmgr
-        moves it between queues, so a single listing may be momentarily short."""
+        moves it between queues, so a single listing may be momentarily short. A postqueue that
+        fails raises: its empty output is no listing."""
         previous = None
         for _ in range(10):
-            out = run("postqueue", "-c", str(self.conf), "-j", check=False).stdout
+            out = run("postqueue", "-c", str(self.conf), "-j").stdout
             listing = [json.loads(line) for line in out.splitlines() if line.strip()]
             ids = sorted(m["queue_id"] for m in listing)
             if ids == previous:
