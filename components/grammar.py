@@ -106,6 +106,13 @@ def _fields(kind: str, reader: _Blob) -> str:
 HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
+def host_name(text: str) -> str:
+    """A host or domain name as every setting compares and renders it: DNS names are
+    case-insensitive and `name.` is `name` (RFC 4343, RFC 1034 section 3.1); one dot only,
+    so `name..` stays malformed."""
+    return text.lower().removesuffix(".")
+
+
 def is_ipv4(text: str) -> bool:
     try:
         return ipaddress.ip_address(text).version == 4

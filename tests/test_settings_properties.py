@@ -53,6 +53,21 @@ bounce_lifetime = st.sampled_from(["1d", "24h", "1440m", "86400s", "1"])
 
 
 @st.composite
+def written(draw, name: str) -> str:
+    """A host name as a user may write it: any case, with or without the root's trailing dot.
+    The settings normalise both, so each form must get the same verdict."""
+    cased = "".join(c.upper() if c.isalpha() and draw(st.booleans()) else c for c in name)
+    return cased + draw(st.sampled_from(["", "."]))
+
+
+@st.composite
+def spaced(draw, text: str) -> str:
+    """A value as a user may write it, with blanks around it (an integer, either side of a
+    cloudflareZoneIds entry): the settings strip them."""
+    return draw(st.sampled_from(["", " "])) + text + draw(st.sampled_from(["", " ", "\t"]))
+
+
+@st.composite
 def valid_config(draw):
     domains = draw(st.lists(domain, min_size=1, max_size=3, unique=True))
     sites = draw(st.lists(dnsbl_site, max_size=4))
@@ -61,15 +76,18 @@ def valid_config(draw):
         sites.append(f"bl.{draw(domain)}=127.0.0.2")
         reach = 1
     queue, bounce = draw(queue_lifetime), draw(bounce_lifetime)
+    relay = f"{draw(label)}.{domains[0]}"
+    drain = draw(st.one_of(domain.filter(lambda d: d not in domains), public_ip, st.just("100.64.0.7")))
     raw = {
         **REQUIRED,
-        "domains": json.dumps(domains),
-        "cloudflareZoneIds": json.dumps([f"{d}={i:032x}" for i, d in enumerate(domains)]),  # a zone each
-        "relayHostname": f"{draw(label)}.{domains[0]}",
-        "drainHost": draw(st.one_of(domain.filter(lambda d: d not in domains), public_ip,
-                                    st.just("100.64.0.7"))),
-        "drainPort": str(draw(st.integers(1, 65535).filter(lambda p: p != 25))),
-        "messageSizeLimit": str(draw(st.integers(settings.MESSAGE_SIZE_MIN, settings.MESSAGE_SIZE_MAX))),
+        "domains": json.dumps([draw(written(d)) for d in domains]),
+        # a zone each, its domain written as the user may write it too
+        "cloudflareZoneIds": json.dumps([f"{draw(spaced(draw(written(d))))}={draw(spaced(f'{i:032x}'))}"
+                                         for i, d in enumerate(domains)]),
+        "relayHostname": draw(written(relay)),
+        "drainHost": draw(written(drain)) if any(c.isalpha() for c in drain) else drain,
+        "drainPort": draw(spaced(str(draw(st.integers(1, 65535).filter(lambda p: p != 25))))),
+        "messageSizeLimit": draw(spaced(str(draw(st.integers(settings.MESSAGE_SIZE_MIN, settings.MESSAGE_SIZE_MAX))))),
         "queueLifetime": queue,
         "bounceLifetime": bounce,
         "dnsblSites": json.dumps(sites),
@@ -82,15 +100,16 @@ def valid_config(draw):
     }
     if raw["recipients"] == "list":
         raw["recipientListUrl"] = f"https://{draw(label)}.{draw(st.sampled_from(domains))}/recipients.txt"
+    second = f"{draw(label)}-b.{draw(st.sampled_from(domains))}"
     if draw(st.booleans()):  # a second relay: its own name in one of the domains, its own preference
-        raw.update({"relayCount": "2", "secondRelayHostname": f"{draw(label)}-b.{draw(st.sampled_from(domains))}",
-                    "secondMxPreference": str(draw(st.sampled_from([0, 2, 20, 30, 65535])))})
+        raw.update({"relayCount": "2", "secondRelayHostname": draw(written(second)),
+                    "secondMxPreference": draw(spaced(str(draw(st.sampled_from([0, 2, 20, 30, 65535])))))})
     tailnet = draw(st.sampled_from(settings.TAILNETS))
     raw["tailnet"] = tailnet
     if tailnet != "headscale":
         raw["headscaleLoginServer"] = ""
     # The drain goes to the primary, never to a relay (the settings refuse that, by name).
-    assume(raw["drainHost"] not in (raw["relayHostname"], raw.get("secondRelayHostname")))
+    assume(drain not in (relay, second if "secondRelayHostname" in raw else None))
     return raw
 
 

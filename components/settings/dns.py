@@ -7,7 +7,7 @@ import ipaddress
 import re
 from typing import Optional
 
-from ..grammar import HOSTNAME
+from ..grammar import HOSTNAME, host_name
 from .model import RelaySpec, Zone
 from .network import ALWAYS_FREE_STORAGE_GB, BOOT_VOLUME_MIN_GB
 from .reader import Reader
@@ -20,7 +20,7 @@ SECOND_RELAY_KEYS = ("secondRelayHostname", "secondMxPreference")
 def domains_and_zones(r: Reader, v: dict) -> tuple[list[str], tuple[Zone, ...]]:
     """domains, and cloudflareZoneIds as one zone per domain. One Cloudflare zone holds one
     domain (its apex) and that domain's subdomains, never two unrelated domains."""
-    domains = [d.lower().rstrip(".") for d in v["domains"]]
+    domains = [host_name(d) for d in v["domains"]]
     if not domains:
         r.fail("domains", "must list at least one protected domain")
     for d in domains:
@@ -31,7 +31,7 @@ def domains_and_zones(r: Reader, v: dict) -> tuple[list[str], tuple[Zone, ...]]:
     zone_ids: dict[str, str] = {}
     for entry in v["cloudflareZoneIds"]:
         domain, sep, zone_id = entry.partition("=")
-        domain = domain.strip().lower()
+        domain = host_name(domain.strip())
         if not sep or not re.fullmatch(r"[0-9a-f]{32}", zone_id.strip()):
             r.fail("cloudflareZoneIds", f"{entry!r} must be domain=<32 hex digit zone id>")
         elif domain not in domains:
@@ -58,13 +58,13 @@ def zone_of(host: str, zones: tuple[Zone, ...]) -> Optional[Zone]:
 
 def names(r: Reader, v: dict, domains: list[str], zones: tuple[Zone, ...]) -> tuple[str, Optional[Zone], str]:
     """The first relay's name (and its zone) and the primary's; the relay's MX after the primary's."""
-    relay = (v["relayHostname"] or (f"mx2.{domains[0]}" if domains else "")).lower().rstrip(".")
+    relay = host_name(v["relayHostname"] or (f"mx2.{domains[0]}" if domains else ""))
     relay_zone = zone_of(relay, zones)
     if not HOSTNAME.match(relay):
         r.fail("relayHostname", f"{relay!r} is not a host name")
     elif relay_zone is None:
         r.fail("relayHostname", f"{relay!r} must lie inside one of domains {domains} (its A record goes there)")
-    primary = v["primaryMxHost"].lower().rstrip(".")
+    primary = host_name(v["primaryMxHost"])
     if not HOSTNAME.match(primary):
         r.fail("primaryMxHost", f"{primary!r} is not a host name")
     elif primary == relay:
@@ -94,7 +94,7 @@ def relays(r: Reader, v: dict, domains: list[str], zones: tuple[Zone, ...], firs
                 r.fail(key, "is set but relayCount is 1; set relayCount: 2, or remove it")
         return (RelaySpec(first, first_ip, v["mxPreference"], first_zone, None),)
     errors = len(r.errors)
-    second = (v["secondRelayHostname"] or f"mx3.{domains[0]}").lower().rstrip(".")
+    second = host_name(v["secondRelayHostname"] or f"mx3.{domains[0]}")
     second_zone = zone_of(second, zones)
     if not HOSTNAME.match(second):
         r.fail("secondRelayHostname", f"{second!r} is not a host name")

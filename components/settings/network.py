@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..facts import SMTP_PORT
-from ..grammar import HOSTNAME, is_cidr, is_ipv4
+from ..grammar import HOSTNAME, host_name, is_cidr, is_ipv4
 from .model import RelaySpec, WireGuard
 from .reader import Reader
 
@@ -40,7 +40,7 @@ def check(r: Reader, v: dict, primary: str) -> Network:
             bare = re.sub(r"^\[([^\]]*)\]", r"\1", str(cidr))
             hint = f"; write Postfix's {cidr!r} without the brackets: {bare!r}" if bare != cidr and is_cidr(bare) else ""
             r.fail("primaryMynetworks", f"{cidr!r} is not a CIDR (allowed: e.g. 192.168.1.0/24, ::1/128){hint}")
-    drain_host = (v["drainHost"] or primary).lower().rstrip(".")
+    drain_host = host_name(v["drainHost"] or primary)
     if not (HOSTNAME.match(drain_host) or is_ipv4(drain_host)):
         r.fail("drainHost", f"{drain_host!r} is not a host name or IPv4 address")
     if v["drainTransport"] not in DRAIN_TRANSPORTS:
@@ -120,7 +120,7 @@ def drains_somewhere(r: Reader, v: dict, relays: tuple[RelaySpec, ...], drain_ho
     vcn = ipaddress.ip_network(v["vcnCidr"], strict=False) if is_cidr(v["vcnCidr"]) else None
 
     def problem(host: str) -> str:
-        host = host.lower().rstrip(".")
+        host = host_name(host)
         if host in names or host.endswith(".localhost"):
             return f"{host!r} is a relay of this stack (or localhost), not the primary"
         if is_ipv4(host):

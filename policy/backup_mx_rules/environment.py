@@ -91,10 +91,17 @@ def fact(name: str) -> Any:
     return str(text)
 
 
+def host_name(text: str) -> str:
+    """A DNS name as the pack compares it: without case, and `name.` is `name` (RFC 4343,
+    RFC 1034 section 3.1; one dot only, so `name..` stays malformed); the program's settings
+    read each name the same way."""
+    return text.lower().removesuffix(".")
+
+
 def domains() -> list[str]:
     out = []
     for d in fact("domains"):
-        clean = d.lower().rstrip(".")
+        clean = host_name(d)
         if not clean or clean != clean.strip() or " " in clean:
             raise FactError(f"stack config {project()}:domains entry {d!r} is not a domain name")
         out.append(clean)
@@ -106,17 +113,19 @@ def domains() -> list[str]:
 def zone_ids() -> dict[str, str]:
     out = {}
     for entry in fact("cloudflareZoneIds"):
-        domain, sep, zone = entry.partition("=")
-        if not sep or not domain.strip() or not zone.strip() or domain != domain.strip() or zone != zone.strip():
+        # blanks around either side are the settings' too: they strip them
+        domain, sep, zone = (part.strip() for part in entry.partition("="))
+        domain = host_name(domain)
+        if not sep or not domain or not zone or " " in domain or " " in zone:
             raise FactError(f"stack config {project()}:cloudflareZoneIds entry {entry!r} is not domain=zoneid")
-        if domain.lower() in out:
+        if domain in out:
             raise FactError(f"stack config {project()}:cloudflareZoneIds lists {domain} twice")
-        out[domain.lower()] = zone
+        out[domain] = zone
     return out
 
 
 def relay_hostname() -> str:
-    return (fact("relayHostname") or f"mx2.{domains()[0]}").lower().rstrip(".")
+    return host_name(fact("relayHostname") or f"mx2.{domains()[0]}")
 
 
 def relays() -> list[tuple[str, int]]:
@@ -127,17 +136,17 @@ def relays() -> list[tuple[str, int]]:
                         "which relays to expect")
     found = [(relay_hostname(), fact("mxPreference"))]
     if count == 2:
-        second = (fact("secondRelayHostname") or f"mx3.{domains()[0]}").lower().rstrip(".")
+        second = host_name(fact("secondRelayHostname") or f"mx3.{domains()[0]}")
         found.append((second, fact("secondMxPreference") or fact("mxPreference")))
     return found
 
 
 def primary_mx_host() -> str:
-    return fact("primaryMxHost").lower().rstrip(".")
+    return host_name(fact("primaryMxHost"))
 
 
 def drain_host() -> str:
-    return (fact("drainHost") or fact("primaryMxHost")).lower().rstrip(".")
+    return host_name(fact("drainHost") or fact("primaryMxHost"))
 
 
 def _one_of(name: str, allowed: tuple[str, ...], consequence: str) -> str:
