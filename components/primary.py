@@ -28,10 +28,17 @@ PLACEMENT = {
         "maps": "data/conf/postfix/ (seen as /opt/postfix/conf/ inside the postfix-mailcow container)",
         "postscreen": "append the postscreen mapContent rows to data/conf/postfix/custom_postscreen_whitelist.cidr; "
                       "mailcow's postscreen_access_list already reads that file",
+        "rspamd": "the relay as a mailcow forwarding host with its spam filter on (the admin UI's Forwarding "
+                  "hosts, kept in redis as WHITELISTED_FWD_HOST): mailcow's own force_actions.conf then tags "
+                  "what it would reject from that host and lets through what it would greylist; no rspamd "
+                  "file of mailcow's is replaced, and the Debian rspamd files are not used",
         # extra.cf is appended to main.cf when the container starts; a reload does not read it
         "reload": "docker compose restart postfix-mailcow",
     },
 }
+# mailcow's forwarding hosts: a redis hash of host -> source, and KEEP_SPAM for hosts whose mail
+# skips the filter (mailcow's functions.fwdhost.inc.php). The relay is kept out of KEEP_SPAM.
+MAILCOW_FWD_HOSTS, MAILCOW_KEEP_SPAM = "WHITELISTED_FWD_HOST", "KEEP_SPAM"
 MAILCOW_CONF, MAILCOW_CONTAINER_CONF = "data/conf/postfix", "/opt/postfix/conf"
 # The restriction lists that can defer drained mail: the sender stage (FCrDNS, spoof and
 # sender-domain checks) and the recipient stage (mailcow has shipped
@@ -215,14 +222,26 @@ def mailcow_script(cidrs: list[str]) -> str:
     """mailcow-dockerized: the live lists read from the postfix-mailcow container, restated in
     extra.cf with the exemption first (extra.cf is appended to main.cf at the container's
     start, so a list can only be replaced there), the relay added to mailcow's postscreen
-    whitelist, then the container restarted. Safe to run twice."""
+    whitelist and to its forwarding hosts (rspamd), then the container restarted. Safe to run
+    twice."""
     in_container = "docker compose exec -T postfix-mailcow postconf -h"
     client_map = f"{MAILCOW_CONTAINER_CONF}/backup_mx_clients.cidr"
+    ips = [cidr.removesuffix("/32") for cidr in cidrs]
     return (
         "# mailcow, in the mailcow-dockerized directory: exempt the backup MX at every stage that could defer its drain.\n"
         "set -eu\n"
+        "[ -f mailcow.conf ] || { echo 'no mailcow.conf here: run this in the mailcow-dockerized directory' >&2; exit 1; }\n"
         f"relay=$({in_container} smtpd_relay_restrictions)\n{RELAY_GUARD}"
-        f"printf '{_rows(cidrs, 'OK')}' > {MAILCOW_CONF}/backup_mx_clients.cidr\n"
+        # rspamd first, so that a redis that refuses leaves every file as it was: each relay a
+        # forwarding host, as the admin UI adds one with its spam filter on
+        "pass=$(sed -n 's/^REDISPASS=//p' mailcow.conf)\n"
+        # redis-cli exits 0 on an error reply (NOAUTH, WRONGPASS): HSET and HDEL answer a count
+        + 'redis() {\n'
+        + '  out=$(docker compose exec -T redis-mailcow redis-cli ${pass:+-a "$pass" --no-auth-warning} "$@" 2>&1)\n'
+        + '  case "$out" in ""|*[!0-9]*) echo "redis-mailcow refused $1 $2: $out" >&2; exit 1 ;; esac\n'
+        + '}\n'
+        + "".join(f"redis HSET {MAILCOW_FWD_HOSTS} {ip} backup-mx\nredis HDEL {MAILCOW_KEEP_SPAM} {ip}\n" for ip in ips)
+        + f"printf '{_rows(cidrs, 'OK')}' > {MAILCOW_CONF}/backup_mx_clients.cidr\n"
         f"touch {MAILCOW_CONF}/extra.cf {MAILCOW_CONF}/custom_postscreen_whitelist.cidr\n"
         f"for p in {' '.join(EXEMPTED_LISTS)}; do\n"
         f'  v=$({in_container} "$p")\n'

@@ -1,19 +1,24 @@
 """The owner's primary, emulated on real Postfix (FCrDNS at the sender stage, anvil rate
 limits), and the generated snippets applied to it verbatim: shared by the enablement and
 drain-canary tests."""
+import secrets
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from components import primary as primary_snippets
 from components import settings
 from lab import Lab
 from lab.dnsbl import dnsbl_server
 from lab.instance import run
+from lab.rspamd import Rspamd
 from offline import program
 from tests.helpers import EXAMPLE, lab_dir
 
 RELAY_SOURCE = "127.0.9.9"  # the relay's address as the primary sees it; no PTR anywhere
 DOMAIN = "viktorbarzin.me"
+# mailcow's shipped rspamd files for forwarding hosts, and the lab's scoring rule
+MAILCOW_RSPAMD = Path(__file__).parent / "data" / "mailcow-rspamd"
 PRIMARY_MAIN = f"""\
 compatibility_level = 3.6
 myhostname = mail.{DOMAIN}
@@ -73,10 +78,13 @@ postscreen_greet_action = enforce
 DOCKER_STUB = """#!/bin/bash
 set -eu
 from=/opt/postfix/conf to=$MAILCOW_DIR/data/conf/postfix
-if [ "$1 $2" = "compose exec" ]; then  # what the container prints names its own paths
-  shift 2; [ "$1" = -T ] && shift; shift; cmd=$1; shift
-  "$cmd" -c "$PRIMARY_CONF" "$@" | sed "s#$to#$from#g"
-  exit "${PIPESTATUS[0]}"
+if [ "$1 $2" = "compose exec" ]; then
+  shift 2; [ "$1" = -T ] && shift; service=$1; shift; cmd=$1; shift
+  case "$service $cmd" in
+    "postfix-mailcow postconf")  # what the container prints names its own paths
+      "$cmd" -c "$PRIMARY_CONF" "$@" | sed "s#$to#$from#g"; exit "${PIPESTATUS[0]}" ;;
+    "redis-mailcow redis-cli") exec redis-cli -p "$REDIS_PORT" "$@" ;;
+  esac
 fi
 if [ "$*" = "compose restart postfix-mailcow" ]; then
   cat "$MAILCOW_TEMPLATE" > "$PRIMARY_CONF/main.cf"
@@ -107,7 +115,8 @@ def emulated_primary(vm_files, tls_dir, postscreen=False, mailcow=False):
     """relay lab -> primary (real Postfix, the owner's restrictions) -> final sink. With
     `postscreen`, the primary runs postscreen with a DNSBL that lists the relay's address;
     with `mailcow`, mailcow's restriction lists and postscreen, its data directory under
-    base/mailcow/data/conf/postfix, and a `docker` on PATH for its container."""
+    base/mailcow/data/conf/postfix, its mailcow.conf, its rspamd (with redis) as primary.rspamd,
+    and a `docker` on PATH for its containers."""
     base = lab_dir("primary")
     postscreen = postscreen or mailcow
     resolv = base / "resolv.conf"
@@ -123,6 +132,9 @@ def emulated_primary(vm_files, tls_dir, postscreen=False, mailcow=False):
         (base / "bin").mkdir()
         (base / "bin" / "docker").write_text(DOCKER_STUB)
         (base / "bin" / "docker").chmod(0o755)
+        password = secrets.token_hex(16)
+        (base / "mailcow" / "mailcow.conf").write_text(f"MAILCOW_HOSTNAME=mail.{DOMAIN}\nREDISPASS={password}\n")
+        scanner = Rspamd(base / "rspamd", {p.name: p.read_text() for p in MAILCOW_RSPAMD.iterdir()}, password)
     extra = MAILCOW_MAIN.replace(MAILCOW_DATA, str(data)) if mailcow else POSTSCREEN_MAIN if postscreen else ""
     base_main = PRIMARY_MAIN
     if mailcow:  # mailcow's lists in place of the owner's
@@ -140,8 +152,12 @@ def emulated_primary(vm_files, tls_dir, postscreen=False, mailcow=False):
         (base / "mailcow" / "main.cf.template").write_text((primary.conf / "main.cf").read_text())
     relay_lab = Lab(base / "r", vm_files, tls_dir)
     try:
+        if mailcow:
+            primary.rspamd = scanner.start()  # type: ignore[attr-defined]
         yield relay_lab, primary, final
     finally:
+        if mailcow:
+            scanner.stop()
         relay_lab.down()
         primary_lab.down()
         final.stop()

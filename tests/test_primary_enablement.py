@@ -126,7 +126,8 @@ def mailcow_drain(vm_files, tls_dir):
 def run_mailcow_script(primary, script):
     base = primary.emulation_base
     env = {**os.environ, "PATH": f"{base / 'bin'}:{os.environ['PATH']}", "PRIMARY_CONF": str(primary.conf),
-           "MAILCOW_DIR": str(base / "mailcow"), "MAILCOW_TEMPLATE": str(base / "mailcow" / "main.cf.template")}
+           "MAILCOW_DIR": str(base / "mailcow"), "MAILCOW_TEMPLATE": str(base / "mailcow" / "main.cf.template"),
+           "REDIS_PORT": str(primary.rspamd.redis_port)}
     return subprocess.run(["bash", "-c", script], cwd=base / "mailcow", env=env, capture_output=True, text=True,
                           timeout=120)
 
@@ -148,11 +149,22 @@ def test_mailcow_defers_the_drain_at_the_recipient_stage_with_the_sender_stage_e
     assert len(relay.queue()) == 1 and not final.messages()
 
 
+SPAM = b"From: a@example.com\r\nTo: user@example.org\r\nSubject: s\r\nX-Lab-Score: reject\r\n\r\nspam\r\n"
+
+
 def test_the_mailcow_script_as_pasted_lets_every_message_through_once(mailcow_drain):
     relay_lab, primary, final = mailcow_drain
     script = snippets()["postfix"]["script"]["mailcow"]
+    # Before: mailcow's rspamd rejects drained spam, which the relay could only bounce.
+    assert primary.rspamd.scan(RELAY_SOURCE, SPAM)[0] == "reject"
     done = run_mailcow_script(primary, script)
     assert done.returncode == 0, done.stderr
+    # After: the relay is a forwarding host with its filter on, and mailcow's own
+    # force_actions.conf tags its spam instead; any other sender is still rejected.
+    symbols = primary.rspamd.wait_action(RELAY_SOURCE, SPAM, "add header")
+    assert {"WHITELISTED_FWD_HOST", "FORCE_ACTION_WHITELIST_FORWARDING_HOST_NO_REJECT"} <= set(symbols)
+    assert primary.rspamd.scan("127.0.9.10", SPAM)[0] == "reject"
+    assert primary.rspamd.redis("HEXISTS", "KEEP_SPAM", RELAY_SOURCE).strip() == "0"
     extra = (primary.emulation_base / "mailcow" / "data" / "conf" / "postfix" / "extra.cf").read_text()
     assert run_mailcow_script(primary, script).returncode == 0  # a second run changes nothing
     assert (primary.emulation_base / "mailcow" / "data" / "conf" / "postfix" / "extra.cf").read_text() == extra
@@ -162,6 +174,19 @@ def test_the_mailcow_script_as_pasted_lets_every_message_through_once(mailcow_dr
     lists = run("postconf", "-c", str(primary.conf), "-h", "smtpd_recipient_restrictions").stdout
     assert lists.startswith("check_client_access cidr:") and "reject_unknown_reverse_client_hostname" in lists
     assert "127.0.9.9" not in run("postconf", "-c", str(primary.conf), "-h", "mynetworks").stdout
+
+
+def test_the_mailcow_script_stops_before_any_change_when_redis_refuses_it(mailcow_drain):
+    """redis-cli exits 0 on NOAUTH or WRONGPASS; the script reads the reply, stops, names the
+    command, changes no file, and prints no password."""
+    relay_lab, primary, final = mailcow_drain
+    conf = primary.emulation_base / "mailcow" / "mailcow.conf"
+    conf.write_text(conf.read_text().replace("REDISPASS=", "REDISPASS=not-"))
+    done = run_mailcow_script(primary, snippets()["postfix"]["script"]["mailcow"])
+    assert done.returncode == 1 and "redis-mailcow refused HSET WHITELISTED_FWD_HOST: AUTH failed" in done.stderr
+    assert "not-" not in done.stdout + done.stderr
+    assert not (primary.emulation_base / "mailcow" / "data" / "conf" / "postfix" / "extra.cf").exists()
+    assert primary.rspamd.scan(RELAY_SOURCE, SPAM)[0] == "reject"
 
 
 def test_the_mailcow_script_refuses_a_primary_that_would_become_an_open_relay(mailcow_drain):
