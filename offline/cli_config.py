@@ -26,6 +26,8 @@ import datetime as dt
 import json
 import math
 import re
+import sys
+import threading
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -212,15 +214,52 @@ def _resolve_plain(text: str, tag: str) -> Any:
     return text
 
 
+MAX_DEPTH = 10000  # scannerc.go max_flow_level and max_indents
+
+
+class _Alias(yaml.Node):
+    """An alias as yaml.v3 keeps it (a node of its own, pointing at the anchored node); PyYAML's
+    composer would hand back the anchored node itself, and decode.go counts and refuses by
+    alias nodes."""
+
+    def __init__(self, target: yaml.Node, name: str, mark) -> None:
+        super().__init__("", name, mark, mark)
+        self.target = target
+
+
 class _Loader(yaml.SafeLoader):
     """Composes nodes and keeps each scalar's tag as written (yaml.v3 tells an explicit
-    `!!str` from a resolved one; PyYAML's composer would resolve it away)."""
+    `!!str` from a resolved one; PyYAML's composer would resolve it away), keeps aliases as
+    nodes, and stops at yaml.v3's nesting limit."""
 
     def compose_scalar_node(self, anchor):
         event = self.peek_event()
         node = super().compose_scalar_node(anchor)
         node.written_tag = event.tag  # type: ignore[attr-defined]
         return node
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.get_event()
+            if event.anchor not in self.anchors:
+                raise yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}",
+                                                  event.start_mark)
+            return _Alias(self.anchors[event.anchor], event.anchor, event.start_mark)
+        return super().compose_node(parent, index)
+
+    # scannerc.go yaml_parser_increase_flow_level and yaml_parser_roll_indent
+    def fetch_flow_collection_start(self, TokenClass):
+        super().fetch_flow_collection_start(TokenClass)
+        if self.flow_level > MAX_DEPTH:
+            raise yaml.scanner.ScannerError("while increasing flow level", None,
+                                            f"exceeded max depth of {MAX_DEPTH}", self.get_mark())
+
+    def add_indent(self, column):
+        added = super().add_indent(column)
+        if len(self.indents) > MAX_DEPTH:
+            raise yaml.scanner.ScannerError("while increasing indent level", None,
+                                            f"exceeded max depth of {MAX_DEPTH}", self.get_mark())
+        return added
 
 
 def _short(tag: str | None) -> str:
@@ -250,37 +289,76 @@ class _GeneralMap:
     items: tuple
 
 
-def _decode(node: yaml.Node, depth: int = 0) -> Any:
-    """decode.go unmarshal() into interface{}, with mapping()'s duplicate-key check."""
-    if depth > 10000:
-        raise YamlError("document nested too deeply")
-    if isinstance(node, yaml.ScalarNode):
-        return _scalar(node)
-    if isinstance(node, yaml.SequenceNode):
-        return [_decode(item, depth + 1) for item in node.value]
-    assert isinstance(node, yaml.MappingNode)
-    pairs = node.value
-    problems = []
-    for i, (ki, _) in enumerate(pairs):
-        for kj, _ in pairs[i + 1:]:
-            if type(ki) is type(kj) and ki.value == kj.value and isinstance(ki, yaml.ScalarNode):
-                problems.append(f"line {kj.start_mark.line + 1}: mapping key {json.dumps(kj.value)} "
-                                f"already defined at line {ki.start_mark.line + 1}")
-    if problems:
-        raise YamlError("; ".join(problems))
-    keys = []
-    for key_node, _ in pairs:
-        if isinstance(key_node, yaml.ScalarNode) and _short(getattr(key_node, "written_tag", None)) in ("", "!!merge") \
-                and key_node.value == "<<" and key_node.style is None:
-            raise YamlError(f"line {key_node.start_mark.line + 1}: a YAML merge key (<<); the offline preview "
-                            "does not model yaml.v3's merge, so write the keys out")
-        if not isinstance(key_node, yaml.ScalarNode):
-            raise YamlError(f"line {key_node.start_mark.line + 1}: invalid map key (a list or mapping)")
-        keys.append(_scalar(key_node))
-    values = [_decode(v, depth + 1) for _, v in pairs]
-    if all(isinstance(k, str) for k in keys):
-        return dict(zip(keys, values, strict=True))
-    return _GeneralMap(tuple(zip(keys, values, strict=True)))
+class _Decoder:
+    """decode.go's decoder into interface{}: unmarshal() with its alias bookkeeping, alias(),
+    and mapping()'s duplicate-key check."""
+    # decode.go alias_ratio_range_low and alias_ratio_range_high
+    RATIO_LOW, RATIO_HIGH = 400000, 4000000
+
+    def __init__(self) -> None:
+        self.decode_count = self.alias_count = self.alias_depth = 0
+        self.aliases: set[int] = set()
+
+    def allowed_alias_ratio(self) -> float:
+        """decode.go allowedAliasRatio: 99% for small documents, down to 10% for large ones."""
+        n = self.decode_count
+        if n <= self.RATIO_LOW:
+            return 0.99
+        if n >= self.RATIO_HIGH:
+            return 0.10
+        return 0.99 - 0.89 * ((n - self.RATIO_LOW) / (self.RATIO_HIGH - self.RATIO_LOW))
+
+    def unmarshal(self, node: yaml.Node) -> Any:
+        self.decode_count += 1
+        if self.alias_depth > 0:
+            self.alias_count += 1
+        if self.alias_count > 100 and self.decode_count > 1000 \
+                and self.alias_count / self.decode_count > self.allowed_alias_ratio():
+            raise YamlError("document contains excessive aliasing")
+        if isinstance(node, _Alias):
+            return self.alias(node)
+        if isinstance(node, yaml.ScalarNode):
+            return _scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.unmarshal(item) for item in node.value]
+        assert isinstance(node, yaml.MappingNode)
+        return self.mapping(node)
+
+    def alias(self, node: _Alias) -> Any:
+        if id(node) in self.aliases:
+            raise YamlError(f"anchor '{node.value}' value contains itself")
+        self.aliases.add(id(node))
+        self.alias_depth += 1
+        try:
+            return self.unmarshal(node.target)
+        finally:
+            self.alias_depth -= 1
+            self.aliases.discard(id(node))
+
+    def mapping(self, node: yaml.MappingNode) -> Any:
+        pairs = node.value
+        problems = []
+        for i, (ki, _) in enumerate(pairs):
+            for kj, _ in pairs[i + 1:]:
+                if type(ki) is type(kj) and ki.value == kj.value and isinstance(ki, (yaml.ScalarNode, _Alias)):
+                    problems.append(f"line {kj.start_mark.line + 1}: mapping key {json.dumps(kj.value)} "
+                                    f"already defined at line {ki.start_mark.line + 1}")
+        if problems:
+            raise YamlError("; ".join(problems))
+        keys = []
+        for key_node, _ in pairs:
+            if isinstance(key_node, yaml.ScalarNode) and _short(getattr(key_node, "written_tag", None)) \
+                    in ("", "!!merge") and key_node.value == "<<" and key_node.style is None:
+                raise YamlError(f"line {key_node.start_mark.line + 1}: a YAML merge key (<<); the offline preview "
+                                "does not model yaml.v3's merge, so write the keys out")
+            target = key_node.target if isinstance(key_node, _Alias) else key_node
+            if not isinstance(target, yaml.ScalarNode):
+                raise YamlError(f"line {key_node.start_mark.line + 1}: invalid map key (a list or mapping)")
+            keys.append(self.unmarshal(key_node))
+        values = [self.unmarshal(v) for _, v in pairs]
+        if all(isinstance(k, str) for k in keys):
+            return dict(zip(keys, values, strict=True))
+        return _GeneralMap(tuple(zip(keys, values, strict=True)))
 
 
 def _go_type_value(value: Any) -> str:
@@ -310,8 +388,7 @@ def _simplify(value: Any) -> Any:
     return value
 
 
-def read_yaml(text: str) -> Any:
-    """yaml.v3 Unmarshal into interface{} of the first document (encoding/marshal.go)."""
+def _read_yaml(text: str) -> Any:
     try:
         docs = yaml.compose_all(text, Loader=_Loader)
         root = next(iter(docs), None)
@@ -320,9 +397,47 @@ def read_yaml(text: str) -> Any:
     if root is None:
         return None
     try:
-        return _decode(root)
+        return _Decoder().unmarshal(root)
     except YamlError as exc:
         raise CliRefusal([f"yaml: unmarshal errors: {exc}"]) from None
+
+
+def read_yaml(text: str) -> Any:
+    """yaml.v3 Unmarshal into interface{} of the first document (encoding/marshal.go). It
+    recurses per level of nesting, as every later step does: run the pipeline under
+    with_deep_stack."""
+    return _read_yaml(text)
+
+
+# Composing, decoding and each later walk over a value recurse a few times per level, and
+# yaml.v3 reads up to MAX_DEPTH levels: room for that many frames, on a thread of its own.
+_FRAMES, _STACK_BYTES = 20 * MAX_DEPTH, 1024 * 1024 * 1024
+
+
+def with_deep_stack(fn, *args, **kwargs):
+    """fn(*args, **kwargs) on a thread with room for MAX_DEPTH levels of nesting; its result
+    or its exception, as if called here."""
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller's thread as it is
+            result["error"] = exc
+
+    limit, size = sys.getrecursionlimit(), threading.stack_size()
+    sys.setrecursionlimit(max(limit, _FRAMES))
+    threading.stack_size(_STACK_BYTES)
+    try:
+        worker = threading.Thread(target=work, name="deep-stack")
+        worker.start()
+        worker.join()
+    finally:
+        threading.stack_size(size)
+        sys.setrecursionlimit(limit)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 # --- the re-encode step and config.Value (resource/config/object.go) ------------------------

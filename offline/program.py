@@ -45,6 +45,11 @@ class StackFileError(ValueError):
 
 
 def read_stack_file(path: Path, project: str, stack: str | None = None) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """_read_stack_file with room for the nesting the CLI reads (yaml.v3 allows 10,000 levels)."""
+    return cli_config.with_deep_stack(_read_stack_file, path, project, stack)
+
+
+def _read_stack_file(path: Path, project: str, stack: str | None = None) -> tuple[dict[str, str], dict[str, str], list[str]]:
     """Stack file -> (config, secret config, notes) of the project's namespace, exactly as the
     Pulumi CLI hands them to the program: read, defaults merged and validated by the CLI's own
     rules (offline/cli_config.py). `secure:` values cannot be decrypted offline; they become a

@@ -333,3 +333,76 @@ def test_pulumi_new_prompts_for_every_required_scalar_key():
     assert asked["tailnet"]["default"] == doc["config"]["tailnet"]["default"]
     arrays = set(required) - scalars
     assert arrays and all(f"pulumi config set --path '{k}[0]'" in doc["template"]["quickstart"] for k in arrays)
+
+
+# --- No traceback for any file: yaml.v3's limits, and a fuzz over raw bytes -------------------
+
+EXAMPLE_TEXT = (ROOT / "Pulumi.example.yaml").read_text()
+
+
+def with_provider_value(text: str) -> str:
+    """The example stack plus a provider key (passed through, never typed) holding `text`."""
+    return EXAMPLE_TEXT.replace("\nconfig:\n", f"\nconfig:\n  oci:lab: {text}\n", 1)
+
+
+def laughs(levels: int, fanout: int) -> str:
+    """A billion-laughs document: each anchor a list of `fanout` aliases of the one before."""
+    rows = [f"a0: &a0 [{', '.join(['x'] * fanout)}]"]
+    rows += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * fanout)}]" for i in range(1, levels + 1)]
+    return "\n".join(rows) + "\n"
+
+
+def read(tmp_path, text: str):
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(text)
+    return program.read_stack_file(path, "backup-mx", "dev")
+
+
+LIMITS_READ = {
+    # scannerc.go max_flow_level and max_indents: 10,000 levels are read, as yaml.v3 reads them
+    "1,000 flow levels": with_provider_value("[" * 1000 + "]" * 1000),
+    "5,000 flow levels": with_provider_value("[" * 5000 + "]" * 5000),
+    "1,000 block levels": with_provider_value("\n" + "".join("  " * (i + 2) + f"k{i}:\n" for i in range(1000))),
+    # decode.go allowedAliasRatio: 99% of a small document may come from aliases
+    "2 levels of 10 aliases": EXAMPLE_TEXT + laughs(2, 10),
+}
+LIMITS_REFUSED = {
+    "10,001 flow levels": (with_provider_value("[" * 10001 + "]" * 10001), "exceeded max depth of 10000"),
+    "10,001 block levels": ("- " * 10001 + "x\n", "exceeded max depth of 10000"),
+    # decode.go alias(): an alias met again while it is being decoded
+    "an anchor holding itself (mapping)": ("config:\n  oci:lab: &x {b: *x}\n", "anchor 'x' value contains itself"),
+    "an anchor holding itself (list)": ("config:\n  oci:lab: &x [*x]\n", "anchor 'x' value contains itself"),
+    # decode.go unmarshal(): most of a large document from alias expansion
+    "4 levels of 10 aliases": (EXAMPLE_TEXT + laughs(4, 10), "document contains excessive aliasing"),
+    "a billion laughs": (EXAMPLE_TEXT + laughs(9, 9), "document contains excessive aliasing"),
+}
+
+
+@pytest.mark.parametrize("text", LIMITS_READ.values(), ids=LIMITS_READ.keys())
+def test_a_file_within_yaml_v3_limits_is_read(tmp_path, text):
+    plain, _, _ = read(tmp_path, text)
+    assert plain["domains"] == '["example.org"]'
+
+
+@pytest.mark.parametrize("text,reason", LIMITS_REFUSED.values(), ids=LIMITS_REFUSED.keys())
+def test_a_file_past_yaml_v3_limits_is_refused_in_one_line(tmp_path, text, reason):
+    with pytest.raises(program.StackFileError) as refused:
+        read(tmp_path, text)
+    assert reason in str(refused.value) and len(str(refused.value).splitlines()) == 1, str(refused.value)
+
+
+YAMLISH = st.text(st.sampled_from(list("ab:-[]{}&*!|>'\"#%@`,?~ \t\n\r\ufeff0.9") + ["\u00e9", "\x00", "\x85"]),
+                  max_size=200)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(st.binary(max_size=300), YAMLISH.map(str.encode),
+                 YAMLISH.map(lambda t: with_provider_value(t).encode())))
+def test_no_file_gives_a_traceback(tmp_path_factory, data):
+    """Any bytes at all: read, or refused with a StackFileError naming the problem."""
+    path = tmp_path_factory.mktemp("fuzz") / "Pulumi.dev.yaml"
+    path.write_bytes(data)
+    try:
+        program.read_stack_file(path, "backup-mx", "dev")
+    except program.StackFileError as refused:
+        assert str(refused).strip()
