@@ -247,6 +247,25 @@ class _Loader(yaml.SafeLoader):
             return _Alias(self.anchors[event.anchor], event.anchor, event.start_mark)
         return super().compose_node(parent, index)
 
+    def scan_to_next_token(self):
+        """scannerc.go yaml_parser_scan_to_next_token: a BOM may start any line, and a tab is
+        a blank in the flow context and wherever a simple key cannot start (after a key's
+        `:`, after a scalar), never at the start of a line or after `-` or `?`."""
+        found = False
+        while not found:
+            if self.column == 0 and self.peek() == "\ufeff":
+                self.forward()
+            while self.peek() == " " or (self.peek() == "\t" and (self.flow_level or not self.allow_simple_key)):
+                self.forward()
+            if self.peek() == "#":
+                while self.peek() not in "\0\r\n\x85\u2028\u2029":
+                    self.forward()
+            if self.scan_line_break():
+                if not self.flow_level:
+                    self.allow_simple_key = True
+            else:
+                found = True
+
     # scannerc.go yaml_parser_increase_flow_level and yaml_parser_roll_indent
     def fetch_flow_collection_start(self, TokenClass):
         super().fetch_flow_collection_start(TokenClass)

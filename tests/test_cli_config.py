@@ -108,12 +108,24 @@ ACCEPTED = [
     ("config.go createConfigValue: an array default becomes a JSON object value",
      "config:\n  l:\n    type: array\n    items:\n      type: string\n    default: [a, b]\n", "",
      {"test:l": '["a","b"]'}),
+    ("scannerc.go yaml_parser_scan_to_next_token: a tab after a key's ':' is a blank", "",
+     "config:\n  test:n:\tx\n  test:m:\t\t'y'\n", {"test:n": "x", "test:m": "y"}),
+    ("scannerc.go yaml_parser_scan_to_next_token: a tab before a comment is a blank", "",
+     "config:\n  test:n: x\t# the comment\n  test:m: y \t#\tanother\n", {"test:n": "x", "test:m": "y"}),
+    ("scannerc.go yaml_parser_scan_to_next_token: a tab is a blank in the flow context", "",
+     "config:\n  test:l: [a,\tb ,\t c]\n", {"test:l": '["a","b","c"]'}),
+    ("scannerc.go yaml_parser_scan_to_next_token: a BOM may start any line", "",
+     "config:\n\ufeff  test:n: x\n", {"test:n": "x"}),
     ("project.go ValidateConfigValue: an empty array matches array<string>",
      "config:\n  l:\n    type: array\n    items:\n      type: string\n", "config:\n  test:l: []\n", {"test:l": "[]"}),
 ]
 
 REFUSED = [
     # (source, project, stack, the CLI's reason)
+    ("scannerc.go yaml_parser_scan_to_next_token: a tab may not indent a line", "",
+     "config:\n\ttest:n: x\n", "found character '\\t' that cannot start any token"),
+    ("scannerc.go yaml_parser_scan_to_next_token: a tab may not follow '-'", "",
+     "config:\n  test:l:\n    -\tx\n", "found character '\\t' that cannot start any token"),
     ("config_project_test.go TestStackConfigErrorsWhenStackValueIsNotCorrectlyTyped",
      "config:\n  values:\n    type: array\n    items:\n      type: string\n    default: [value]\n",
      "config:\n  test:values: someValue\n", "Stack 'dev' with configuration key 'values' must be of type 'array<string>'"),
