@@ -16,7 +16,8 @@ Each rule names the Go file and function it comes from. The order is the CLI's:
 
 Stack keys the project does not declare pass through untouched (mergeConfig iterates the
 project's keys only); the program's settings judge them. Where this port cannot model the
-CLI exactly (YAML merge keys, two spellings of one key), it refuses and says so.
+CLI exactly (YAML merge keys, two spellings of one key with different values), it refuses
+and says so.
 """
 from __future__ import annotations
 
@@ -683,18 +684,23 @@ def read_stack(text: str, project: Project) -> dict[str, Value]:
     if not isinstance(config, dict):
         kind = "!!seq" if isinstance(config, list) else _kind(config)
         raise CliRefusal([f"could not unmarshal map: cannot unmarshal {kind} into map[string]config.Value"])
+    # loaders.go stackConfigNamespacedWithProject names bare keys, then config/map.go
+    # UnmarshalYAML keys the map by ParseKey, which reads <namespace>:config:<name> as
+    # <namespace>:<name>. Spellings of one key land on one entry, in Go's random map order:
+    # with equal values that is one value; with different ones the CLI keeps either.
     spelled: dict[str, list[str]] = {}
-    for key in config:  # loaders.go stackConfigNamespacedWithProject
-        spelled.setdefault(key if ":" in key else f"{project.name}:{key}", []).append(key)
-    twice = [f"{full} is written both as {' and as '.join(forms)}; the CLI keeps one of them at random "
-             "(Go map order), so the offline preview refuses it: keep one" for full, forms in spelled.items()
-             if len(forms) > 1]
+    for key in config:
+        spelled.setdefault(":".join(parse_key(key if ":" in key else f"{project.name}:{key}")), []).append(key)
+    values: dict[str, Value] = {}
+    twice = []
+    for full, forms in spelled.items():
+        found = [to_value(config[key]) for key in forms]
+        if any(v != found[0] for v in found[1:]):
+            twice.append(f"{full} is written as {' and as '.join(forms)} with different values; the CLI keeps "
+                         "one of them at random (Go map order), so the offline preview refuses it: keep one")
+        values[full] = found[0]
     if twice:
         raise CliRefusal(twice)
-    values = {}
-    for full, (key,) in spelled.items():
-        parse_key(full)
-        values[full] = to_value(config[key])
     return values
 
 

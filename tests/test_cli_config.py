@@ -102,7 +102,11 @@ ACCEPTED = [
      {"test:l": '["a\\u003cb\\u0026c\\u003e"]'}),
     ("loaders.go readFileStripUTF8BOM", "", "\ufeffconfig:\n  test:n: x\n", {"test:n": "x"}),
     ("key.go ParseKey: <namespace>:config:<name> is the old form of <namespace>:<name>", "",
-     "config:\n  aws:config:region: us-east-1\n", {"aws:config:region": "us-east-1"}),
+     "config:\n  aws:config:region: us-east-1\n", {"aws:region": "us-east-1", "aws:config:region": None}),
+    ("key.go ParseKey: the project's own key in the old form reaches the program by its name", "",
+     "config:\n  test:config:n: x\n", {"test:n": "x", "test:config:n": None}),
+    ("loaders.go stackConfigNamespacedWithProject, map.go UnmarshalYAML: spellings with one value are one key", "",
+     "config:\n  n: x\n  test:n: x\n  test:config:n: x\n", {"test:n": "x"}),
     ("config.go validateStackConfigValue: an integer may be written with a sign (strconv.Atoi)",
      "config:\n  n:\n    type: integer\n", "config:\n  test:n: '+20'\n", {"test:n": "+20"}),
     ("config.go createConfigValue: an array default becomes a JSON object value",
@@ -222,7 +226,10 @@ def test_two_spellings_of_one_key_are_refused_not_guessed():
     """loaders.go stackConfigNamespacedWithProject writes both into one Go map: one wins at random."""
     with pytest.raises(cli_config.CliRefusal) as refusal:
         effective(TEST_PROJECT, "config:\n  n: 1\n  test:n: 2\n")
-    assert "test:n is written both as n and as test:n" in refusal.value.problems[0]
+    assert "test:n is written as n and as test:n with different values" in refusal.value.problems[0]
+    with pytest.raises(cli_config.CliRefusal) as refusal:
+        effective(TEST_PROJECT, "config:\n  test:n: 1\n  test:config:n: 2\n")
+    assert "test:n is written as test:n and as test:config:n with different values" in refusal.value.problems[0]
 
 
 def test_a_merge_key_fails_closed():
