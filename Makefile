@@ -37,8 +37,8 @@ test: system-deps lint
 rehearse: system-deps $(VENV)/.dev-installed  ## first boot on real cloud-init (also part of make test)
 	$(PY) -m pytest -q tests/test_rehearsal.py
 
-properties: system-deps $(VENV)/.dev-installed  ## the long property pass (150 generated configs each; 300 for the settings-and-pack verdicts)
-	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q tests/test_settings_properties.py
+properties: system-deps $(VENV)/.dev-installed  ## the long property pass (150 generated configs each; 300 for the settings-and-pack verdicts; 1500 documents against yaml.v3)
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q tests/test_settings_properties.py tests/test_yaml_v3.py
 
 lab: $(VENV)/.installed  ## relay + fake primary on loopback (needs only postfix and swaks)
 	./.ci/system-deps lab

@@ -246,16 +246,20 @@ class _Loader(yaml.SafeLoader):
                 raise yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}",
                                                   event.start_mark)
             return _Alias(self.anchors[event.anchor], event.anchor, event.start_mark)
+        # yaml.go parser.anchor: an anchor defined again names the later node from there on
+        # (aliases before it keep the earlier one); PyYAML's composer would refuse it
+        self.anchors.pop(self.peek_event().anchor, None)
         return super().compose_node(parent, index)
 
     def scan_to_next_token(self):
-        """scannerc.go yaml_parser_scan_to_next_token: a BOM may start any line, and a tab is
-        a blank in the flow context and wherever a simple key cannot start (after a key's
-        `:`, after a scalar), never at the start of a line or after `-` or `?`."""
+        """scannerc.go yaml_parser_scan_to_next_token: a tab is a blank in the flow context and
+        wherever a simple key cannot start (after a key's `:`, after a scalar), never at the
+        start of a line or after `-` or `?`. (A BOM after the first byte is text to yaml.v3,
+        as to PyYAML.)"""
+        if self.index == 0 and self.peek() == "\ufeff":
+            self.forward()
         found = False
         while not found:
-            if self.column == 0 and self.peek() == "\ufeff":
-                self.forward()
             while self.peek() == " " or (self.peek() == "\t" and (self.flow_level or not self.allow_simple_key)):
                 self.forward()
             if self.peek() == "#":
@@ -266,6 +270,13 @@ class _Loader(yaml.SafeLoader):
                     self.allow_simple_key = True
             else:
                 found = True
+
+    def process_directives(self):
+        """parserc.go yaml_parser_process_directives: only `%YAML 1.1` is compatible."""
+        value = super().process_directives()
+        if self.yaml_version not in (None, (1, 1)):
+            raise yaml.parser.ParserError(None, None, "found incompatible YAML document", self.peek_token().start_mark)
+        return value
 
     # scannerc.go yaml_parser_increase_flow_level and yaml_parser_roll_indent
     def fetch_flow_collection_start(self, TokenClass):
