@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from offline import cli_config
+from tests.test_cli_config import EXAMPLE_TEXT, LIMITS_READ, LIMITS_REFUSED, laughs
 
 DECODER = Path(__file__).parent / "yamlv3" / "decode.go"
 GOPATH = "/usr/share/gocode"  # where Debian's golang-*-dev packages put their source
@@ -33,7 +34,7 @@ def yaml_v3(tmp_path_factory):
 
     def decode(text: str) -> tuple[str, object]:
         done = subprocess.run([str(out / "decode")], input=text.encode(), capture_output=True, timeout=60)
-        answer = json.loads(done.stdout)
+        answer = cli_config.with_deep_stack(json.loads, done.stdout)  # a value may nest 10,000 deep
         return ("error", answer["error"]) if "error" in answer else ("value", answer["value"])
     return decode
 
@@ -140,3 +141,22 @@ STACKS = [Path(__file__).resolve().parent.parent / "Pulumi.example.yaml",
 @pytest.mark.parametrize("stack", STACKS, ids=[p.name for p in STACKS])
 def test_every_example_stack_reads_as_yaml_v3_reads_it(yaml_v3, stack):
     agree(yaml_v3, stack.read_text())
+
+
+@pytest.mark.parametrize("text", LIMITS_READ.values(), ids=LIMITS_READ.keys())
+def test_yaml_v3_reads_the_limit_cases_the_port_reads(yaml_v3, text):
+    assert yaml_v3(text)[0] == "value"
+
+
+@pytest.mark.parametrize("text,reason", LIMITS_REFUSED.values(), ids=LIMITS_REFUSED.keys())
+def test_yaml_v3_refuses_the_limit_cases_the_port_refuses(yaml_v3, text, reason):
+    verdict, message = yaml_v3(text)
+    assert verdict == "error" and reason in str(message), message
+
+
+def test_yaml_v3_refuses_three_levels_of_ten_aliases_beside_the_example_stack(yaml_v3):
+    """decode.go allowedAliasRatio at its edge: 0.991 of the decodes come from aliases."""
+    text = EXAMPLE_TEXT + laughs(3, 10)
+    theirs, ours = yaml_v3(text), port(text)
+    assert theirs == ("error", "yaml: document contains excessive aliasing")
+    assert ours[0] == "error" and "document contains excessive aliasing" in str(ours[1]), ours
