@@ -42,19 +42,19 @@ class Rspamd:
         for d in dirs.values():
             d.mkdir()
             shutil.chown(d, "_rspamd", "_rspamd")
-        self.procs.append(subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port), "--save", "",
-             "--appendonly", "no", "--requirepass", self.redis_password],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        wait_port(self.redis_port)
-        self.procs.append(subprocess.Popen(
-            ["rspamd", "-f", "-u", "_rspamd", "-g", "_rspamd", "-c", str(root / "rspamd.conf"),
-             f"--var=CONFDIR={root}", f"--var=LOCAL_CONFDIR={root}",
-             *(f"--var={k}={v}" for k, v in dirs.items())],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        try:
+        try:  # whatever started is stopped if the rest does not come up
+            self.procs.append(subprocess.Popen(
+                ["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port), "--save", "",
+                 "--appendonly", "no", "--requirepass", self.redis_password],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+            wait_port(self.redis_port)
+            self.procs.append(subprocess.Popen(
+                ["rspamd", "-f", "-u", "_rspamd", "-g", "_rspamd", "-c", str(root / "rspamd.conf"),
+                 f"--var=CONFDIR={root}", f"--var=LOCAL_CONFDIR={root}",
+                 *(f"--var={k}={v}" for k, v in dirs.items())],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
             wait_port(self.port, timeout=120)  # rspamd compiles its TLD list and maps first
-        except LabError:
+        except BaseException:
             self.stop()
             raise
         return self
